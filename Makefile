@@ -1,0 +1,36 @@
+# Everything runs from the project's own virtual environment (.venv), created on first use.
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: install install-dev demo test lint bench clean
+
+$(BIN)/.installed: requirements.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet -r requirements.txt
+	touch $@
+
+$(BIN)/.installed-dev: $(BIN)/.installed requirements-dev.txt
+	$(BIN)/pip install --quiet -r requirements-dev.txt
+	touch $@
+
+install: $(BIN)/.installed
+install-dev: $(BIN)/.installed-dev
+
+## make demo: embedded PostgreSQL + Redis (unless URLs are set), worker, demo photos, web :8000, Flower :5555
+demo: $(BIN)/.installed
+	$(BIN)/python -m config.demo
+
+## make test: lint, types, and the test suite (embedded servers when no URLs are set)
+test: $(BIN)/.installed-dev
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: $(BIN)/.installed-dev
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+clean:
+	rm -rf .run media test-artifacts .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,49 @@
+"""Hand work to the Celery queue after the database transaction commits.
+
+The catalog sends tasks by name through the Celery app object and never imports task modules,
+so `workers` → `catalog` stays the only import direction and the web process never loads the
+model.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from django.db import transaction
+
+logger = logging.getLogger(__name__)
+
+IMAGE_CLASSIFY_TASK = "workers.tasks.image_classify_task"
+
+# Bounded: an upload must answer even when the broker is down (the sweeper re-sends later).
+PUBLISH_RETRY_POLICY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.5}
+
+
+def send_task(task_name: str, *, args: list[Any]) -> bool:
+    """Publish `task_name(*args)` now. Returns False (and logs) when the broker is unreachable."""
+    from workers.celery import app
+
+    try:
+        app.send_task(task_name, args=args, retry=True, retry_policy=PUBLISH_RETRY_POLICY)
+    except Exception:  # kombu raises OperationalError, redis its own ConnectionError, etc.
+        logger.warning("broker unavailable, %s%s left for the sweeper", task_name, args, exc_info=True)
+        return False
+    return True
+
+
+def enqueue_on_commit(
+    task_name: str, *, args: list[Any], on_sent: Callable[[], None] | None = None
+) -> None:
+    """Publish the task once the current transaction commits (immediately outside one).
+
+    `on_sent` runs only after a successful publish, e.g. to mark a row QUEUED; when the broker is
+    down the row keeps its PENDING state and the periodic sweeper sends it later.
+    """
+
+    def publish() -> None:
+        if send_task(task_name, args=args) and on_sent is not None:
+            on_sent()
+
+    transaction.on_commit(publish)

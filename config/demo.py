@@ -1,0 +1,109 @@
+"""`make demo`: the whole system on one machine, from an empty database to suggestions.
+
+Starts embedded PostgreSQL and Redis when DATABASE_URL / CELERY_BROKER_URL are unset, migrates
+(which seeds the taxonomy), exports the backbone to ONNX once, starts a Celery worker (with the
+beat sweeper), imports the CC0 photos under demo/photos through the real queue and prints their
+suggestions. Then serves the web app on :8000 and Flower on :5555 (basic auth) until Ctrl-C,
+stopping every process it started. With DEMO_ONCE=1 it exits after the table.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from config.embedded import BASE_DIR, DEFAULT_RUN_DIR, missing_services
+
+PYTHON = sys.executable
+DEMO_PHOTOS = BASE_DIR / "demo" / "photos"
+
+
+def _spawn(args: list[str], log: Path | None = None) -> subprocess.Popen:
+    out = open(log, "ab") if log else None  # noqa: SIM115 - owned by the child for its lifetime
+    return subprocess.Popen(args, cwd=BASE_DIR, stdout=out, stderr=subprocess.STDOUT if out else None)
+
+
+def _stop(processes: list[subprocess.Popen]) -> None:
+    for proc in reversed(processes):
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + 20
+    for proc in reversed(processes):
+        try:
+            proc.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def main() -> int:
+    run_dir = Path(os.environ.get("RUN_DIR") or DEFAULT_RUN_DIR)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    once = os.environ.get("DEMO_ONCE") == "1"
+    web_port = os.environ.get("DEMO_WEB_PORT", "8000")
+    flower_port = os.environ.get("DEMO_FLOWER_PORT", "5555")
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+    os.environ.setdefault("MEDIA_ROOT", str(run_dir / "media"))
+    processes: list[subprocess.Popen] = []
+    with missing_services(run_dir) as services:
+        for key, value in services.env.items():
+            print(f"embedded {key}={value}")
+        try:
+            subprocess.run([PYTHON, "manage.py", "migrate", "--noinput", "-v", "0"], cwd=BASE_DIR, check=True)
+            print("exporting the backbone to ONNX (cached after the first run)...")
+            subprocess.run([PYTHON, "-m", "classifier", "export"], cwd=BASE_DIR, check=True)
+            worker_log = run_dir / "worker.log"
+            processes.append(
+                _spawn(
+                    [PYTHON, "-m", "celery", "-A", "workers", "worker", "-B",
+                     "--schedule", str(run_dir / "celerybeat-schedule"),
+                     "-Q", "classify,bulk,training,maintenance", "-c", "1", "-l", "INFO",
+                     "-n", "demo@%h"],
+                    worker_log,
+                )
+            )  # fmt: skip
+            print(f"worker started (log: {worker_log})")
+            subprocess.run(
+                [PYTHON, "manage.py", "import_photos", str(DEMO_PHOTOS), "--wait", "--timeout", "600"],
+                cwd=BASE_DIR,
+                check=True,
+            )
+            if once:
+                return 0
+            password = secrets.token_urlsafe(12)
+            processes.append(
+                _spawn(
+                    [PYTHON, "manage.py", "runserver", "--noreload", f"0.0.0.0:{web_port}"],
+                    run_dir / "web.log",
+                )
+            )
+            processes.append(
+                _spawn(
+                    [PYTHON, "-m", "celery", "-A", "workers", "flower", f"--port={flower_port}",
+                     f"--basic-auth=demo:{password}"],
+                    run_dir / "flower.log",
+                )
+            )  # fmt: skip
+            print(f"\nweb app:  http://127.0.0.1:{web_port}/")
+            print(f"Flower:   http://127.0.0.1:{flower_port}/  (user demo, password {password})")
+            print(f"logs:     {run_dir}/*.log\nCtrl-C stops everything.")
+            while all(proc.poll() is None for proc in processes):
+                time.sleep(0.5)
+            print("a demo process exited; stopping", file=sys.stderr)
+            return 1
+        except KeyboardInterrupt:
+            return 0
+        except subprocess.CalledProcessError as error:
+            print(f"demo step failed: {error}", file=sys.stderr)
+            return 1
+        finally:
+            _stop(processes)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,144 @@
+"""Shared fixtures: a real Celery worker process on the test database, photos, users."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+FIXTURE_PHOTOS = REPO_ROOT / "tests" / "fixtures" / "photos"
+SHARED_DATASETS = REPO_ROOT.parent / "shared" / "datasets"
+
+
+def wait_for(predicate: Callable[[], object], *, timeout: float = 90.0, interval: float = 0.1) -> object:
+    """Poll `predicate` until it returns a truthy value; fail the test after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    pytest.fail(f"condition not met within {timeout:.0f} s")
+
+
+def fixture_photo_paths() -> list[Path]:
+    """Real CC0 photos shipped with the tests (tests/fixtures/photos/<slug>/*.jpg)."""
+    return sorted(p for p in FIXTURE_PHOTOS.rglob("*") if p.suffix.lower() in {".jpg", ".jpeg", ".png"})
+
+
+@pytest.fixture
+def photo_paths() -> list[Path]:
+    paths = fixture_photo_paths()
+    if not paths:
+        pytest.skip("no fixture photos under tests/fixtures/photos")
+    return paths
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _media_root(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Photos stored by tests go to a temporary MEDIA_ROOT shared with the worker process."""
+    from django.conf import settings
+
+    media = tmp_path_factory.mktemp("media")
+    previous = settings.MEDIA_ROOT
+    settings.MEDIA_ROOT = str(media)
+    os.environ["MEDIA_ROOT"] = str(media)
+    yield media
+    settings.MEDIA_ROOT = previous
+
+
+def _database_url_for(name: str) -> str:
+    url = urlsplit(os.environ["DATABASE_URL"])
+    return urlunsplit((url.scheme, url.netloc, "/" + name, url.query, url.fragment))
+
+
+@dataclass
+class WorkerProcess:
+    process: subprocess.Popen
+    name: str
+    log: Path
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+
+def start_worker(
+    *, log: Path, queues: str = "classify,bulk,training,maintenance", concurrency: int = 1, env: dict | None = None
+) -> WorkerProcess:
+    """Start `celery worker` on the test database; returns once it answers a ping."""
+    from django.db import connection
+
+    from workers.celery import app
+
+    name = f"test-{uuid.uuid4().hex[:8]}@localhost"
+    worker_env = {
+        **os.environ,
+        "DATABASE_URL": _database_url_for(connection.settings_dict["NAME"]),
+        "CLASSIFIER_NUM_THREADS": "2",
+        **(env or {}),
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "workers", "worker", "-Q", queues,
+         "-c", str(concurrency), "-n", name, "-l", "INFO", "--without-gossip", "--without-mingle"],
+        cwd=REPO_ROOT, env=worker_env, stdout=log.open("ab"), stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    worker = WorkerProcess(process=process, name=name, log=log)
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"worker exited with {process.returncode}:\n{worker.log_text()[-4000:]}")
+        if app.control.ping(destination=[name], timeout=0.5):
+            return worker
+    stop_worker(worker)
+    pytest.fail(f"worker did not answer within 180 s:\n{worker.log_text()[-4000:]}")
+
+
+def stop_worker(worker: WorkerProcess, timeout: float = 30.0) -> None:
+    if worker.process.poll() is None:
+        worker.process.terminate()
+        try:
+            worker.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            worker.process.kill()
+            worker.process.wait()
+
+
+@pytest.fixture(scope="session")
+def celery_worker_process(
+    django_db_setup: None, django_db_blocker: object, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[WorkerProcess]:
+    """One real worker (prefork, 1 process) for the session, on the test database.
+
+    Queues are purged first so tasks left by an earlier run cannot touch this run's rows.
+    """
+    from workers.celery import app
+
+    app.control.purge()
+    log = tmp_path_factory.mktemp("worker") / "worker.log"
+    worker = start_worker(log=log)
+    yield worker
+    stop_worker(worker)
+
+
+@pytest.fixture
+def taxonomy(transactional_db: None) -> None:
+    """Categories from the taxonomy file (transactional tests truncate migration data)."""
+    from catalog import services
+
+    services.taxonomy_load()
+
+
+@pytest.fixture
+def seller(transactional_db: None):
+    from tests.factories import UserFactory
+
+    return UserFactory()
