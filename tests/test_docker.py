@@ -1,0 +1,32 @@
+"""The docker/ files cannot be built here (no engine); check what can be checked without one."""
+
+from __future__ import annotations
+
+import yaml
+
+from tests.conftest import REPO_ROOT
+
+DOCKER = REPO_ROOT / "docker"
+
+
+def test_compose_file_parses_and_every_role_has_a_command() -> None:
+    compose = yaml.safe_load((DOCKER / "compose.yml").read_text())
+    services = compose["services"]
+    assert {"postgres", "redis", "migrate", "web", "worker-classify", "worker-bulk", "beat", "flower"} <= set(
+        services
+    )
+    for name in ("web", "worker-classify", "worker-bulk", "beat", "flower", "migrate"):
+        assert services[name]["command"], name
+    # fresh uploads and bulk work never share a worker
+    assert "-Q" in services["worker-classify"]["command"]
+    classify_queues = services["worker-classify"]["command"][services["worker-classify"]["command"].index("-Q") + 1]
+    assert classify_queues == "classify"
+    # Flower refuses to start without credentials
+    assert "FLOWER_BASIC_AUTH:?" in " ".join(services["flower"]["command"])
+
+
+def test_dockerfile_copies_requirements_before_the_source_and_exports_the_backbone() -> None:
+    text = (DOCKER / "Dockerfile").read_text()
+    assert text.index("COPY requirements.txt") < text.index("COPY . .")
+    assert "python -m classifier export" in text
+    assert "USER app" in text
