@@ -1,0 +1,119 @@
+"""Suggestions: model versions, recording a photo's top-k, deriving a listing's suggestion."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from catalog import selectors
+from catalog.models import (
+    Category,
+    CategorySuggestion,
+    ClassificationStatus,
+    ImageEmbedding,
+    Listing,
+    ListingImage,
+    ModelVersion,
+)
+from catalog.services.images import image_classification_fail, image_status_set
+
+_S = ClassificationStatus
+NO_KNOWN_CATEGORY = "None of the suggested categories exist in the taxonomy."
+
+
+@dataclass(frozen=True)
+class ScoredCategory:
+    """One entry of a suggestion's top-k."""
+
+    slug: str
+    confidence: float
+
+
+def model_version_ensure(
+    *, name: str, backbone_version: str = "", metrics: dict | None = None
+) -> ModelVersion:
+    """Return the ModelVersion row called `name`, creating it; the first one becomes active."""
+    version, _ = ModelVersion.objects.get_or_create(
+        name=name, defaults={"backbone_version": backbone_version, "metrics": metrics or {}}
+    )
+    if not ModelVersion.objects.filter(is_active=True).exists():
+        try:
+            with transaction.atomic():
+                ModelVersion.objects.filter(pk=version.pk).update(is_active=True)
+        except IntegrityError:
+            pass  # another worker activated one at the same moment
+        version.refresh_from_db()
+    return version
+
+
+def image_classification_record(
+    *,
+    image: ListingImage,
+    model_version: ModelVersion,
+    top_k: Sequence[ScoredCategory],
+    embedding: bytes | None = None,
+    logits: bytes | None = None,
+    backbone_version: str = "",
+) -> CategorySuggestion | None:
+    """Store the top-k suggestion of `model_version` for the photo, idempotently.
+
+    A duplicate delivery updates the same row (unique on image + model version). Categories the
+    database does not know (taxonomy out of sync) are dropped from the top-k. Returns None when
+    no category of the top-k is known; the photo then fails with a reason.
+    """
+    known = selectors.categories_by_slug()
+    entries = [entry for entry in top_k if entry.slug in known]
+    if not entries:
+        image_classification_fail(
+            image=image, reason="None of the suggested categories exist in the taxonomy."
+        )
+        return None
+    best = entries[0]
+    with transaction.atomic():
+        suggestion, _ = CategorySuggestion.objects.update_or_create(
+            image=image,
+            model_version=model_version,
+            defaults={
+                "category": known[best.slug],
+                "confidence": float(best.confidence),
+                "top_k": [{"slug": e.slug, "confidence": round(float(e.confidence), 6)} for e in entries],
+            },
+        )
+        if embedding is not None and logits is not None and backbone_version:
+            ImageEmbedding.objects.update_or_create(
+                image=image,
+                backbone_version=backbone_version,
+                defaults={"embedding": embedding, "logits": logits},
+            )
+        image_status_set(image_id=image.pk, status=_S.DONE)
+        listing_suggestion_refresh(listing=image.listing, model_version=model_version)
+    return suggestion
+
+
+def listing_suggestion_refresh(*, listing: Listing, model_version: ModelVersion) -> None:
+    """Derive the listing's suggested category from all its photos' suggestions.
+
+    Each photo's top-k confidences are averaged over the listing's classified photos, so a
+    category seen in several photos wins over one photo's strong but lone vote. Never touches the
+    category a person chose.
+    """
+    suggestions = CategorySuggestion.objects.filter(
+        image__listing=listing, model_version=model_version
+    ).values_list("top_k", flat=True)
+    totals: dict[str, float] = defaultdict(float)
+    count = 0
+    for top_k in suggestions:
+        count += 1
+        for entry in top_k:
+            totals[entry["slug"]] += float(entry["confidence"])
+    if not count:
+        return
+    slug, total = max(totals.items(), key=lambda item: item[1])
+    category = Category.objects.filter(slug=slug).first()
+    Listing.objects.filter(pk=listing.pk).update(
+        suggested_category=category, suggested_confidence=total / count, updated_at=timezone.now()
+    )
