@@ -58,6 +58,8 @@ class Listing(models.Model):
         Category, null=True, blank=True, related_name="+", on_delete=models.SET_NULL
     )
     suggested_confidence = models.FloatField(null=True, blank=True)
+    # A hidden listing that holds one photo sent to POST /api/classify; never shown or browsed.
+    is_probe = models.BooleanField(default=False)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
