@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from django.db.models import QuerySet
+from collections import defaultdict
+from dataclasses import dataclass
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.db.models import Prefetch, QuerySet
 
 from catalog.models import (
     Category,
@@ -80,4 +84,185 @@ def image_latest_suggestion(*, image: ListingImage) -> CategorySuggestion | None
     return (
         suggestions.filter(model_version__is_active=True).first()
         or suggestions.order_by("-updated_at").first()
+    )
+
+
+# --- marketplace pages and the API ---------------------------------------------------------------
+
+PATH_SEPARATOR = " › "
+
+
+@dataclass(frozen=True)
+class CategoryNode:
+    """One row of the category tree in display order: depth 0 for a top-level category."""
+
+    category: Category
+    depth: int
+    path: str  # "Fashion › Shoes"
+
+
+def category_tree(*, active_only: bool = True) -> list[CategoryNode]:
+    """Every category, parents before their children, siblings by name, with its path label."""
+    categories = Category.objects.all()
+    if active_only:
+        categories = categories.filter(is_active=True)
+    children: dict[int | None, list[Category]] = defaultdict(list)
+    for category in categories:
+        children[category.parent_id].append(category)
+    nodes: list[CategoryNode] = []
+
+    def walk(parent_id: int | None, depth: int, prefix: str) -> None:
+        for category in sorted(children.get(parent_id, []), key=lambda c: c.name.lower()):
+            path = f"{prefix}{PATH_SEPARATOR}{category.name}" if prefix else category.name
+            nodes.append(CategoryNode(category=category, depth=depth, path=path))
+            walk(category.pk, depth + 1, path)
+
+    walk(None, 0, "")
+    return nodes
+
+
+def category_paths() -> dict[int, str]:
+    """Path label of every category by primary key (inactive ones included)."""
+    return {node.category.pk: node.path for node in category_tree(active_only=False)}
+
+
+def listings_public() -> QuerySet[Listing]:
+    """Listings anyone may see: every listing except the hidden probes of POST /api/classify."""
+    return Listing.objects.filter(is_probe=False)
+
+
+def listing_search(*, category: Category | None = None, query: str = "") -> QuerySet[Listing]:
+    """Public listings, newest first, in `category` or any category below it, whose title contains
+    `query` (case-insensitive). Photos are prefetched in their order."""
+    listings = listings_public()
+    if category is not None:
+        listings = listings.filter(category_id__in=category_descendant_ids(category=category))
+    if query.strip():
+        listings = listings.filter(title__icontains=query.strip())
+    return (
+        listings.select_related("category", "seller")
+        .prefetch_related(Prefetch("images", queryset=ListingImage.objects.order_by("position", "id")))
+        .order_by("-created_at", "-id")
+    )
+
+
+def listings_of_seller(*, seller: AbstractBaseUser) -> QuerySet[Listing]:
+    """The seller's own listings (probes excluded), newest first, photos prefetched in order.
+
+    Views look listings up in this queryset only, so another seller's listing is a 404.
+    """
+    return (
+        listings_public()
+        .filter(seller_id=seller.pk)
+        .select_related("category", "suggested_category")
+        .prefetch_related(Prefetch("images", queryset=ListingImage.objects.order_by("position", "id")))
+        .order_by("-created_at", "-id")
+    )
+
+
+def image_public(*, image_id: int) -> ListingImage | None:
+    """A photo of a public listing (not a probe), or None."""
+    return ListingImage.objects.filter(pk=image_id, listing__is_probe=False).first()
+
+
+def probe_image_of_user(*, user: AbstractBaseUser, image_id: int) -> ListingImage | None:
+    """A photo sent by `user` to POST /api/classify, or None (also for another user's photo)."""
+    return (
+        ListingImage.objects.select_related("listing")
+        .filter(pk=image_id, listing__is_probe=True, listing__seller_id=user.pk)
+        .first()
+    )
+
+
+@dataclass(frozen=True)
+class SuggestedCategory:
+    """A category suggested for a listing, with its path and mean confidence over its photos."""
+
+    category: Category
+    path: str
+    confidence: float  # 0..1
+
+    @property
+    def percent(self) -> int:
+        return round(self.confidence * 100)
+
+
+@dataclass(frozen=True)
+class PhotoState:
+    """Classification state of one photo of a listing."""
+
+    image: ListingImage
+    number: int  # 1-based position shown to the seller
+    status: str
+    failure_reason: str
+
+
+@dataclass(frozen=True)
+class ListingSuggestions:
+    """What the seller's suggestion panel and the API show for one listing.
+
+    `state`: "pending" while any photo waits for the worker (suggestions from the photos already
+    classified may be there), "done" when suggestions exist and nothing waits, "failed" when every
+    photo failed, "empty" with no photo.
+    """
+
+    state: str
+    suggestions: list[SuggestedCategory]
+    photos: list[PhotoState]
+    model_version: str
+
+    @property
+    def pending_count(self) -> int:
+        return sum(1 for photo in self.photos if photo.status in _WAITING)
+
+    @property
+    def failed(self) -> list[PhotoState]:
+        return [photo for photo in self.photos if photo.status == ClassificationStatus.FAILED]
+
+
+_WAITING = {ClassificationStatus.PENDING, ClassificationStatus.QUEUED}
+
+
+def listing_suggestions(*, listing: Listing, top: int = 3) -> ListingSuggestions:
+    """The `top` categories for the listing: each photo's latest suggestion (the active model
+    version's when there is one), confidences averaged over the photos that have one, as in
+    `services.listing_suggestion_refresh`. Three queries whatever the number of photos."""
+    images = list(ListingImage.objects.filter(listing=listing).order_by("position", "id"))
+    photos = [
+        PhotoState(image=image, number=i + 1, status=image.status, failure_reason=image.failure_reason)
+        for i, image in enumerate(images)
+    ]
+    latest: dict[int, CategorySuggestion] = {}
+    rows = (
+        CategorySuggestion.objects.filter(image__listing=listing)
+        .select_related("model_version")
+        .order_by("-model_version__is_active", "-updated_at")
+    )
+    for suggestion in rows:
+        latest.setdefault(suggestion.image_id, suggestion)
+    totals: dict[str, float] = defaultdict(float)
+    for suggestion in latest.values():
+        for entry in suggestion.top_k:
+            totals[entry["slug"]] += float(entry["confidence"])
+    ranked = sorted(totals.items(), key=lambda item: item[1], reverse=True)[:top]
+    by_slug = {c.slug: c for c in Category.objects.filter(slug__in=[slug for slug, _ in ranked])}
+    paths = category_paths() if ranked else {}
+    suggestions = [
+        SuggestedCategory(
+            category=by_slug[slug], path=paths.get(by_slug[slug].pk, slug), confidence=total / len(latest)
+        )
+        for slug, total in ranked
+        if slug in by_slug
+    ]
+    if not photos:
+        state = "empty"
+    elif any(photo.status in _WAITING for photo in photos):
+        state = "pending"
+    elif suggestions:
+        state = "done"
+    else:
+        state = "failed"
+    versions = {s.model_version.name for s in latest.values()}
+    return ListingSuggestions(
+        state=state, suggestions=suggestions, photos=photos, model_version=", ".join(sorted(versions))
     )

@@ -33,17 +33,25 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "django_celery_results",
+    "rest_framework",
+    "rest_framework.authtoken",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
+    "django_htmx",
     "catalog",
 ]
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Static files (CSS, JS, vendored htmx) from the app folders or STATIC_ROOT, DEBUG or not.
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_htmx.middleware.HtmxMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -64,11 +72,7 @@ TEMPLATES = [
     },
 ]
 
-DATABASES = {
-    "default": env.db_url(
-        "DATABASE_URL", default="postgres://postgres@127.0.0.1:5432/marketplace"
-    )
-}
+DATABASES = {"default": env.db_url("DATABASE_URL", default="postgres://postgres@127.0.0.1:5432/marketplace")}
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=60)
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
@@ -87,6 +91,8 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATIC_ROOT = env.path("STATIC_ROOT", default=str(BASE_DIR / "staticfiles"))
+# Serve straight from the apps' static folders when collectstatic has not run (demo, tests).
+WHITENOISE_USE_FINDERS = True
 MEDIA_URL = env.str("MEDIA_URL", default="/media/")
 MEDIA_ROOT = env.path("MEDIA_ROOT", default=str(BASE_DIR / "media"))
 
@@ -117,6 +123,33 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = UPLOAD_MAX_BYTES + 1024 * 1024
 
 TAXONOMY_PATH = env.path("TAXONOMY_PATH", default=str(BASE_DIR / "classifier" / "data" / "taxonomy.json"))
 
+# --- Seller pages and the REST API ---
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "catalog:seller-dashboard"
+LOGOUT_REDIRECT_URL = "catalog:browse"
+# POST /api/classify waits this long for the worker before answering 202 with a URL to poll.
+CLASSIFY_API_WAIT_S = env.float("CLASSIFY_API_WAIT_S", default=3.0)
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.SessionAuthentication",
+        "rest_framework.authentication.TokenAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
+    "PAGE_SIZE": 20,
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Marketplace categoriser API",
+    "DESCRIPTION": "Listings, photos and category suggestions for sellers; one-shot photo classification.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    # Swagger UI from the drf-spectacular-sidecar package: no CDN at run time.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+}
+
 # --- Celery (see ../RELIABILITY notes in README "Delivery guarantees") ---
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="redis://127.0.0.1:6379/0")
 CELERY_RESULT_BACKEND = env.str("CELERY_RESULT_BACKEND", default="django-db")
@@ -125,9 +158,7 @@ CELERY_TASK_HARD_TIME_LIMIT_S = env.int("CELERY_TASK_HARD_TIME_LIMIT_S", default
 CELERY_TASK_SOFT_TIME_LIMIT_S = env.int("CELERY_TASK_SOFT_TIME_LIMIT_S", default=240)
 # Longer than the hard time limit and any retry countdown, else Redis redelivers running tasks.
 CELERY_VISIBILITY_TIMEOUT_S = env.int("CELERY_VISIBILITY_TIMEOUT_S", default=3600)
-CELERY_WORKER_MAX_MEMORY_PER_CHILD_KB = env.int(
-    "CELERY_WORKER_MAX_MEMORY_PER_CHILD_KB", default=1_500_000
-)
+CELERY_WORKER_MAX_MEMORY_PER_CHILD_KB = env.int("CELERY_WORKER_MAX_MEMORY_PER_CHILD_KB", default=1_500_000)
 CLASSIFY_MAX_DELIVERIES = env.int("CLASSIFY_MAX_DELIVERIES", default=3)
 STUCK_IMAGE_AFTER_S = env.int("STUCK_IMAGE_AFTER_S", default=600)
 

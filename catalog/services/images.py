@@ -4,30 +4,38 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import IO
 
 from django.conf import settings
+from django.contrib.auth.models import AbstractBaseUser
 from django.core.files.base import ContentFile
-from django.db.models import F
+from django.core.files.storage import default_storage
+from django.db import transaction
+from django.db.models import F, Max
 from django.utils import timezone
 
 from catalog import selectors
 from catalog.models import ClassificationStatus, Listing, ListingImage
 from catalog.queueing import IMAGE_CLASSIFY_TASK, enqueue_on_commit, send_task
+from catalog.uploads import UploadRejected, photo_clean, read_limited
 
 logger = logging.getLogger(__name__)
 
-# User-facing messages; tests reuse them.
-UPLOAD_TOO_LARGE = "The photo is larger than {limit_mb} MB."
-UPLOAD_EMPTY = "The file is empty."
+# User-facing messages; tests reuse them. The upload ones live with the checks in catalog.uploads.
+LISTING_MAX_PHOTOS = 10
+LISTING_TOO_MANY_PHOTOS = "A listing has at most {limit} photos; this one was not added."
+LISTING_NEEDS_A_PHOTO = "A listing needs at least one photo: add another before removing this one."
+PROBE_LISTING_TITLE = "Classification probe"
 PHOTO_MISSING_FROM_STORAGE = "The photo file is missing from storage."
 WORKER_CRASHED_REPEATEDLY = (
     "Classification stopped the worker {deliveries} times in a row; the photo was set aside."
 )
 
 
-class UploadRejected(ValueError):
-    """An upload refused before storage; `str(error)` is shown to the seller."""
+class ListingRuleBroken(ValueError):
+    """A change a listing's rules refuse (e.g. removing its last photo); `str(error)` is shown."""
 
 
 class IllegalTransition(RuntimeError):
@@ -43,15 +51,6 @@ ALLOWED_TRANSITIONS: dict[str, set[str]] = {
 }
 
 
-def _read_limited(upload: bytes | IO[bytes], limit: int) -> bytes:
-    data = upload if isinstance(upload, bytes) else upload.read(limit + 1)
-    if len(data) > limit:
-        raise UploadRejected(UPLOAD_TOO_LARGE.format(limit_mb=limit // (1024 * 1024)))
-    if not data:
-        raise UploadRejected(UPLOAD_EMPTY)
-    return data
-
-
 def image_add(
     *, listing: Listing, upload: bytes | IO[bytes], filename: str, position: int | None = None
 ) -> ListingImage:
@@ -60,7 +59,7 @@ def image_add(
     The byte limit (settings.UPLOAD_MAX_BYTES) is enforced before anything is stored.
     Raises `UploadRejected`. A broker outage does not fail the upload: the row stays PENDING.
     """
-    data = _read_limited(upload, settings.UPLOAD_MAX_BYTES)
+    data = read_limited(upload)
     if position is None:
         position = listing.images.count()
     image = ListingImage(
@@ -136,3 +135,124 @@ def images_requeue_stuck(*, older_than_s: int | None = None, limit: int = 1000) 
             image_status_set(image_id=image_id, status=_S.QUEUED)
             sent += 1
     return sent
+
+
+# --- sellers' photos -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RejectedPhoto:
+    """One file of a batch that was not stored, with the message shown next to it."""
+
+    filename: str
+    message: str
+
+
+@dataclass
+class PhotoBatch:
+    """Outcome of `listing_photos_add`: the stored photos and the refused files, in upload order."""
+
+    added: list[ListingImage] = field(default_factory=list)
+    rejected: list[RejectedPhoto] = field(default_factory=list)
+
+
+def listing_photo_upload(*, listing: Listing, upload: bytes | IO[bytes], filename: str) -> ListingImage:
+    """Validate a seller's photo, store its re-encoded copy (no EXIF/GPS) last in the listing's
+    order, and queue its classification after commit.
+
+    Checks (catalog.uploads.photo_clean): byte limit, format by content (JPEG, PNG, WebP), pixel
+    limit from the header, animation, full decode. Raises `UploadRejected` with the message to show,
+    also when the listing already has `LISTING_MAX_PHOTOS` photos. Unlike `image_add`, nothing that
+    is not a valid photo is ever stored.
+    """
+    with transaction.atomic():
+        # Lock the listing row: two concurrent uploads cannot both take the tenth place.
+        Listing.objects.select_for_update().filter(pk=listing.pk).first()
+        if listing.images.count() >= LISTING_MAX_PHOTOS:
+            raise UploadRejected(LISTING_TOO_MANY_PHOTOS.format(limit=LISTING_MAX_PHOTOS))
+        clean = photo_clean(upload, filename=filename)
+        last = listing.images.aggregate(last=Max("position"))["last"]
+        return image_add(
+            listing=listing,
+            upload=clean.data,
+            filename=clean.filename,
+            position=0 if last is None else last + 1,
+        )
+
+
+def listing_photos_add(*, listing: Listing, files: Sequence[tuple[str, bytes | IO[bytes]]]) -> PhotoBatch:
+    """Upload several photos (filename, bytes or file) to `listing`; each bad file is refused on
+    its own with its message while the good ones are kept. Returns a `PhotoBatch`."""
+    batch = PhotoBatch()
+    for filename, upload in files:
+        try:
+            batch.added.append(listing_photo_upload(listing=listing, upload=upload, filename=filename))
+        except UploadRejected as error:
+            batch.rejected.append(RejectedPhoto(filename=filename, message=str(error)))
+    return batch
+
+
+def listing_image_delete(*, image: ListingImage, allow_last: bool = False) -> None:
+    """Remove a photo: its row, its suggestions, its stored file and thumbnails (after commit).
+
+    The remaining photos are renumbered 0..n-1 and the listing's suggested category is derived again.
+    Raises `ListingRuleBroken` when it is the listing's only photo, unless `allow_last`.
+    """
+    from catalog.services.suggestions import listing_suggestion_refresh
+
+    listing = image.listing
+    with transaction.atomic():
+        Listing.objects.select_for_update().filter(pk=listing.pk).first()
+        if not allow_last and listing.images.count() <= 1:
+            raise ListingRuleBroken(LISTING_NEEDS_A_PHOTO)
+        stored = (image.file.name, image.pk, image.checksum)
+        image.delete()
+        _positions_renumber(listing=listing, image_ids=list(listing.images.values_list("pk", flat=True)))
+        version = selectors.model_version_active()
+        if version is not None:
+            listing_suggestion_refresh(listing=listing, model_version=version)
+        transaction.on_commit(lambda: _stored_files_delete(*stored))
+
+
+def _stored_files_delete(name: str, image_id: int, checksum: str) -> None:
+    from catalog.thumbnails import thumbnails_delete
+
+    try:
+        default_storage.delete(name)
+        thumbnails_delete(image_id=image_id, checksum=checksum)
+    except OSError:
+        logger.warning("could not delete %s from storage", name, exc_info=True)
+
+
+def listing_images_reorder(*, listing: Listing, image_ids: Sequence[int]) -> None:
+    """Put the listing's photos in the order of `image_ids` (positions 0..n-1).
+
+    Raises `ValueError` unless `image_ids` lists each of the listing's photos exactly once.
+    """
+    with transaction.atomic():
+        Listing.objects.select_for_update().filter(pk=listing.pk).first()
+        current = set(listing.images.values_list("pk", flat=True))
+        if len(image_ids) != len(current) or set(image_ids) != current:
+            raise ValueError("the new order must list each photo of the listing once")
+        _positions_renumber(listing=listing, image_ids=list(image_ids))
+
+
+def _positions_renumber(*, listing: Listing, image_ids: list[int]) -> None:
+    for position, image_id in enumerate(image_ids):
+        ListingImage.objects.filter(pk=image_id, listing=listing).exclude(position=position).update(
+            position=position
+        )
+
+
+def classify_probe_create(
+    *, user: AbstractBaseUser, upload: bytes | IO[bytes], filename: str
+) -> ListingImage:
+    """Store one photo for `POST /api/classify` in a new hidden listing of `user` (is_probe), and
+    queue its classification after commit. Probe listings are never browsed or listed.
+
+    Raises `UploadRejected` (same checks as `listing_photo_upload`) before anything is stored.
+    """
+    clean = photo_clean(upload, filename=filename)
+    with transaction.atomic():
+        listing = Listing.objects.create(seller=user, title=PROBE_LISTING_TITLE, is_probe=True)
+        return image_add(listing=listing, upload=clean.data, filename=clean.filename, position=0)

@@ -110,7 +110,10 @@ def listing_suggestion_refresh(*, listing: Listing, model_version: ModelVersion)
         count += 1
         for entry in top_k:
             totals[entry["slug"]] += float(entry["confidence"])
-    if not count:
+    if not count:  # e.g. its classified photos were removed
+        Listing.objects.filter(pk=listing.pk).update(
+            suggested_category=None, suggested_confidence=None, updated_at=timezone.now()
+        )
         return
     slug, total = max(totals.items(), key=lambda item: item[1])
     category = Category.objects.filter(slug=slug).first()

@@ -1,0 +1,1 @@
+"""REST API (Django REST framework) over the same selectors and services as the pages."""

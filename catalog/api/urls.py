@@ -1,0 +1,20 @@
+from django.urls import path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from rest_framework.authtoken.views import obtain_auth_token
+from rest_framework.routers import SimpleRouter
+
+from catalog.api import views
+
+app_name = "api"
+
+router = SimpleRouter()
+router.register("listings", views.ListingViewSet, basename="listing")
+
+urlpatterns = [
+    path("classify", views.ClassifyView.as_view(), name="classify"),
+    path("classify/<int:image_id>", views.ClassifyResultView.as_view(), name="classify-result"),
+    path("token", obtain_auth_token, name="token"),
+    path("schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("docs/", SpectacularSwaggerView.as_view(url_name="api:schema"), name="docs"),
+    *router.urls,
+]

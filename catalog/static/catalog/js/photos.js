@@ -1,0 +1,329 @@
+/*
+ * Seller pages: photo picking with drag and drop, previews, reordering and removal; downscaling
+ * in the browser before upload; reordering of stored photos; the category search; and timings of
+ * "upload finished → suggestion visible" (window.sellerTimings, read by the browser tests).
+ *
+ * Each photo is drawn on a canvas at most MAX_SIDE px on its long side (the browser applies the
+ * EXIF orientation when decoding) and sent as JPEG (PNG stays PNG), so a 12 MP phone photo
+ * crosses the network as ~300 kB. A file the browser cannot decode is sent unchanged: the server
+ * decides what a photo is and explains a refusal. No dependencies besides htmx.
+ */
+(function () {
+  "use strict";
+
+  var MAX_SIDE = 1600;
+  var JPEG_QUALITY = 0.88;
+  var timings = (window.sellerTimings = window.sellerTimings || {});
+
+  // ---- downscaling ---------------------------------------------------------------------------
+
+  function decode(file) {
+    if (window.createImageBitmap) {
+      return createImageBitmap(file, { imageOrientation: "from-image" });
+    }
+    return new Promise(function (resolve, reject) {
+      var url = URL.createObjectURL(file);
+      var img = new Image();
+      img.onload = function () { resolve(img); };
+      img.onerror = function () { URL.revokeObjectURL(url); reject(new Error("undecodable")); };
+      img.src = url;
+    });
+  }
+
+  function renamed(name, type) {
+    var stem = name.replace(/\.[^.]*$/, "") || "photo";
+    return stem + (type === "image/png" ? ".png" : ".jpg");
+  }
+
+  /** Resolve to {file, previewable}: the photo at most MAX_SIDE px, or the original file. */
+  function downscale(file) {
+    return decode(file).then(function (image) {
+      var width = image.width, height = image.height;
+      var scale = Math.min(1, MAX_SIDE / Math.max(width, height));
+      var accepted = ["image/jpeg", "image/png", "image/webp"].indexOf(file.type) >= 0;
+      if (scale === 1 && accepted) {
+        if (image.close) image.close();
+        return { file: file, previewable: true };
+      }
+      var canvas = document.createElement("canvas");
+      canvas.width = Math.max(1, Math.round(width * scale));
+      canvas.height = Math.max(1, Math.round(height * scale));
+      var context = canvas.getContext("2d");
+      context.imageSmoothingQuality = "high";
+      context.drawImage(image, 0, 0, canvas.width, canvas.height);
+      if (image.close) image.close();
+      var type = file.type === "image/png" ? "image/png" : "image/jpeg";
+      return new Promise(function (resolve) {
+        canvas.toBlob(function (blob) {
+          if (!blob) { resolve({ file: file, previewable: true }); return; }
+          var out = new File([blob], renamed(file.name, type), { type: type, lastModified: Date.now() });
+          resolve({ file: out, previewable: true });
+        }, type, JPEG_QUALITY);
+      });
+    }).catch(function () {
+      return { file: file, previewable: false };
+    });
+  }
+
+  // ---- a form with a photo picker (create page, "add photos" on the edit page) ---------------
+
+  function setUpPhotoForm(form) {
+    if (form.dataset.photoReady) return;
+    form.dataset.photoReady = "1";
+    var input = form.querySelector("input[type=file][name=photos]");
+    var zone = form.querySelector("[data-dropzone]");
+    var list = form.querySelector("[data-previews]");
+    var status = form.querySelector("[data-photo-status]");
+    var submit = form.querySelector("[data-submit]");
+    var autosubmit = form.hasAttribute("data-autosubmit");
+    var max = parseInt(zone.dataset.max || "10", 10);
+    var items = [];
+    var busy = 0;
+
+    zone.classList.add("is-enhanced");
+    if (autosubmit && submit) submit.hidden = true;
+
+    function say(text) { if (status) status.textContent = text; }
+
+    function sync() {
+      var transfer = new DataTransfer();
+      items.forEach(function (item) { transfer.items.add(item.file); });
+      input.files = transfer.files;
+    }
+
+    function render() {
+      list.textContent = "";
+      items.forEach(function (item, index) {
+        var li = document.createElement("li");
+        li.className = "preview";
+        li.draggable = true;
+        li.dataset.index = String(index);
+        if (item.url) {
+          var img = document.createElement("img");
+          img.src = item.url;
+          img.alt = "Preview of " + item.file.name;
+          li.appendChild(img);
+        } else {
+          var box = document.createElement("span");
+          box.className = "preview-unreadable";
+          box.textContent = "No preview";
+          li.appendChild(box);
+        }
+        var caption = document.createElement("span");
+        caption.className = "preview-caption";
+        caption.textContent = (index === 0 ? "Cover · " : "") + Math.max(1, Math.round(item.file.size / 1024)) + " kB";
+        li.appendChild(caption);
+        var actions = document.createElement("span");
+        actions.className = "tile-actions";
+        [["←", "Move " + item.file.name + " earlier", -1], ["→", "Move " + item.file.name + " later", 1]].forEach(function (spec) {
+          var button = document.createElement("button");
+          button.type = "button";
+          button.className = "icon-btn";
+          button.textContent = spec[0];
+          button.setAttribute("aria-label", spec[1]);
+          button.disabled = (spec[2] < 0 && index === 0) || (spec[2] > 0 && index === items.length - 1);
+          button.addEventListener("click", function () { move(index, index + spec[2]); });
+          actions.appendChild(button);
+        });
+        var remove = document.createElement("button");
+        remove.type = "button";
+        remove.className = "icon-btn icon-btn-danger";
+        remove.textContent = "✕";
+        remove.setAttribute("aria-label", "Remove " + item.file.name);
+        remove.addEventListener("click", function () {
+          if (item.url) URL.revokeObjectURL(item.url);
+          items.splice(index, 1);
+          changed();
+        });
+        actions.appendChild(remove);
+        li.appendChild(actions);
+        list.appendChild(li);
+      });
+    }
+
+    function changed() {
+      render();
+      sync();
+      if (!autosubmit) say(items.length ? items.length + " photo" + (items.length > 1 ? "s" : "") + " ready" : "");
+    }
+
+    function move(from, to) {
+      if (to < 0 || to >= items.length) return;
+      var moved = items.splice(from, 1)[0];
+      items.splice(to, 0, moved);
+      changed();
+    }
+
+    // Drag to reorder the previews.
+    var dragFrom = null;
+    list.addEventListener("dragstart", function (event) {
+      var li = event.target.closest(".preview");
+      if (!li) return;
+      dragFrom = parseInt(li.dataset.index, 10);
+      event.dataTransfer.effectAllowed = "move";
+    });
+    list.addEventListener("dragover", function (event) {
+      if (dragFrom !== null) event.preventDefault();
+    });
+    list.addEventListener("drop", function (event) {
+      var li = event.target.closest(".preview");
+      if (dragFrom === null || !li) return;
+      event.preventDefault();
+      event.stopPropagation();
+      move(dragFrom, parseInt(li.dataset.index, 10));
+      dragFrom = null;
+    });
+    list.addEventListener("dragend", function () { dragFrom = null; });
+
+    function addFiles(fileList) {
+      var files = Array.prototype.slice.call(fileList);
+      var room = max - items.length;
+      if (files.length > room) {
+        say("Only " + Math.max(0, room) + " more photo" + (room === 1 ? "" : "s") + " fit; the others were left out.");
+        files = files.slice(0, Math.max(0, room));
+      }
+      if (!files.length) { sync(); return; }
+      busy += 1;
+      if (submit) submit.disabled = true;
+      say("Preparing " + files.length + " photo" + (files.length > 1 ? "s" : "") + "…");
+      Promise.all(files.map(downscale)).then(function (results) {
+        results.forEach(function (result) {
+          items.push({ file: result.file, url: result.previewable ? URL.createObjectURL(result.file) : null });
+        });
+        busy -= 1;
+        changed();
+        if (submit) submit.disabled = busy > 0;
+        if (autosubmit && busy === 0 && items.length) {
+          say("Uploading…");
+          form.requestSubmit();
+        }
+      });
+    }
+
+    input.addEventListener("change", function () {
+      if (input.dataset.syncing) return;
+      var picked = input.files;
+      addFiles(picked);
+    });
+    ["dragenter", "dragover"].forEach(function (name) {
+      zone.addEventListener(name, function (event) {
+        if (!event.dataTransfer || Array.prototype.indexOf.call(event.dataTransfer.types, "Files") < 0) return;
+        event.preventDefault();
+        zone.classList.add("is-over");
+      });
+    });
+    ["dragleave", "drop"].forEach(function (name) {
+      zone.addEventListener(name, function () { zone.classList.remove("is-over"); });
+    });
+    zone.addEventListener("drop", function (event) {
+      if (!event.dataTransfer || !event.dataTransfer.files.length) return;
+      event.preventDefault();
+      addFiles(event.dataTransfer.files);
+    });
+    form.addEventListener("submit", function (event) {
+      if (busy > 0) { event.preventDefault(); say("Still preparing photos…"); return; }
+      timings.uploadStartedAt = performance.now();
+    });
+  }
+
+  // ---- reordering stored photos (edit page) --------------------------------------------------
+
+  function setUpSortable(grid) {
+    if (grid.dataset.sortReady) return;
+    grid.dataset.sortReady = "1";
+    var dragged = null;
+    grid.addEventListener("dragstart", function (event) {
+      dragged = event.target.closest("[data-photo-id]");
+      if (dragged) event.dataTransfer.effectAllowed = "move";
+    });
+    grid.addEventListener("dragover", function (event) {
+      if (dragged) event.preventDefault();
+    });
+    grid.addEventListener("drop", function (event) {
+      var target = event.target.closest("[data-photo-id]");
+      if (!dragged || !target || target === dragged) return;
+      event.preventDefault();
+      var tiles = Array.prototype.slice.call(grid.querySelectorAll("[data-photo-id]"));
+      var before = tiles.indexOf(dragged) > tiles.indexOf(target) ? target : target.nextSibling;
+      grid.insertBefore(dragged, before);
+      dragged = null;
+      var order = Array.prototype.map.call(grid.querySelectorAll("[data-photo-id]"), function (tile) {
+        return tile.dataset.photoId;
+      });
+      window.htmx.ajax("POST", grid.dataset.orderUrl, {
+        source: grid, target: "#photos", swap: "outerHTML", values: { order: order.join(",") },
+      });
+    });
+    grid.addEventListener("dragend", function () { dragged = null; });
+  }
+
+  // ---- category search -----------------------------------------------------------------------
+
+  function setUpFilter(input) {
+    if (input.dataset.filterReady) return;
+    input.dataset.filterReady = "1";
+    input.addEventListener("input", function () {
+      var query = input.value.trim().toLowerCase();
+      var list = document.getElementById(input.dataset.filterList);
+      if (!list) return;
+      Array.prototype.forEach.call(list.querySelectorAll("[data-filter-text]"), function (item) {
+        item.hidden = query !== "" && item.dataset.filterText.indexOf(query) < 0;
+      });
+    });
+    input.addEventListener("keydown", function (event) {
+      if (event.key !== "Enter") return;  // Enter picks the first match rather than the first category
+      event.preventDefault();
+      var list = document.getElementById(input.dataset.filterList);
+      var first = list && list.querySelector("[data-filter-text]:not([hidden]) button");
+      if (first) first.click();
+    });
+  }
+
+  // ---- upload → suggestion timings -----------------------------------------------------------
+
+  function noteSuggestions() {
+    var panel = document.getElementById("suggestions");
+    if (!panel || timings.uploadDoneAt == null) return;
+    var now = performance.now();
+    if (timings.suggestionShownAt == null && parseInt(panel.dataset.suggestionCount || "0", 10) > 0) {
+      timings.suggestionShownAt = now;
+    }
+    if (timings.settledAt == null && panel.dataset.suggestionState !== "pending") {
+      timings.settledAt = now;
+    }
+  }
+
+  function uploadDone(at) {
+    timings.uploadDoneAt = at;
+    timings.suggestionShownAt = null;
+    timings.settledAt = null;
+  }
+
+  document.addEventListener("htmx:afterRequest", function (event) {
+    var form = event.detail.elt && event.detail.elt.closest && event.detail.elt.closest("[data-photo-form]");
+    if (form && event.detail.successful) uploadDone(performance.now());
+  });
+  new MutationObserver(noteSuggestions).observe(document.documentElement, {
+    childList: true, subtree: true, attributes: true, attributeFilter: ["data-suggestion-state"],
+  });
+
+  function setUp(root) {
+    root.querySelectorAll("[data-photo-form]").forEach(setUpPhotoForm);
+    root.querySelectorAll("[data-sortable]").forEach(setUpSortable);
+    root.querySelectorAll("[data-filter-list]").forEach(setUpFilter);
+  }
+
+  function start() {
+    // The create form's POST answers with a redirect to this page: its end is "upload finished".
+    var navigation = performance.getEntriesByType && performance.getEntriesByType("navigation")[0];
+    if (navigation && navigation.redirectEnd > 0 && document.getElementById("suggestions")) {
+      uploadDone(navigation.redirectEnd);
+      noteSuggestions();
+    }
+    setUp(document);
+    if (window.htmx) window.htmx.onLoad(function (element) { setUp(element); });
+  }
+
+  if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", start);
+  else start();
+})();

@@ -1,0 +1,82 @@
+"""Public pages: browse with a category tree and title search, a listing's page, thumbnails."""
+
+from __future__ import annotations
+
+from django.core.paginator import Paginator
+from django.db import connection
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.templatetags.static import static
+from django.views.decorators.http import require_GET
+
+from catalog import selectors
+from catalog.models import Category
+from catalog.thumbnails import THUMBNAIL_CONTENT_TYPE, THUMBNAIL_SIZES, thumbnail_get_or_create
+
+BROWSE_PAGE_SIZE = 24
+
+
+@require_GET
+def browse(request: HttpRequest) -> HttpResponse:
+    """Listings, newest first; `?category=<slug>` includes its subcategories, `?q=` searches titles,
+    `?page=` paginates."""
+    tree = selectors.category_tree()
+    slug = request.GET.get("category", "")
+    category = Category.objects.filter(slug=slug).first() if slug else None
+    query = request.GET.get("q", "").strip()[:200]
+    listings = selectors.listing_search(category=category, query=query)
+    page = Paginator(listings, BROWSE_PAGE_SIZE).get_page(request.GET.get("page"))
+    paths = {node.category.pk: node.path for node in tree}
+    open_ids = set()
+    if category is not None:
+        open_ids = {c.pk for c in selectors.category_path(category=category)}
+    return render(
+        request,
+        "catalog/browse.html",
+        {
+            "page": page,
+            "tree": tree,
+            "paths": paths,
+            "category": category,
+            "category_path": paths.get(category.pk, "") if category else "",
+            "open_ids": open_ids,
+            "query": query,
+        },
+    )
+
+
+@require_GET
+def listing_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    """A listing's public page: photos (as thumbnails), price, description, category path."""
+    listing = get_object_or_404(selectors.listing_search(), pk=pk)
+    path = selectors.category_path(category=listing.category) if listing.category else []
+    return render(
+        request,
+        "catalog/listing_detail.html",
+        {"listing": listing, "photos": list(listing.images.all()), "category_path": path},
+    )
+
+
+@require_GET
+def photo_thumbnail(request: HttpRequest, image_id: int, size: str) -> HttpResponse:
+    """The photo downscaled to `size` ("small" or "large") as WebP, generated on first request and
+    cached in storage. A photo that cannot be decoded gets a placeholder picture."""
+    if size not in THUMBNAIL_SIZES:
+        raise Http404("unknown thumbnail size")
+    image = selectors.image_public(image_id=image_id)
+    if image is None:
+        raise Http404("no such photo")
+    data = thumbnail_get_or_create(image=image, size=size)
+    if data is None:
+        return redirect(static("catalog/img/unreadable-photo.svg"))
+    response = HttpResponse(data, content_type=THUMBNAIL_CONTENT_TYPE)
+    # Photos never change under an id; a removed photo's URL answers 404 to new requests.
+    response["Cache-Control"] = "public, max-age=86400"
+    return response
+
+
+def healthz(request: HttpRequest) -> JsonResponse:
+    """Liveness and database reachability, for load balancers and compose health checks."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1")
+    return JsonResponse({"status": "ok"})
