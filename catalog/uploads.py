@@ -83,8 +83,8 @@ def read_limited(upload: bytes | IO[bytes], *, limit: int | None = None) -> byte
     return data
 
 
-def _megabytes(limit: int) -> str:
-    return f"{limit / (1024 * 1024):g}"
+def _megabytes(limit: int) -> int:
+    return limit // (1024 * 1024)
 
 
 def pixels_check(width: int, height: int, *, limit: int | None = None) -> None:

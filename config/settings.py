@@ -9,6 +9,7 @@ run against the servers that `make demo` started.
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import environ
@@ -91,8 +92,10 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATIC_ROOT = env.path("STATIC_ROOT", default=str(BASE_DIR / "staticfiles"))
-# Serve straight from the apps' static folders when collectstatic has not run (demo, tests).
+# Serve straight from the apps' static folders when collectstatic has not run (demo, tests);
+# WhiteNoise then warns that STATIC_ROOT does not exist yet, which is expected there.
 WHITENOISE_USE_FINDERS = True
+warnings.filterwarnings("ignore", message="No directory at", module="whitenoise.base")
 MEDIA_URL = env.str("MEDIA_URL", default="/media/")
 MEDIA_ROOT = env.path("MEDIA_ROOT", default=str(BASE_DIR / "media"))
 
