@@ -133,9 +133,10 @@ LOGOUT_REDIRECT_URL = "catalog:browse"
 # POST /api/classify waits this long for the worker before answering 202 with a URL to poll.
 CLASSIFY_API_WAIT_S = env.float("CLASSIFY_API_WAIT_S", default=3.0)
 REST_FRAMEWORK = {
+    # Token first: an anonymous call then answers 401 with "WWW-Authenticate: Token".
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.SessionAuthentication",
         "rest_framework.authentication.TokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",

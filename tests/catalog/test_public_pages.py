@@ -1,0 +1,118 @@
+"""Public pages: browse (category tree with descendants, title search, pagination), a listing's
+page, and thumbnails generated with Pillow and cached in storage."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+from django.core.files.storage import default_storage
+from django.test import Client
+from django.urls import reverse
+from PIL import Image
+
+from catalog import services
+from catalog.models import Category, CategorySource, Listing
+from catalog.thumbnails import THUMBNAIL_SIZES, thumbnail_name
+from catalog.views.pages import BROWSE_PAGE_SIZE
+from tests import photo_bytes as pb
+from tests.factories import ListingFactory, UserFactory
+
+pytestmark = pytest.mark.django_db
+
+
+def categorised(title: str, slug: str | None) -> Listing:
+    listing = ListingFactory(title=title)
+    if slug:
+        services.listing_category_set(
+            listing=listing,
+            category=Category.objects.get(slug=slug),
+            source=CategorySource.SELLER,
+            actor=listing.seller,
+        )
+    return listing
+
+
+def titles(response) -> list[str]:
+    return [listing.title for listing in response.context["page"].object_list]
+
+
+def test_a_category_includes_its_descendants_and_search_matches_titles(client: Client) -> None:
+    # given listings in fashion › shoes, fashion itself, electronics, and none
+    categorised("Leather boots", "shoes")
+    categorised("Vintage outfit", "fashion")
+    categorised("Old phone", "phones")
+    categorised("Mystery box", None)
+
+    # then fashion lists the shoes and the outfit, shoes only the boots
+    assert sorted(titles(client.get("/", {"category": "fashion"}))) == ["Leather boots", "Vintage outfit"]
+    assert titles(client.get("/", {"category": "shoes"})) == ["Leather boots"]
+    assert len(titles(client.get("/"))) == 4
+    # and search is case-insensitive on the title, combined with the category
+    assert titles(client.get("/", {"q": "BOOTS"})) == ["Leather boots"]
+    assert titles(client.get("/", {"q": "phone", "category": "fashion"})) == []
+
+
+def test_browse_paginates_and_hides_probes(client: Client) -> None:
+    seller = UserFactory()
+    for i in range(BROWSE_PAGE_SIZE + 2):
+        ListingFactory(seller=seller, title=f"Lamp {i:02d}")
+    services.classify_probe_create(user=seller, upload=pb.jpeg_bytes(), filename="p.jpg")
+
+    first = client.get("/")
+    second = client.get("/", {"page": 2})
+
+    assert len(titles(first)) == BROWSE_PAGE_SIZE
+    assert titles(second) == ["Lamp 01", "Lamp 00"]
+    assert services.PROBE_LISTING_TITLE not in first.content.decode() + second.content.decode()
+
+
+def test_listing_page_serves_thumbnails_never_the_upload(client: Client) -> None:
+    # given a listing with two photos
+    listing = ListingFactory(title="Chair")
+    batch = services.listing_photos_add(
+        listing=listing, files=[("a.jpg", pb.jpeg_bytes((2000, 1000))), ("b.jpg", pb.jpeg_bytes())]
+    )
+
+    page = client.get(reverse("catalog:listing-detail", args=[listing.pk])).content.decode()
+
+    # then its photos point at thumbnail URLs, never at the stored files
+    for image in batch.added:
+        assert reverse("catalog:photo-thumbnail", args=[image.pk, "small"]) in page
+        assert image.file.name not in page
+    assert "/media/" not in page
+
+
+def test_thumbnails_are_downscaled_webp_and_cached_in_storage(client: Client) -> None:
+    listing = ListingFactory()
+    (image,) = services.listing_photos_add(
+        listing=listing, files=[("a.jpg", pb.jpeg_bytes((2000, 1000)))]
+    ).added
+    name = thumbnail_name(image_id=image.pk, checksum=image.checksum, size="large")
+    assert not default_storage.exists(name)
+
+    response = client.get(reverse("catalog:photo-thumbnail", args=[image.pk, "large"]))
+
+    assert response.status_code == 200
+    assert response["Content-Type"] == "image/webp"
+    thumb = Image.open(io.BytesIO(response.content))
+    assert (thumb.format, thumb.size) == ("WEBP", (THUMBNAIL_SIZES["large"], THUMBNAIL_SIZES["large"] // 2))
+    assert default_storage.exists(name)
+    assert (
+        client.get(reverse("catalog:photo-thumbnail", args=[image.pk, "large"])).content == response.content
+    )
+
+
+def test_thumbnail_errors(client: Client) -> None:
+    # a photo stored by the import command that is not an image gets the placeholder
+    listing = ListingFactory()
+    broken = services.image_add(listing=listing, upload=pb.HTML_PAGE, filename="x.jpg")
+    response = client.get(reverse("catalog:photo-thumbnail", args=[broken.pk, "small"]))
+    assert response.status_code == 302
+    assert response["Location"].endswith("unreadable-photo.svg")
+    # unknown sizes, unknown photos and probe photos are 404
+    assert client.get(f"/photos/{broken.pk}/huge.webp").status_code == 404
+    assert client.get("/photos/999999/small.webp").status_code == 404
+    probe = services.classify_probe_create(user=UserFactory(), upload=pb.jpeg_bytes(), filename="p.jpg")
+    assert client.get(reverse("catalog:photo-thumbnail", args=[probe.pk, "small"])).status_code == 404
+    assert client.get(reverse("catalog:listing-detail", args=[probe.listing_id])).status_code == 404
