@@ -20,6 +20,7 @@ from catalog.forms import PHOTOS_REQUIRED, TOO_MANY_PHOTOS, ListingForm
 from catalog.models import Category, CategorySource, Listing
 
 PHOTO_ERROR_TAG = "photo-error"
+PHOTO_ERROR_SEPARATOR = ": "  # a photo-error message reads "<file name>: <reason>"
 # Milliseconds between two polls of the suggestion panel while the worker has not answered.
 SUGGESTION_POLL_MS = 300
 
@@ -77,7 +78,9 @@ def listing_create(request: HttpRequest) -> HttpResponse:
                 messages.success(request, LISTING_CREATED)
                 for rejected in batch.rejected:
                     messages.error(
-                        request, f"{rejected.filename}: {rejected.message}", extra_tags=PHOTO_ERROR_TAG
+                        request,
+                        f"{rejected.filename}{PHOTO_ERROR_SEPARATOR}{rejected.message}",
+                        extra_tags=PHOTO_ERROR_TAG,
                     )
                 return redirect("catalog:listing-edit", pk=listing.pk)
             photo_errors = batch.rejected
@@ -130,9 +133,15 @@ def listing_edit(request: HttpRequest, pk: int) -> HttpResponse:
         messages.success(request, LISTING_SAVED)
         return redirect("catalog:listing-edit", pk=listing.pk)
     status = 400 if form.errors else 200
-    return render(
-        request, "catalog/seller/listing_edit.html", _edit_context(request, listing, form=form), status=status
-    )
+    # Files refused on the create page arrive here as messages, after its redirect.
+    rejected = [
+        services.RejectedPhoto(filename=name, message=text)
+        for message in messages.get_messages(request)
+        if PHOTO_ERROR_TAG in message.tags
+        for name, _, text in [str(message).partition(PHOTO_ERROR_SEPARATOR)]
+    ]
+    context = _edit_context(request, listing, form=form, rejected=rejected)
+    return render(request, "catalog/seller/listing_edit.html", context, status=status)
 
 
 @login_required
@@ -156,7 +165,9 @@ def _photos_response(
         context = _edit_context(request, listing, rejected=rejected, oob=True)
         return render(request, "catalog/seller/_photos_update.html", context)
     for item in rejected:
-        messages.error(request, f"{item.filename}: {item.message}", extra_tags=PHOTO_ERROR_TAG)
+        messages.error(
+            request, f"{item.filename}{PHOTO_ERROR_SEPARATOR}{item.message}", extra_tags=PHOTO_ERROR_TAG
+        )
     return redirect("catalog:listing-edit", pk=listing.pk)
 
 
