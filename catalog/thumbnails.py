@@ -47,7 +47,7 @@ def thumbnail_get_or_create(*, image: ListingImage, size: str) -> bytes | None:
     except (FileNotFoundError, OSError):
         pass
     try:
-        with default_storage.open(image.file.name, "rb") as handle:
+        with default_storage.open(str(image.file.name), "rb") as handle:
             data = handle.read()
     except (FileNotFoundError, OSError):
         return None
@@ -65,12 +65,12 @@ def thumbnail_render(data: bytes, *, long_side: int) -> bytes | None:
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         try:
-            image = Image.open(io.BytesIO(data), formats=_PARSERS)
-            pixels_check(*image.size)
+            source = Image.open(io.BytesIO(data), formats=_PARSERS)
+            pixels_check(*source.size)
             # JPEG DCT scaling: decode at 1/2, 1/4 or 1/8 size when that is still large enough.
-            image.draft("RGB", (long_side, long_side))
-            image = ImageOps.exif_transpose(image)
-            image = image.convert("RGBA" if _has_alpha(image) else "RGB")
+            source.draft("RGB", (long_side, long_side))
+            upright = ImageOps.exif_transpose(source)
+            image = upright.convert("RGBA" if _has_alpha(upright) else "RGB")
             image.thumbnail((long_side, long_side), Image.Resampling.LANCZOS, reducing_gap=3.0)
         except (UploadRejected, UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
             logger.info("no thumbnail: %s", error)

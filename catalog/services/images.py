@@ -205,7 +205,7 @@ def listing_image_delete(*, image: ListingImage, allow_last: bool = False) -> No
         Listing.objects.select_for_update().filter(pk=listing.pk).first()
         if not allow_last and listing.images.count() <= 1:
             raise ListingRuleBroken(LISTING_NEEDS_A_PHOTO)
-        stored = (image.file.name, image.pk, image.checksum)
+        stored = (str(image.file.name), image.pk, image.checksum)
         image.delete()
         _positions_renumber(listing=listing, image_ids=list(listing.images.values_list("pk", flat=True)))
         version = selectors.model_version_active()
@@ -254,5 +254,5 @@ def classify_probe_create(
     """
     clean = photo_clean(upload, filename=filename)
     with transaction.atomic():
-        listing = Listing.objects.create(seller=user, title=PROBE_LISTING_TITLE, is_probe=True)
+        listing = Listing.objects.create(seller_id=user.pk, title=PROBE_LISTING_TITLE, is_probe=True)
         return image_add(listing=listing, upload=clean.data, filename=clean.filename, position=0)
