@@ -12,8 +12,10 @@ import sys
 import config.wsgi
 from django.urls import resolve
 import catalog.admin, catalog.services, catalog.selectors, catalog.views, catalog.queueing
+import catalog.api.views, catalog.uploads, catalog.thumbnails
 import workers.celery
 resolve("/")
+resolve("/api/classify")
 heavy = sorted(name for name in ("torch", "onnxruntime", "torchvision", "timm", "classifier") if name in sys.modules)
 print(",".join(heavy))
 """
