@@ -13,16 +13,21 @@ from django.db import transaction
 from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
+from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from catalog import selectors, services
 from catalog.forms import PHOTOS_REQUIRED, TOO_MANY_PHOTOS, ListingForm
-from catalog.models import Category, CategorySource, Listing
+from catalog.models import Category, CategorySource, ClassificationStatus, Listing
 
+_WAITING = {ClassificationStatus.PENDING, ClassificationStatus.QUEUED}
 PHOTO_ERROR_TAG = "photo-error"
 PHOTO_ERROR_SEPARATOR = ": "  # a photo-error message reads "<file name>: <reason>"
-# Milliseconds between two polls of the suggestion panel while the worker has not answered.
+# Milliseconds between two polls of the suggestion panel while the worker has not answered:
+# every 300 ms for the first 10 s, then less often, so a stopped worker costs the site little.
 SUGGESTION_POLL_MS = 300
+SUGGESTION_POLL_BACKOFF: tuple[tuple[float, int], ...] = ((10.0, SUGGESTION_POLL_MS), (120.0, 2_000))
+SUGGESTION_POLL_SLOW_MS = 10_000
 
 # User-facing messages; tests reuse them.
 LISTING_CREATED = "Your listing is online. Pick its category below."
@@ -107,13 +112,26 @@ def _edit_context(request: HttpRequest, listing: Listing, **extra: object) -> di
 def _suggestion_context(listing: Listing) -> dict[str, object]:
     listing.refresh_from_db(fields=["category", "category_source"])
     paths = selectors.category_paths()
+    panel = selectors.listing_suggestions(listing=listing, top=3)
     return {
         "listing": listing,
-        "panel": selectors.listing_suggestions(listing=listing, top=3),
+        "panel": panel,
         "tree": selectors.category_tree(),
         "current_path": paths.get(listing.category_id) if listing.category_id else "",
-        "poll_ms": SUGGESTION_POLL_MS,
+        **_poll_interval(panel),
     }
+
+
+def _poll_interval(panel: selectors.ListingSuggestions) -> dict[str, object]:
+    """How long the page waits before asking again, from how long the oldest photo has waited."""
+    waiting = [photo.image.status_changed_at for photo in panel.photos if photo.status in _WAITING]
+    if not waiting:
+        return {"poll_ms": SUGGESTION_POLL_MS, "slow": False}
+    waited_s = (timezone.now() - min(waiting)).total_seconds()
+    for limit_s, interval_ms in SUGGESTION_POLL_BACKOFF:
+        if waited_s < limit_s:
+            return {"poll_ms": interval_ms, "slow": interval_ms != SUGGESTION_POLL_MS}
+    return {"poll_ms": SUGGESTION_POLL_SLOW_MS, "slow": True}
 
 
 @login_required

@@ -297,3 +297,18 @@ def test_dashboard_shows_each_listing_with_its_photo_states(seller_client: Clien
     assert listing.title in page
     assert "Photo 1: Analysing" in page
     assert "Needs a category" in page
+
+
+def test_polling_slows_down_when_the_worker_takes_long(seller_client: Client) -> None:
+    # given a photo that has waited for the worker for five minutes
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    listing, image = listing_with_photo(seller_client.user)  # type: ignore[attr-defined]
+    ListingImage.objects.filter(pk=image.pk).update(status_changed_at=timezone.now() - timedelta(minutes=5))
+
+    # then the panel polls every 10 s and offers the category tree
+    page = seller_client.get(reverse("catalog:listing-suggestions", args=[listing.pk])).content.decode()
+    assert 'hx-trigger="load delay:10000ms"' in page
+    assert "data-slow" in page
