@@ -14,13 +14,15 @@ import hashlib
 import os
 import tempfile
 import warnings
+from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from PIL import Image
 
-from classifier.preprocess import INPUT_SIZE
+from classifier.preprocess import CENTRE_VIEW, INPUT_SIZE, View, to_view_batch
 
 if TYPE_CHECKING:
     import torch
@@ -207,3 +209,20 @@ class OnnxBackbone:
             list(OUTPUT_NAMES), {INPUT_NAME: np.ascontiguousarray(batch, dtype=np.float32)}
         )
         return embeddings.astype(np.float32, copy=False), logits.astype(np.float32, copy=False)
+
+    def embed(
+        self, images: Sequence[Image.Image], views: Sequence[View] = (CENTRE_VIEW,)
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Runs the network on RGB images, averaging outputs over ``views`` (test-time augmentation).
+
+        One onnxruntime call on V × N inputs. Returns ``(embeddings float32 (N, 1280), logits
+        float32 (N, 1000))``, each the mean over views.
+        """
+        if not views:
+            raise ValueError("At least one view is needed.")
+        embeddings, logits = self.run(to_view_batch(images, views))
+        count = len(images)
+        return (
+            embeddings.reshape(len(views), count, EMBEDDING_DIM).mean(axis=0),
+            logits.reshape(len(views), count, NUM_IMAGENET_CLASSES).mean(axis=0),
+        )

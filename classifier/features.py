@@ -11,14 +11,14 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from classifier.backbone import OnnxBackbone
-from classifier.preprocess import ImageRejected, load_image, to_batch
+from classifier.preprocess import CENTRE_VIEW, ImageRejected, View, load_image
 
 PHOTO_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"})
 BATCH_SIZE = 32
@@ -78,8 +78,8 @@ def list_labelled_photos(root: str | os.PathLike[str]) -> list[LabelledPhoto]:
     return photos
 
 
-def _cache_key(photos: list[LabelledPhoto], root: Path, backbone_version: str) -> str:
-    digest = hashlib.sha256(backbone_version.encode())
+def _cache_key(photos: list[LabelledPhoto], root: Path, backbone_version: str, views: Sequence[View]) -> str:
+    digest = hashlib.sha256(f"{backbone_version};{list(views)}".encode())
     for photo in photos:
         digest.update(f"{photo.label}\0{photo.path.relative_to(root)}\0".encode())
         digest.update(hashlib.sha256(photo.path.read_bytes()).digest())
@@ -90,20 +90,23 @@ def extract_features(
     root: str | os.PathLike[str],
     backbone: OnnxBackbone,
     *,
+    views: Sequence[View] = (CENTRE_VIEW,),
     cache_dir: str | os.PathLike[str] | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> LabelledFeatures:
     """Backbone outputs for every photo under ``root/<slug>/``.
 
     With ``cache_dir``, results are read from / written to
-    ``<cache_dir>/features-<backbone sha>-<content key>.npz``. ``progress(done, total)`` is called
-    after each batch. Undecodable photos are reported in ``rejected``, not raised.
+    ``<cache_dir>/features-<backbone sha>-<content key>.npz``; the key covers the backbone version,
+    the ``views`` (outputs are averaged over them, see ``OnnxBackbone.embed``) and every file's
+    bytes. ``progress(done, total)`` is called after each batch. Undecodable photos are reported
+    in ``rejected``, not raised.
     """
     base = Path(root)
     photos = list_labelled_photos(base)
     cache_path: Path | None = None
     if cache_dir is not None:
-        key = _cache_key(photos, base, backbone.version)
+        key = _cache_key(photos, base, backbone.version, views)
         tag = backbone.version.split("@")[-1]
         cache_path = Path(cache_dir) / f"features-{tag}-{key}.npz"
         if cache_path.is_file():
@@ -130,7 +133,7 @@ def extract_features(
             labels.append(photo.label)
             paths.append(str(photo.path))
         if images:
-            batch_embeddings, batch_logits = backbone.run(to_batch(images))
+            batch_embeddings, batch_logits = backbone.embed(images, views)
             embeddings.append(batch_embeddings)
             logits.append(batch_logits)
         if progress is not None:

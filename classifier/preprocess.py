@@ -18,6 +18,7 @@ import os
 import struct
 import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import BinaryIO
 
 import numpy as np
@@ -145,17 +146,40 @@ def _to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def to_batch(images: Sequence[Image.Image], size: int = INPUT_SIZE) -> np.ndarray:
+@dataclass(frozen=True)
+class View:
+    """One way of cropping a photo for the backbone.
+
+    ``resize_ratio``: shorter side after resizing, relative to the crop size (1.0 keeps the whole
+    shorter side; 256/224 is the ImageNet evaluation crop). ``mirror``: flip left-right.
+    """
+
+    resize_ratio: float = RESIZE_RATIO
+    mirror: bool = False
+
+
+#: The single view of the ImageNet evaluation recipe.
+CENTRE_VIEW = View()
+
+
+def to_batch(
+    images: Sequence[Image.Image],
+    size: int = INPUT_SIZE,
+    *,
+    resize_ratio: float = RESIZE_RATIO,
+    mirror: bool = False,
+) -> np.ndarray:
     """Builds the backbone input from RGB images.
 
-    Each image is resized so its shorter side is ``round(size * 256 / 224)`` and centre-cropped to
-    ``size`` × ``size`` (done as one resampling of the crop box), then scaled as (x − 127) / 128,
-    the scaling of the TensorFlow-trained EfficientNet-Lite weights (see MODEL-FACTS).
+    Each image is resized so its shorter side is ``round(size * resize_ratio)`` (default
+    256 for 224) and centre-cropped to ``size`` × ``size`` (done as one resampling of the crop box),
+    optionally mirrored, then scaled as (x − 127) / 128, the scaling of the TensorFlow-trained
+    EfficientNet-Lite weights (see MODEL-FACTS).
 
     Returns float32 array (N, 3, size, size), channels RGB, values in about [−1, 1].
     """
     batch = np.empty((len(images), 3, size, size), dtype=np.float32)
-    short = round(size * RESIZE_RATIO)
+    short = round(size * resize_ratio)
     for index, image in enumerate(images):
         if image.mode != "RGB":
             image = _to_rgb(image)
@@ -170,5 +194,15 @@ def to_batch(images: Sequence[Image.Image], size: int = INPUT_SIZE) -> np.ndarra
             box=(left, top, left + crop_w, top + crop_h),
         )
         pixels = np.asarray(resized, dtype=np.float32)
+        if mirror:
+            pixels = pixels[:, ::-1]
         batch[index] = ((pixels - 127.0) / 128.0).transpose(2, 0, 1)
     return batch
+
+
+def to_view_batch(images: Sequence[Image.Image], views: Sequence[View], size: int = INPUT_SIZE) -> np.ndarray:
+    """Stacks ``to_batch`` for each view: float32 (V × N, 3, size, size), view-major (all images
+    in the first view, then all in the second, ...)."""
+    return np.concatenate(
+        [to_batch(images, size, resize_ratio=v.resize_ratio, mirror=v.mirror) for v in views]
+    )

@@ -1,0 +1,114 @@
+"""Command line: ``python -m classifier {train,evaluate,predict,export}``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from classifier.head import ARTIFACTS_DIR, DEFAULT_HEAD_VERSION
+
+
+def _train(args: argparse.Namespace) -> int:
+    from classifier.train import train_head
+
+    began = time.perf_counter()
+    report = train_head(args.data, out_dir=args.out, version=args.version, cache_dir=args.cache_dir)
+    print(
+        f"feature extraction {report.extract_seconds:.1f} s, head fit {report.fit_seconds:.1f} s, "
+        f"total {time.perf_counter() - began:.1f} s"
+    )
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from classifier.evaluate import evaluate_folder, format_report
+    from classifier.model import ImageClassifier
+
+    classifier = ImageClassifier.load(
+        head_path=args.model, cache_dir=args.cache_dir, num_threads=args.threads
+    )
+    report = evaluate_folder(args.directory, classifier, batch_size=args.batch_size)
+    print(format_report(report))
+    if args.json:
+        Path(args.json).write_text(json.dumps(report.to_dict(), indent=2) + "\n", encoding="utf-8")
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from classifier.model import ImageClassifier
+
+    classifier = ImageClassifier.load(head_path=args.model, cache_dir=args.cache_dir)
+    for path, result in zip(args.photos, classifier.classify(args.photos, top_k=args.top_k), strict=True):
+        if isinstance(result, Exception):
+            print(f"{path}: rejected: {result}")
+            continue
+        scores = ", ".join(f"{s.slug} {s.confidence:.3f}" for s in result.top_k)
+        print(f"{path}: {scores}")
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from classifier.backbone import backbone_version, ensure_onnx
+
+    began = time.perf_counter()
+    path = ensure_onnx(args.cache_dir)
+    print(f"{path} ({backbone_version()}) in {time.perf_counter() - began:.2f} s")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``python -m classifier`` argument parser."""
+    parser = argparse.ArgumentParser(prog="python -m classifier", description=__doc__)
+    parser.add_argument(
+        "--cache-dir",
+        default=None,
+        help="where the ONNX backbone and feature caches live "
+        "(default: $CLASSIFIER_CACHE_DIR or ~/.cache/marketplace-classifier)",
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    train = commands.add_parser("train", help="fit the head on labelled photos and write the artifact")
+    train.add_argument(
+        "--data",
+        default=None,
+        help="folder with train/, validation/, test/ (default: ../shared/datasets/clothing-small)",
+    )
+    train.add_argument("--out", default=str(ARTIFACTS_DIR), help="artifact folder")
+    train.add_argument("--version", default=DEFAULT_HEAD_VERSION, help="head version name")
+    train.set_defaults(handler=_train)
+
+    evaluate = commands.add_parser("evaluate", help="accuracy and throughput on DIR/<category-slug>/")
+    evaluate.add_argument("directory")
+    evaluate.add_argument("--json", default=None, help="also write the report as JSON to this path")
+    evaluate.add_argument("--model", default=None, help="head manifest (.json); default: shipped head")
+    evaluate.add_argument("--threads", type=int, default=None, help="onnxruntime intra-op threads")
+    evaluate.add_argument("--batch-size", type=int, default=32)
+    evaluate.set_defaults(handler=_evaluate)
+
+    predict = commands.add_parser("predict", help="print top-k categories for photo files")
+    predict.add_argument("photos", nargs="+")
+    predict.add_argument("--model", default=None)
+    predict.add_argument("--top-k", type=int, default=5)
+    predict.set_defaults(handler=_predict)
+
+    export = commands.add_parser("export", help="export the ONNX backbone into the cache")
+    export.set_defaults(handler=_export)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; returns the process exit status."""
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.handler(args))
+    except (FileNotFoundError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,292 @@
+"""Calibrated top-k categories for photos: backbone → trained head + zero-shot → one distribution.
+
+One backbone pass gives an embedding and ImageNet logits. Two scorers read them:
+
+- the trained head (``classifier.head``) knows the categories that have labelled photos (the ten
+  clothing leaves) and covers their *domain*, the lowest common ancestor of its classes (fashion);
+- the zero-shot scorer sums ImageNet softmax mass per taxonomy category through the taxonomy's
+  ``imagenet_ids`` and knows every other category.
+
+A gate ``g`` (probability that the photo lies in the domain, see ``GateParameters``) splits the
+confidence: ``g`` goes to the domain, shared between head classes and the domain's zero-shot-only
+categories (bags, accessories) in proportion to their zero-shot mass; ``1 − g`` goes to categories
+outside the domain in proportion to their zero-shot mass. When less than ``MAPPED_MASS_FLOOR`` of the
+ImageNet mass falls on mapped classes (the photo shows nothing the taxonomy sells), the outside share
+shrinks with it, so confidences over all categories sum to at most 1.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from classifier.backbone import OnnxBackbone, ensure_onnx
+from classifier.head import ArtifactError, LinearHead, softmax
+from classifier.preprocess import ImageRejected, ImageSource, load_image, to_view_batch
+from classifier.taxonomy import Taxonomy, load_taxonomy
+
+MAX_BATCH = 32
+#: Below this share of ImageNet mass on mapped classes, zero-shot confidences shrink proportionally.
+MAPPED_MASS_FLOOR = 0.5
+
+
+@dataclass(frozen=True)
+class CategoryScore:
+    """A category slug and its confidence in [0, 1]."""
+
+    slug: str
+    confidence: float
+
+
+@dataclass
+class Prediction:
+    """Top-k categories for one photo, most confident first.
+
+    ``embedding``: float32 (1280,), the backbone's pooled features (kept so the photo can be
+    re-scored by a later head without decoding it again). ``timings_ms``: per-phase wall-clock
+    milliseconds for this photo (batch phases divided evenly across the batch).
+    """
+
+    top_k: list[CategoryScore]
+    model_version: str
+    embedding: np.ndarray
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def category(self) -> str:
+        """Slug of the most confident category."""
+        return self.top_k[0].slug
+
+    @property
+    def confidence(self) -> float:
+        """Confidence of the most confident category."""
+        return self.top_k[0].confidence
+
+
+class ZeroShotScorer:
+    """Taxonomy category scores from ImageNet-1k logits, without labelled photos.
+
+    Each category owns the ImageNet classes listed in its ``imagenet_ids``; a category's exclusive
+    mass is the softmax probability of the classes it owns (its descendants' classes count for its
+    subtree, see ``subtree_mass``).
+    """
+
+    def __init__(self, taxonomy: Taxonomy, temperature: float = 1.0) -> None:
+        self.taxonomy = taxonomy
+        self.slugs = taxonomy.slugs
+        self.temperature = temperature
+        self.index = {slug: position for position, slug in enumerate(self.slugs)}
+        self.owner_matrix = np.zeros((1000, len(self.slugs)), dtype=np.float64)
+        for category in taxonomy:
+            for imagenet_id in category.imagenet_ids:
+                self.owner_matrix[imagenet_id, self.index[category.slug]] = 1.0
+
+    def exclusive_mass(self, logits: np.ndarray) -> np.ndarray:
+        """ImageNet softmax mass owned by each category, float64 (N, K) in taxonomy order; rows sum
+        to the mapped share (≤ 1)."""
+        probabilities = softmax(np.asarray(logits, dtype=np.float64) / self.temperature)
+        return probabilities @ self.owner_matrix
+
+    def subtree_mask(self, slug: str) -> np.ndarray:
+        """Boolean (K,) mask of ``slug`` and its descendants."""
+        mask = np.zeros(len(self.slugs), dtype=bool)
+        for member in [slug, *self.taxonomy.descendants(slug)]:
+            mask[self.index[member]] = True
+        return mask
+
+
+def _sigmoid(value: np.ndarray) -> np.ndarray:
+    return 0.5 * (1.0 + np.tanh(0.5 * value))
+
+
+class ImageClassifier:
+    """Photos in, calibrated top-k taxonomy categories out (see the module docstring for the method).
+
+    Build with ``ImageClassifier.load()``. Thread-safe for concurrent ``predict`` calls (onnxruntime
+    sessions are); create one per process.
+    """
+
+    def __init__(
+        self,
+        head: LinearHead,
+        taxonomy: Taxonomy,
+        backbone: OnnxBackbone | None = None,
+        backbone_version: str | None = None,
+    ) -> None:
+        self.head = head
+        self.taxonomy = taxonomy
+        self.backbone = backbone
+        self.backbone_version: str = (
+            backbone.version if backbone is not None else (backbone_version or head.backbone_version)
+        )
+        if head.backbone_version != self.backbone_version:
+            raise ArtifactError(
+                f"Head {head.version!r} was trained on backbone {head.backbone_version!r}, "
+                f"but the backbone is {self.backbone_version!r}; retrain the head "
+                "(python -m classifier train)."
+            )
+        unknown = [slug for slug in head.classes if slug not in taxonomy]
+        if unknown:
+            raise ArtifactError(f"Head classes missing from the taxonomy: {unknown}.")
+        self.model_version: str = f"{self.backbone_version}+{head.version}"
+        self.zero_shot = ZeroShotScorer(taxonomy)
+        self.slugs = taxonomy.slugs
+        domain = taxonomy.lowest_common_ancestor(head.classes)
+        if domain is None:
+            raise ArtifactError("Head classes share no taxonomy ancestor, so it has no domain.")
+        self.domain: str = domain
+        self._domain_mask = self.zero_shot.subtree_mask(domain)
+        self._head_columns = np.array([self.zero_shot.index[slug] for slug in head.classes])
+        head_mask = np.zeros(len(self.slugs), dtype=bool)
+        head_mask[self._head_columns] = True
+        # The domain node's own ImageNet classes (suit, pajama, ...) are garments the head can place.
+        self._uncovered_mask = self._domain_mask & ~head_mask
+        self._uncovered_mask[self.zero_shot.index[domain]] = False
+        self._outside_mask = ~self._domain_mask
+
+    @classmethod
+    def load(
+        cls,
+        head_path: str | os.PathLike[str] | None = None,
+        cache_dir: str | os.PathLike[str] | None = None,
+        num_threads: int | None = None,
+        providers: list[str] | None = None,
+        taxonomy: Taxonomy | None = None,
+    ) -> ImageClassifier:
+        """Loads the head (default: the shipped artifact), the taxonomy (default: the shipped one)
+        and the ONNX backbone from ``cache_dir`` (exporting it there first if missing, which needs
+        torch; see ``backbone.ensure_onnx``). Raises ``ArtifactError`` for a bad or mismatched head.
+        """
+        head = LinearHead.load(head_path)
+        backbone = OnnxBackbone(ensure_onnx(cache_dir), num_threads=num_threads, providers=providers)
+        return cls(head=head, taxonomy=taxonomy or load_taxonomy(), backbone=backbone)
+
+    def domain_gate(self, embeddings: np.ndarray, logits: np.ndarray) -> np.ndarray:
+        """Probability that each photo belongs to the head's domain, float64 (N,)."""
+        mass = self.zero_shot.exclusive_mass(np.atleast_2d(logits))
+        domain_share = mass[:, self._domain_mask].sum(axis=1) / np.maximum(mass.sum(axis=1), 1e-12)
+        return self._gate(np.atleast_2d(embeddings), domain_share)[0]
+
+    def _gate(self, embeddings: np.ndarray, domain_share: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        gate = self.head.gate
+        similarity = self.head.centroid_similarity(embeddings)
+        resemblance = _sigmoid(gate.cosine_weight * (similarity - gate.cosine_threshold))
+        return 1.0 - (1.0 - np.clip(domain_share, 0.0, 1.0)) * (1.0 - resemblance), resemblance
+
+    def scores_from_outputs(self, embeddings: np.ndarray, logits: np.ndarray) -> np.ndarray:
+        """Confidence of every taxonomy category from backbone outputs.
+
+        ``embeddings`` float32 (N, 1280), ``logits`` float32 (N, 1000), as returned by
+        ``OnnxBackbone.run`` (or stored from an earlier run of the same backbone version).
+        Returns float64 (N, K), columns in ``self.slugs`` (taxonomy order); each row sums to ≤ 1.
+        """
+        embeddings = np.atleast_2d(np.asarray(embeddings, dtype=np.float32))
+        mass = self.zero_shot.exclusive_mass(np.atleast_2d(logits))
+        mapped = mass.sum(axis=1)
+        shares = mass / np.maximum(mapped, 1e-12)[:, None]
+        domain_share = shares[:, self._domain_mask].sum(axis=1)
+        gate, resemblance = self._gate(embeddings, domain_share)
+        # A photo that looks like the head's training photos is one of its classes, whatever
+        # ImageNet thinks (hats look like purses to it); only the rest is left to bags and the like.
+        uncovered = shares[:, self._uncovered_mask] * (1.0 - resemblance)[:, None]
+        uncovered_fraction = uncovered.sum(axis=1) / np.maximum(domain_share, 1e-12)
+        uncovered_fraction = np.minimum(uncovered_fraction, 1.0)
+        outside = shares[:, self._outside_mask]
+        outside_total = np.maximum(outside.sum(axis=1), 1e-12)
+        reach = np.minimum(1.0, mapped / MAPPED_MASS_FLOOR)
+
+        scores = np.zeros((len(embeddings), len(self.slugs)), dtype=np.float64)
+        head_share = gate * (1.0 - uncovered_fraction)
+        scores[:, self._head_columns] = head_share[:, None] * self.head.predict_proba(embeddings)
+        uncovered_share = gate * uncovered_fraction / np.maximum(uncovered.sum(axis=1), 1e-12)
+        scores[:, self._uncovered_mask] = uncovered_share[:, None] * uncovered
+        outside_share = (1.0 - gate) * reach / outside_total
+        scores[:, self._outside_mask] = outside_share[:, None] * outside
+        return scores
+
+    def top_k_from_scores(self, scores: np.ndarray, top_k: int = 5) -> list[list[CategoryScore]]:
+        """Top-k ``CategoryScore`` lists, most confident first, from ``scores_from_outputs`` rows."""
+        keep = max(1, min(top_k, len(self.slugs)))
+        order = np.argsort(-scores, axis=1, kind="stable")[:, :keep]
+        return [
+            [CategoryScore(self.slugs[column], float(row[column])) for column in columns]
+            for row, columns in zip(scores, order, strict=True)
+        ]
+
+    def predict(self, images: Sequence[Image.Image], top_k: int = 5) -> list[Prediction]:
+        """Top-k categories for decoded images (any mode; converted to RGB).
+
+        Runs the backbone on batches of at most 32 photos (times the head's views), averaging
+        outputs over the views. Returns one ``Prediction`` per image, in order.
+        Raises ``RuntimeError`` when the classifier was built without a backbone.
+        """
+        if self.backbone is None:
+            raise RuntimeError("This classifier has no backbone; use scores_from_outputs().")
+        predictions: list[Prediction] = []
+        for start in range(0, len(images), MAX_BATCH):
+            chunk = images[start : start + MAX_BATCH]
+            began = time.perf_counter()
+            batch = to_view_batch(chunk, self.head.views)
+            prepared = time.perf_counter()
+            embeddings, logits = self.backbone.run(batch)
+            embeddings = embeddings.reshape(len(self.head.views), len(chunk), -1).mean(axis=0)
+            logits = logits.reshape(len(self.head.views), len(chunk), -1).mean(axis=0)
+            inferred = time.perf_counter()
+            scores = self.scores_from_outputs(embeddings, logits)
+            tops = self.top_k_from_scores(scores, top_k)
+            scored = time.perf_counter()
+            share = 1000.0 / len(chunk)
+            timings = {
+                "preprocess_ms": (prepared - began) * share,
+                "backbone_ms": (inferred - prepared) * share,
+                "head_ms": (scored - inferred) * share,
+            }
+            predictions.extend(
+                Prediction(
+                    top_k=top,
+                    model_version=self.model_version,
+                    embedding=embedding,
+                    timings_ms=dict(timings),
+                )
+                for top, embedding in zip(tops, embeddings, strict=True)
+            )
+        return predictions
+
+    def classify(self, sources: Sequence[ImageSource], top_k: int = 5) -> list[Prediction | ImageRejected]:
+        """Decodes and classifies photos given as bytes, paths or binary files.
+
+        Returns, in order, a ``Prediction`` or, for a photo that cannot be decoded, the
+        ``ImageRejected`` explaining why; one bad photo never fails the others.
+        """
+        results: list[Prediction | ImageRejected | None] = [None] * len(sources)
+        decoded: list[Image.Image] = []
+        positions: list[int] = []
+        decode_ms: list[float] = []
+        for position, source in enumerate(sources):
+            began = time.perf_counter()
+            try:
+                decoded.append(load_image(source))
+            except ImageRejected as rejection:
+                results[position] = rejection
+                continue
+            positions.append(position)
+            decode_ms.append((time.perf_counter() - began) * 1000.0)
+        for position, prediction, milliseconds in zip(
+            positions, self.predict(decoded, top_k=top_k), decode_ms, strict=True
+        ):
+            prediction.timings_ms = {"decode_ms": milliseconds, **prediction.timings_ms}
+            results[position] = prediction
+        return [result for result in results if result is not None]
+
+
+def default_head_path() -> Path:
+    """Path of the shipped head manifest."""
+    from classifier.head import ARTIFACTS_DIR, DEFAULT_HEAD_VERSION
+
+    return ARTIFACTS_DIR / f"{DEFAULT_HEAD_VERSION}.json"
