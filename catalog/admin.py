@@ -18,7 +18,14 @@ class ListingImageInline(admin.TabularInline):
 
 @admin.register(Listing)
 class ListingAdmin(admin.ModelAdmin):
-    list_display = ["title", "seller", "category", "category_source", "suggested_category", "suggested_confidence"]
+    list_display = [
+        "title",
+        "seller",
+        "category",
+        "category_source",
+        "suggested_category",
+        "suggested_confidence",
+    ]
     list_filter = ["category_source", "category"]
     search_fields = ["title"]
     inlines = [ListingImageInline]

@@ -41,9 +41,7 @@ class CategorySource(models.TextChoices):
 class Listing(models.Model):
     """A seller's item for sale."""
 
-    seller = models.ForeignKey(
-        settings.AUTH_USER_MODEL, related_name="listings", on_delete=models.CASCADE
-    )
+    seller = models.ForeignKey(settings.AUTH_USER_MODEL, related_name="listings", on_delete=models.CASCADE)
     title = models.CharField(max_length=200)
     description = models.TextField(blank=True)
     price = models.DecimalField(max_digits=12, decimal_places=2, null=True, blank=True)
@@ -133,9 +131,7 @@ class CategorySuggestion(models.Model):
     """The model's top-k categories for one photo, for one model version."""
 
     image = models.ForeignKey(ListingImage, related_name="suggestions", on_delete=models.CASCADE)
-    model_version = models.ForeignKey(
-        ModelVersion, related_name="suggestions", on_delete=models.PROTECT
-    )
+    model_version = models.ForeignKey(ModelVersion, related_name="suggestions", on_delete=models.PROTECT)
     category = models.ForeignKey(Category, related_name="+", on_delete=models.PROTECT)
     confidence = models.FloatField(help_text="Calibrated probability of the top-1 category, 0..1")
     # [{"slug": str, "confidence": float}, ...] best first.
@@ -170,3 +166,6 @@ class ImageEmbedding(models.Model):
                 fields=["image", "backbone_version"], name="one_embedding_per_image_and_backbone"
             )
         ]
+
+    def __str__(self) -> str:
+        return f"embedding of image {self.image_id} ({self.backbone_version})"

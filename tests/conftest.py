@@ -72,7 +72,11 @@ class WorkerProcess:
 
 
 def start_worker(
-    *, log: Path, queues: str = "classify,bulk,training,maintenance", concurrency: int = 1, env: dict | None = None
+    *,
+    log: Path,
+    queues: str = "classify,bulk,training,maintenance",
+    concurrency: int = 1,
+    env: dict | None = None,
 ) -> WorkerProcess:
     """Start `celery worker` on the test database; returns once it answers a ping."""
     from django.db import connection

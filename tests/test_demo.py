@@ -20,12 +20,19 @@ def test_demo_classifies_the_shipped_photos_with_embedded_servers(tmp_path: Path
     if not photos:
         pytest.skip("no demo photos under demo/photos")
     # given no configured servers: the demo must start its own
-    env = {key: value for key, value in os.environ.items() if key not in {"DATABASE_URL", "CELERY_BROKER_URL"}}
+    env = {
+        key: value for key, value in os.environ.items() if key not in {"DATABASE_URL", "CELERY_BROKER_URL"}
+    }
     env.update({"DEMO_ONCE": "1", "RUN_DIR": str(tmp_path / "run"), "MEDIA_ROOT": str(tmp_path / "media")})
 
     # when the demo runs once
     result = subprocess.run(
-        [sys.executable, "-m", "config.demo"], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=900
+        [sys.executable, "-m", "config.demo"],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
 
     # then it exits 0 after printing one table row per photo, each with a category and a version

@@ -19,7 +19,9 @@ def test_compose_file_parses_and_every_role_has_a_command() -> None:
         assert services[name]["command"], name
     # fresh uploads and bulk work never share a worker
     assert "-Q" in services["worker-classify"]["command"]
-    classify_queues = services["worker-classify"]["command"][services["worker-classify"]["command"].index("-Q") + 1]
+    classify_queues = services["worker-classify"]["command"][
+        services["worker-classify"]["command"].index("-Q") + 1
+    ]
     assert classify_queues == "classify"
     # Flower refuses to start without credentials
     assert "FLOWER_BASIC_AUTH:?" in " ".join(services["flower"]["command"])

@@ -16,7 +16,7 @@ import catalog.api.views, catalog.uploads, catalog.thumbnails
 import workers.celery
 resolve("/")
 resolve("/api/classify")
-heavy = sorted(name for name in ("torch", "onnxruntime", "torchvision", "timm", "classifier") if name in sys.modules)
+heavy = sorted(n for n in ("torch", "onnxruntime", "torchvision", "timm", "classifier") if n in sys.modules)
 print(",".join(heavy))
 """
 

@@ -20,7 +20,12 @@ from workers.celery import app
 logger = logging.getLogger("workers.tasks")
 
 # Storage, database and broker hiccups are retried; a photo that is not an image is not.
-RETRYABLE_ERRORS: tuple[type[BaseException], ...] = (OperationalError, InterfaceError, ConnectionError, TimeoutError)
+RETRYABLE_ERRORS: tuple[type[BaseException], ...] = (
+    OperationalError,
+    InterfaceError,
+    ConnectionError,
+    TimeoutError,
+)
 
 
 @signals.worker_init.connect
@@ -70,7 +75,7 @@ def image_classify_task(self: Any, image_id: int) -> str:
         )
         return "failed"
     try:
-        data = _read_photo(image.file.name)
+        data = _read_photo(str(image.file.name))
     except FileNotFoundError:
         services.image_classification_fail(image=image, reason=services.PHOTO_MISSING_FROM_STORAGE)
         return "failed"

@@ -29,7 +29,7 @@ def taxonomy_load(*, path: str | None = None) -> int:
 
 def listing_create(
     *,
-    seller: AbstractBaseUser,
+    seller: User,
     title: str,
     description: str = "",
     price: Decimal | None = None,
@@ -46,7 +46,7 @@ def listing_create(
     )
 
 
-def user_get_or_create(*, username: str, **defaults: Any) -> AbstractBaseUser:
+def user_get_or_create(*, username: str, **defaults: Any) -> User:
     """The user called `username`, created without a usable password when missing."""
     from django.contrib.auth import get_user_model
 

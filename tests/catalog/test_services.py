@@ -64,7 +64,18 @@ def test_taxonomy_is_seeded_by_the_migration_as_a_tree() -> None:
     # given the migrated database, then the top level and the clothing leaves are there
     tops = set(Category.objects.filter(parent=None).values_list("slug", flat=True))
     assert {"vehicles", "electronics", "home", "fashion", "books", "sports", "music", "kids"} <= tops
-    clothing = ["dress", "hat", "longsleeve", "outwear", "pants", "shirt", "shoes", "shorts", "skirt", "t-shirt"]
+    clothing = [
+        "dress",
+        "hat",
+        "longsleeve",
+        "outwear",
+        "pants",
+        "shirt",
+        "shoes",
+        "shorts",
+        "skirt",
+        "t-shirt",
+    ]
     fashion = Category.objects.get(slug="fashion")
     for slug in clothing:
         leaf = Category.objects.get(slug=slug)

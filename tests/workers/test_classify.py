@@ -136,7 +136,9 @@ def test_a_deleted_listing_makes_its_queued_task_a_no_op(
     Listing.objects.filter(pk=listing.pk).delete()
 
     # when the worker gets to it, then nothing is created and the worker stays healthy
-    follower = services.image_add(listing=ListingFactory(), upload=photo_paths[1].read_bytes(), filename="n.jpg")
+    follower = services.image_add(
+        listing=ListingFactory(), upload=photo_paths[1].read_bytes(), filename="n.jpg"
+    )
     _wait_finished(follower.pk)
     assert not CategorySuggestion.objects.filter(image_id=image_id).exists()
     assert celery_worker_process.process.poll() is None

@@ -107,4 +107,6 @@ class Command(BaseCommand):
         header = ("photo", "suggested category", "confidence", "model version")
         widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(4)]
         for row in [header, tuple("-" * w for w in widths), *rows]:
-            self.stdout.write("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=True)))
+            self.stdout.write(
+                "  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=True))
+            )
