@@ -48,14 +48,17 @@ class CategoryScore:
 class Prediction:
     """Top-k categories for one photo, most confident first.
 
-    ``embedding``: float32 (1280,), the backbone's pooled features (kept so the photo can be
-    re-scored by a later head without decoding it again). ``timings_ms``: per-phase wall-clock
-    milliseconds for this photo (batch phases divided evenly across the batch).
+    ``embedding``: float32 (1280,), the backbone's pooled features, and ``logits``: float32 (1000,),
+    its ImageNet logits (both averaged over the head's views), kept so the photo can be re-scored
+    by a later head of the same backbone version without decoding it again
+    (``ImageClassifier.scores_from_outputs``). ``timings_ms``: per-phase wall-clock milliseconds
+    for this photo (batch phases divided evenly across the batch).
     """
 
     top_k: list[CategoryScore]
     model_version: str
     embedding: np.ndarray
+    logits: np.ndarray | None = None
     timings_ms: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -92,6 +95,15 @@ class ZeroShotScorer:
         to the mapped share (≤ 1)."""
         probabilities = softmax(np.asarray(logits, dtype=np.float64) / self.temperature)
         return probabilities @ self.owner_matrix
+
+    def domain_evidence(self, logits: np.ndarray, domain_mask: np.ndarray) -> np.ndarray:
+        """Zero-shot evidence that photos lie in a domain, float64 (N,) in [0, 1]: the domain's
+        share of the mapped mass, shrunk when little mass is mapped at all (so a photo of nothing
+        the taxonomy sells is evidence for no domain)."""
+        mass = self.exclusive_mass(logits)
+        mapped = mass.sum(axis=1)
+        share = mass[:, domain_mask].sum(axis=1) / np.maximum(mapped, 1e-12)
+        return share * np.minimum(1.0, mapped / MAPPED_MASS_FLOOR)
 
     def subtree_mask(self, slug: str) -> np.ndarray:
         """Boolean (K,) mask of ``slug`` and its descendants."""
@@ -169,15 +181,14 @@ class ImageClassifier:
 
     def domain_gate(self, embeddings: np.ndarray, logits: np.ndarray) -> np.ndarray:
         """Probability that each photo belongs to the head's domain, float64 (N,)."""
-        mass = self.zero_shot.exclusive_mass(np.atleast_2d(logits))
-        domain_share = mass[:, self._domain_mask].sum(axis=1) / np.maximum(mass.sum(axis=1), 1e-12)
-        return self._gate(np.atleast_2d(embeddings), domain_share)[0]
+        evidence = self.zero_shot.domain_evidence(np.atleast_2d(logits), self._domain_mask)
+        return self._gate(np.atleast_2d(embeddings), evidence)[0]
 
-    def _gate(self, embeddings: np.ndarray, domain_share: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _gate(self, embeddings: np.ndarray, evidence: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         gate = self.head.gate
         similarity = self.head.centroid_similarity(embeddings)
         resemblance = _sigmoid(gate.cosine_weight * (similarity - gate.cosine_threshold))
-        return 1.0 - (1.0 - np.clip(domain_share, 0.0, 1.0)) * (1.0 - resemblance), resemblance
+        return 1.0 - (1.0 - np.clip(evidence, 0.0, 1.0)) * (1.0 - resemblance), resemblance
 
     def scores_from_outputs(self, embeddings: np.ndarray, logits: np.ndarray) -> np.ndarray:
         """Confidence of every taxonomy category from backbone outputs.
@@ -191,7 +202,8 @@ class ImageClassifier:
         mapped = mass.sum(axis=1)
         shares = mass / np.maximum(mapped, 1e-12)[:, None]
         domain_share = shares[:, self._domain_mask].sum(axis=1)
-        gate, resemblance = self._gate(embeddings, domain_share)
+        reach = np.minimum(1.0, mapped / MAPPED_MASS_FLOOR)
+        gate, resemblance = self._gate(embeddings, domain_share * reach)
         # A photo that looks like the head's training photos is one of its classes, whatever
         # ImageNet thinks (hats look like purses to it); only the rest is left to bags and the like.
         uncovered = shares[:, self._uncovered_mask] * (1.0 - resemblance)[:, None]
@@ -199,7 +211,6 @@ class ImageClassifier:
         uncovered_fraction = np.minimum(uncovered_fraction, 1.0)
         outside = shares[:, self._outside_mask]
         outside_total = np.maximum(outside.sum(axis=1), 1e-12)
-        reach = np.minimum(1.0, mapped / MAPPED_MASS_FLOOR)
 
         scores = np.zeros((len(embeddings), len(self.slugs)), dtype=np.float64)
         head_share = gate * (1.0 - uncovered_fraction)
@@ -252,9 +263,10 @@ class ImageClassifier:
                     top_k=top,
                     model_version=self.model_version,
                     embedding=embedding,
+                    logits=image_logits,
                     timings_ms=dict(timings),
                 )
-                for top, embedding in zip(tops, embeddings, strict=True)
+                for top, embedding, image_logits in zip(tops, embeddings, logits, strict=True)
             )
         return predictions
 

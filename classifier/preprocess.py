@@ -31,8 +31,8 @@ TOO_MANY_PIXELS = "The image has too many pixels (at most 40 megapixels)."
 TOO_SMALL = "The image is too small (at least 16 pixels on each side)."
 UNREADABLE_FILE = "The file could not be read."
 
-#: Pillow decoders allowed. MPO is the multi-picture JPEG that many phone cameras write.
-ALLOWED_FORMATS: tuple[str, ...] = ("JPEG", "MPO", "PNG", "WEBP", "GIF", "BMP", "TIFF")
+#: Pillow decoders allowed. The JPEG decoder also opens MPO, the multi-picture JPEG of many cameras.
+ALLOWED_FORMATS: tuple[str, ...] = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
 
 DEFAULT_MAX_PIXELS = 40_000_000
 DEFAULT_MIN_SIDE = 16

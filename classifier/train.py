@@ -100,10 +100,11 @@ def _expected_calibration_error(probabilities: np.ndarray, targets: np.ndarray, 
 def fit_gate(similarity: np.ndarray, share: np.ndarray) -> tuple[float, float]:
     """Gate parameters ``(cosine_weight, cosine_threshold)`` from in-domain training photos.
 
-    ``similarity``: out-of-fold centroid cosine similarity (N,); ``share``: zero-shot domain share
-    (N,). The weight makes the cosine term fall from 0.5 to 0.1 over one standard deviation of the
-    similarity; the threshold is the highest that still keeps ``GATE_TARGET_RECALL`` of the photos
-    at ``g ≥ 0.5``, so photos from elsewhere need to look that much like the training photos.
+    ``similarity``: out-of-fold centroid cosine similarity (N,); ``share``: zero-shot domain
+    evidence (N,), see ``ZeroShotScorer.domain_evidence``. The weight makes the cosine term fall
+    from 0.5 to 0.1 over one standard deviation of the similarity; the threshold is the highest
+    that still keeps ``GATE_TARGET_RECALL`` of the photos at ``g ≥ 0.5``, so photos from elsewhere
+    need to look that much like the training photos.
     """
     weight = float(np.log(9.0) / max(float(np.std(similarity)), 1e-6))
     candidates = np.sort(similarity)[::-1]
@@ -164,8 +165,7 @@ def fit_head(
     domain = taxonomy.lowest_common_ancestor(classes)
     if domain is None:
         raise ValueError(f"Categories {classes} share no taxonomy ancestor.")
-    mass = scorer.exclusive_mass(fit.logits)
-    share = mass[:, scorer.subtree_mask(domain)].sum(axis=1) / np.maximum(mass.sum(axis=1), 1e-12)
+    share = scorer.domain_evidence(fit.logits, scorer.subtree_mask(domain))
     weight, threshold = fit_gate(similarity, share)
     log(f"  gate: cosine threshold {threshold:.4f}, weight {weight:g}")
 
