@@ -1,6 +1,7 @@
 """Calibrated top-k categories for photos: backbone → trained head + zero-shot → one distribution.
 
-One backbone pass gives an embedding and ImageNet logits. Two scorers read them:
+One backbone pass (averaged over the head's views) gives an embedding and ImageNet logits. Two
+scorers read them:
 
 - the trained head (``classifier.head``) knows the categories that have labelled photos (the ten
   clothing leaves) and covers their *domain*, the lowest common ancestor of its classes (fashion);
@@ -8,11 +9,21 @@ One backbone pass gives an embedding and ImageNet logits. Two scorers read them:
   ``imagenet_ids`` and knows every other category.
 
 A gate ``g`` (probability that the photo lies in the domain, see ``GateParameters``) splits the
-confidence: ``g`` goes to the domain, shared between head classes and the domain's zero-shot-only
-categories (bags, accessories) in proportion to their zero-shot mass; ``1 − g`` goes to categories
-outside the domain in proportion to their zero-shot mass. When less than ``MAPPED_MASS_FLOOR`` of the
-ImageNet mass falls on mapped classes (the photo shows nothing the taxonomy sells), the outside share
-shrinks with it, so confidences over all categories sum to at most 1.
+confidence:
+
+- ``g`` goes to the domain. Within it, the domain's zero-shot-only categories (bags, accessories)
+  get their share of the domain's zero-shot mass, discounted by how much the photo resembles the
+  head's training photos (ImageNet calls many hats purses; a photo like the training photos is one
+  of the head's classes); the head's classes share the rest by the head's calibrated probabilities.
+- ``1 − g`` goes to categories outside the domain, in proportion to their zero-shot mass.
+
+When less than ``MAPPED_MASS_FLOOR`` of the ImageNet mass falls on mapped classes (the photo shows
+nothing the taxonomy sells), the zero-shot evidence and the outside share shrink with it, so the
+confidences over all categories sum to at most 1, and to less for such photos.
+
+Calibration: the head's probabilities are temperature-scaled on held-out folds (see
+``classifier.train``); the zero-shot scores are ImageNet softmax masses at temperature 1, which no
+labelled photos exist to calibrate.
 """
 
 from __future__ import annotations
@@ -77,7 +88,7 @@ class ZeroShotScorer:
 
     Each category owns the ImageNet classes listed in its ``imagenet_ids``; a category's exclusive
     mass is the softmax probability of the classes it owns (its descendants' classes count for its
-    subtree, see ``subtree_mass``).
+    subtree, see ``subtree_mask``).
     """
 
     def __init__(self, taxonomy: Taxonomy, temperature: float = 1.0) -> None:
