@@ -33,7 +33,9 @@ def send_task(task_name: str, *, args: list[Any]) -> bool:
     return True
 
 
-def enqueue_on_commit(task_name: str, *, args: list[Any], on_sent: Callable[[], object] | None = None) -> None:
+def enqueue_on_commit(
+    task_name: str, *, args: list[Any], on_sent: Callable[[], object] | None = None
+) -> None:
     """Publish the task once the current transaction commits (immediately outside one).
 
     `on_sent` runs only after a successful publish, e.g. to mark a row QUEUED; when the broker is
