@@ -111,13 +111,12 @@ def extract_features(
         cache_path = Path(cache_dir) / f"features-{tag}-{key}.npz"
         if cache_path.is_file():
             with np.load(cache_path, allow_pickle=False) as cached:
-                rejected = [tuple(item) for item in cached["rejected"].tolist()]
                 return LabelledFeatures(
                     embeddings=cached["embeddings"],
                     logits=cached["logits"],
                     labels=cached["labels"].tolist(),
                     paths=cached["paths"].tolist(),
-                    rejected=rejected,  # type: ignore[arg-type]
+                    rejected=[(str(path), str(reason)) for path, reason in cached["rejected"].tolist()],
                 )
     embeddings, logits, labels, paths = [], [], [], []
     rejected: list[tuple[str, str]] = []

@@ -116,8 +116,7 @@ def load_image(
             if draft_size is not None and image.format in ("JPEG", "MPO"):
                 image.draft("RGB", (draft_size, draft_size))
             image.load()
-            image = ImageOps.exif_transpose(image)
-            return _to_rgb(image)
+            return _to_rgb(ImageOps.exif_transpose(image))
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
             raise ImageRejected(TOO_MANY_PIXELS) from error
         # struct.error and IndexError come from some plugins on truncated headers.
