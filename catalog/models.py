@@ -56,6 +56,13 @@ class Listing(models.Model):
         Category, null=True, blank=True, related_name="+", on_delete=models.SET_NULL
     )
     suggested_confidence = models.FloatField(null=True, blank=True)
+    # The derived top-k ([{"slug", "confidence"}], best first), the gap between its first two
+    # confidences (the review queue shows the smallest first) and the model version behind it.
+    suggested_top_k = models.JSONField(default=list, blank=True)
+    suggested_margin = models.FloatField(null=True, blank=True, db_index=True)
+    suggested_model_version = models.ForeignKey(
+        "ModelVersion", null=True, blank=True, related_name="+", on_delete=models.SET_NULL
+    )
     # A hidden listing that holds one photo sent to POST /api/classify; never shown or browsed.
     is_probe = models.BooleanField(default=False)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -105,16 +112,35 @@ class ListingImage(models.Model):
 
 
 class ModelVersion(models.Model):
-    """A classifier version: backbone plus head. Suggestions are stamped with it."""
+    """A classifier version: backbone plus head. Suggestions are stamped with it.
+
+    A trained version carries its head artifact (`head_manifest` + `head_npz`, the two files of
+    `classifier.head.LinearHead.save`), so a worker on any machine can serve it once it is active.
+    `metrics` holds the held-out evaluation (accuracy, per-category precision/recall/F1, confusion
+    matrix, reliability bins, ECE, auto-accept coverage); `auto_accept_thresholds` maps a category
+    slug to the lowest confidence at which its held-out precision reached AUTO_ACCEPT_PRECISION.
+    """
 
     name = models.CharField(max_length=128, unique=True)
     backbone_version = models.CharField(max_length=128, blank=True)
     is_active = models.BooleanField(default=False)
     metrics = models.JSONField(default=dict, blank=True)
+    head_manifest = models.JSONField(default=dict, blank=True)
+    head_npz = models.BinaryField(default=b"", blank=True)
+    hyperparameters = models.JSONField(default=dict, blank=True)
+    training_photos = models.PositiveIntegerField(null=True, blank=True)
+    held_out_photos = models.PositiveIntegerField(null=True, blank=True)
+    # [[image_id, category slug], ...]: the held-out photos of the training, so a comparison with
+    # another version scores both on exactly these photos.
+    held_out_images = models.JSONField(default=list, blank=True)
+    auto_accept_thresholds = models.JSONField(default=dict, blank=True)
+    auto_accept_precision = models.FloatField(null=True, blank=True)
+    activated_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
         ordering = ["-created_at"]
+        permissions = [("activate_modelversion", "Can activate or roll back a model version")]
         constraints = [
             models.UniqueConstraint(
                 fields=["is_active"],
@@ -171,12 +197,139 @@ class ImageEmbedding(models.Model):
         return f"embedding of image {self.image_id} ({self.backbone_version})"
 
 
+class DecisionAction(models.TextChoices):
+    """How a listing's category came to be (the audit trail's verbs)."""
+
+    SELLER_CHOSE = "seller_chose", "chosen by the seller"
+    ACCEPTED = "accepted", "suggestion accepted by a reviewer"
+    BULK_ACCEPTED = "bulk_accepted", "suggestion accepted in bulk by a reviewer"
+    CORRECTED = "corrected", "corrected by a reviewer"
+    REJECTED = "rejected", "rejected by a reviewer as not classifiable"
+    AUTO_ACCEPTED = "auto_accepted", "auto-accepted suggestion"
+
+
+class CategoryDecision(models.Model):
+    """One change of a listing's category, by whom and on what evidence. Written only by
+    `services.listing_category_set`, never updated.
+
+    `suggested_top_k` is what the model said at that moment ([{"slug", "confidence"}], best
+    first) and `model_version` which version said it; `suggestion_rank` is the 1-based rank of
+    the chosen category in it (None when the person chose something else); `threshold` is the
+    auto-accept threshold an AUTO decision cleared.
+    """
+
+    listing = models.ForeignKey(Listing, related_name="category_decisions", on_delete=models.CASCADE)
+    action = models.CharField(max_length=16, choices=DecisionAction.choices)
+    source = models.CharField(max_length=16, choices=CategorySource.choices)
+    category = models.ForeignKey(
+        Category, null=True, blank=True, related_name="+", on_delete=models.PROTECT
+    )
+    previous_category = models.ForeignKey(
+        Category, null=True, blank=True, related_name="+", on_delete=models.SET_NULL
+    )
+    previous_source = models.CharField(max_length=16, choices=CategorySource.choices, blank=True)
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, related_name="+", on_delete=models.SET_NULL
+    )
+    model_version = models.ForeignKey(
+        ModelVersion, null=True, blank=True, related_name="decisions", on_delete=models.PROTECT
+    )
+    suggested_top_k = models.JSONField(default=list, blank=True)
+    suggestion_rank = models.PositiveSmallIntegerField(null=True, blank=True)
+    confidence = models.FloatField(null=True, blank=True)
+    threshold = models.FloatField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["listing", "-created_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.get_action_display()} for listing {self.listing_id}"
+
+
+class TrainingStatus(models.TextChoices):
+    QUEUED = "queued", "queued"
+    RUNNING = "running", "running"
+    DONE = "done", "done"
+    FAILED = "failed", "failed"
+
+
+class TrainingRun(models.Model):
+    """One request to train a head on the human-labelled photos (`manage.py train` or the staff
+    button); the worker on the `training` queue fills in the outcome and `model_version`."""
+
+    status = models.CharField(
+        max_length=16, choices=TrainingStatus.choices, default=TrainingStatus.QUEUED, db_index=True
+    )
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, related_name="+", on_delete=models.SET_NULL
+    )
+    model_version = models.ForeignKey(
+        ModelVersion, null=True, blank=True, related_name="training_runs", on_delete=models.SET_NULL
+    )
+    failure_reason = models.TextField(blank=True)
+    # Phase timings (s), photo counts, embeddings computed vs reused.
+    report = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"training run {self.pk} ({self.status})"
+
+
+class ModelComparison(models.Model):
+    """A candidate version scored beside a baseline (the active version) on the same held-out
+    photos: the evidence activation asks for. `details` holds per-category figures."""
+
+    candidate = models.ForeignKey(ModelVersion, related_name="comparisons", on_delete=models.CASCADE)
+    baseline = models.ForeignKey(ModelVersion, related_name="+", on_delete=models.CASCADE)
+    photos = models.PositiveIntegerField()
+    candidate_accuracy = models.FloatField()
+    baseline_accuracy = models.FloatField()
+    details = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.candidate} vs {self.baseline}"
+
+
+class ModelActivation(models.Model):
+    """Who made which version active, when, replacing which (rollback reads this history)."""
+
+    model_version = models.ForeignKey(ModelVersion, related_name="activations", on_delete=models.CASCADE)
+    previous = models.ForeignKey(
+        ModelVersion, null=True, blank=True, related_name="+", on_delete=models.SET_NULL
+    )
+    comparison = models.ForeignKey(
+        ModelComparison, null=True, blank=True, related_name="+", on_delete=models.SET_NULL
+    )
+    is_rollback = models.BooleanField(default=False)
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, related_name="+", on_delete=models.SET_NULL
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{'rollback' if self.is_rollback else 'activation'} of {self.model_version_id}"
+
+
 class BulkJobStatus(models.TextChoices):
     PLANNING = "planning", "planning"  # chunks being laid out by the worker
     RUNNING = "running", "running"
     DONE = "done", "done"
     CANCELLED = "cancelled", "cancelled"  # stopped by staff; resume finishes what is missing
-    FAILED = "failed", "failed"  # could not run at all (see failure_reason); per-photo errors are in the ledger
+    FAILED = "failed", "failed"  # could not run at all (failure_reason); photo errors are in the ledger
 
 
 class BulkJob(models.Model):

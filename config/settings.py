@@ -173,6 +173,23 @@ CLASSIFIER_NUM_THREADS = env.int("CLASSIFIER_NUM_THREADS", default=0)
 CLASSIFIER_DEVICE = env.str("CLASSIFIER_DEVICE", default="cpu")
 SUGGESTION_TOP_K = env.int("SUGGESTION_TOP_K", default=5)
 
+# --- Review, training and the model registry ---
+# Auto-accept: per category, the lowest confidence at which the held-out precision of a trained
+# version reached this value; suggestions above it set the listing's category (source AUTO).
+AUTO_ACCEPT_PRECISION = env.float("AUTO_ACCEPT_PRECISION", default=0.97)
+AUTO_ACCEPT_ENABLED = env.bool("AUTO_ACCEPT_ENABLED", default=True)
+# A category gets a threshold only with at least this many held-out predictions above it.
+AUTO_ACCEPT_MIN_SUPPORT = env.int("AUTO_ACCEPT_MIN_SUPPORT", default=10)
+# A category joins training once it has this many human-labelled photos.
+TRAINING_MIN_PHOTOS_PER_CATEGORY = env.int("TRAINING_MIN_PHOTOS_PER_CATEGORY", default=20)
+# Share of labelled photos held out from training for metrics and comparisons (by photo checksum).
+TRAINING_HELD_OUT_PERCENT = env.int("TRAINING_HELD_OUT_PERCENT", default=15)
+# Time limits of a training or comparison task (the Redis visibility timeout must exceed them).
+TRAINING_SOFT_TIME_LIMIT_S = env.int("TRAINING_SOFT_TIME_LIMIT_S", default=1500)
+TRAINING_HARD_TIME_LIMIT_S = env.int("TRAINING_HARD_TIME_LIMIT_S", default=1800)
+# Workers look up the active model version at most this often (seconds) and reload the head on change.
+ACTIVE_MODEL_CHECK_S = env.float("ACTIVE_MODEL_CHECK_S", default=5.0)
+
 # --- Flower ---
 FLOWER_BASIC_AUTH = env.str("FLOWER_BASIC_AUTH", default="")
 

@@ -4,6 +4,17 @@ Functions are named `<entity>_<action>` and take keyword-only arguments. One mod
 subdomain; the names below are the public API (`from catalog import services`).
 """
 
+from catalog.services.decisions import (
+    CATEGORY_INACTIVE,
+    NO_SUCH_SUGGESTION,
+    ReviewOutcome,
+    listing_auto_accept,
+    listing_category_set,
+    review_accept,
+    review_bulk_accept,
+    review_correct,
+    review_reject,
+)
 from catalog.services.images import (
     ALLOWED_TRANSITIONS,
     LISTING_MAX_PHOTOS,
@@ -29,8 +40,6 @@ from catalog.services.images import (
     listing_photos_add,
 )
 from catalog.services.listings import (
-    CATEGORY_INACTIVE,
-    listing_category_set,
     listing_create,
     listing_delete,
     listing_update,
@@ -49,6 +58,13 @@ from catalog.uploads import UPLOAD_EMPTY, UPLOAD_TOO_LARGE, UploadRejected
 __all__ = [
     "ALLOWED_TRANSITIONS",
     "CATEGORY_INACTIVE",
+    "NO_SUCH_SUGGESTION",
+    "ReviewOutcome",
+    "listing_auto_accept",
+    "review_accept",
+    "review_bulk_accept",
+    "review_correct",
+    "review_reject",
     "LISTING_MAX_PHOTOS",
     "LISTING_NEEDS_A_PHOTO",
     "LISTING_TOO_MANY_PHOTOS",

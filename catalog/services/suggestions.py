@@ -6,6 +6,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
@@ -98,9 +99,14 @@ def listing_suggestion_refresh(*, listing: Listing, model_version: ModelVersion)
     """Derive the listing's suggested category from all its photos' suggestions.
 
     Each photo's top-k confidences are averaged over the listing's classified photos, so a
-    category seen in several photos wins over one photo's strong but lone vote. Never touches the
-    category a person chose.
+    category seen in several photos wins over one photo's strong but lone vote. Stores the best
+    category and its confidence, the averaged top-k, the margin between its first two confidences
+    (the review queue's uncertainty order) and the model version. Never touches the category a
+    person chose; when the suggestion clears its category's auto-accept threshold for the active
+    version, `listing_auto_accept` sets it (source AUTO, audited).
     """
+    from catalog.services.decisions import listing_auto_accept
+
     suggestions = CategorySuggestion.objects.filter(
         image__listing=listing, model_version=model_version
     ).values_list("top_k", flat=True)
@@ -112,11 +118,24 @@ def listing_suggestion_refresh(*, listing: Listing, model_version: ModelVersion)
             totals[entry["slug"]] += float(entry["confidence"])
     if not count:  # e.g. its classified photos were removed
         Listing.objects.filter(pk=listing.pk).update(
-            suggested_category=None, suggested_confidence=None, updated_at=timezone.now()
+            suggested_category=None,
+            suggested_confidence=None,
+            suggested_top_k=[],
+            suggested_margin=None,
+            suggested_model_version=None,
+            updated_at=timezone.now(),
         )
         return
-    slug, total = max(totals.items(), key=lambda item: item[1])
-    category = Category.objects.filter(slug=slug).first()
+    ranked = sorted(totals.items(), key=lambda item: (-item[1], item[0]))[: settings.SUGGESTION_TOP_K]
+    top_k = [{"slug": slug, "confidence": round(total / count, 6)} for slug, total in ranked]
+    second = top_k[1]["confidence"] if len(top_k) > 1 else 0.0
+    category = Category.objects.filter(slug=top_k[0]["slug"]).first()
     Listing.objects.filter(pk=listing.pk).update(
-        suggested_category=category, suggested_confidence=total / count, updated_at=timezone.now()
+        suggested_category=category,
+        suggested_confidence=ranked[0][1] / count,
+        suggested_top_k=top_k,
+        suggested_margin=round(top_k[0]["confidence"] - second, 6),
+        suggested_model_version=model_version,
+        updated_at=timezone.now(),
     )
+    listing_auto_accept(listing=listing, model_version=model_version)
