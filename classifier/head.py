@@ -119,11 +119,10 @@ class LinearHead:
             features = transform_embeddings(features, "l2")
         return np.max(features.astype(np.float64) @ self.centroids.T.astype(np.float64), axis=1)
 
-    def save(self, directory: str | os.PathLike[str] = ARTIFACTS_DIR) -> Path:
-        """Writes ``<directory>/<version>.npz`` (float32 arrays) and ``<version>.json`` (manifest with
-        the ``.npz`` SHA-256); returns the JSON path. Overwrites an artifact of the same version."""
-        target = Path(directory)
-        target.mkdir(parents=True, exist_ok=True)
+    def to_bytes(self) -> tuple[dict[str, Any], bytes]:
+        """The artifact in memory: ``(manifest, npz_bytes)``, the contents of the ``.json`` and
+        ``.npz`` files that ``save`` writes (the manifest records the ``.npz`` SHA-256). This is
+        what a model registry stores, so workers on other machines can load the head."""
         buffer = io.BytesIO()
         np.savez(
             buffer,
@@ -132,7 +131,6 @@ class LinearHead:
             centroids=self.centroids.astype(np.float32),
         )
         payload = buffer.getvalue()
-        (target / f"{self.version}.npz").write_bytes(payload)
         manifest = {
             "version": self.version,
             "backbone_version": self.backbone_version,
@@ -145,6 +143,46 @@ class LinearHead:
             "metrics": self.metrics,
             "npz_sha256": hashlib.sha256(payload).hexdigest(),
         }
+        return manifest, payload
+
+    @classmethod
+    def from_bytes(cls, manifest: dict[str, Any], payload: bytes) -> LinearHead:
+        """A head from ``to_bytes`` output (or the two files' contents). Raises ``ArtifactError``
+        when ``payload`` does not match the SHA-256 the manifest records, or a field is missing."""
+        actual = hashlib.sha256(payload).hexdigest()
+        if actual != manifest.get("npz_sha256"):
+            raise ArtifactError(
+                f"Checksum mismatch for head {manifest.get('version')!r}: the manifest records "
+                f"{manifest.get('npz_sha256')}, the arrays have {actual}. "
+                "The artifact is corrupt or its two parts come from different trainings."
+            )
+        try:
+            with np.load(io.BytesIO(payload), allow_pickle=False) as arrays:
+                weights, bias, centroids = arrays["weights"], arrays["bias"], arrays["centroids"]
+            return cls(
+                version=manifest["version"],
+                backbone_version=manifest["backbone_version"],
+                classes=list(manifest["classes"]),
+                weights=weights,
+                bias=bias,
+                centroids=centroids,
+                temperature=float(manifest["temperature"]),
+                feature_transform=manifest["feature_transform"],
+                gate=GateParameters(**manifest["gate"]),
+                views=tuple(View(**view) for view in manifest.get("views", [asdict(CENTRE_VIEW)])),
+                hyperparameters=manifest.get("hyperparameters", {}),
+                metrics=manifest.get("metrics", {}),
+            )
+        except (KeyError, TypeError) as error:
+            raise ArtifactError(f"Head {manifest.get('version')!r}: malformed artifact ({error}).") from error
+
+    def save(self, directory: str | os.PathLike[str] = ARTIFACTS_DIR) -> Path:
+        """Writes ``<directory>/<version>.npz`` (float32 arrays) and ``<version>.json`` (manifest with
+        the ``.npz`` SHA-256); returns the JSON path. Overwrites an artifact of the same version."""
+        target = Path(directory)
+        target.mkdir(parents=True, exist_ok=True)
+        manifest, payload = self.to_bytes()
+        (target / f"{self.version}.npz").write_bytes(payload)
         json_path = target / f"{self.version}.json"
         json_path.write_text(json.dumps(manifest, indent=2, sort_keys=False) + "\n", encoding="utf-8")
         return json_path
@@ -153,8 +191,8 @@ class LinearHead:
     def load(cls, path: str | os.PathLike[str] | None = None) -> LinearHead:
         """Reads a head from its ``.json`` (or ``.npz``, or the path without suffix).
 
-        Default: the shipped ``classifier/artifacts/fashion-linear-v1``. Raises ``ArtifactError``
-        when a file is missing or the ``.npz`` does not match the recorded SHA-256.
+        Default: the shipped ``classifier/artifacts/<DEFAULT_HEAD_VERSION>``. Raises
+        ``ArtifactError`` when a file is missing or the ``.npz`` does not match the recorded SHA-256.
         """
         base = Path(path) if path is not None else ARTIFACTS_DIR / DEFAULT_HEAD_VERSION
         if base.suffix in (".json", ".npz"):
@@ -163,27 +201,14 @@ class LinearHead:
         if not json_path.is_file() or not npz_path.is_file():
             raise ArtifactError(f"Head artifact not found: expected {json_path} and {npz_path}.")
         manifest = json.loads(json_path.read_text(encoding="utf-8"))
-        payload = npz_path.read_bytes()
-        actual = hashlib.sha256(payload).hexdigest()
-        if actual != manifest.get("npz_sha256"):
-            raise ArtifactError(
-                f"Checksum mismatch for {npz_path}: the manifest records "
-                f"{manifest.get('npz_sha256')}, the file has {actual}. "
-                "The artifact is corrupt or its two files come from different trainings."
-            )
-        with np.load(io.BytesIO(payload), allow_pickle=False) as arrays:
-            weights, bias, centroids = arrays["weights"], arrays["bias"], arrays["centroids"]
-        return cls(
-            version=manifest["version"],
-            backbone_version=manifest["backbone_version"],
-            classes=list(manifest["classes"]),
-            weights=weights,
-            bias=bias,
-            centroids=centroids,
-            temperature=float(manifest["temperature"]),
-            feature_transform=manifest["feature_transform"],
-            gate=GateParameters(**manifest["gate"]),
-            views=tuple(View(**view) for view in manifest.get("views", [asdict(CENTRE_VIEW)])),
-            hyperparameters=manifest.get("hyperparameters", {}),
-            metrics=manifest.get("metrics", {}),
-        )
+        try:
+            return cls.from_bytes(manifest, npz_path.read_bytes())
+        except ArtifactError as error:
+            if "Checksum mismatch" in str(error):
+                raise ArtifactError(
+                    f"Checksum mismatch for {npz_path}: the manifest records "
+                    f"{manifest.get('npz_sha256')}, the file has "
+                    f"{hashlib.sha256(npz_path.read_bytes()).hexdigest()}. "
+                    "The artifact is corrupt or its two files come from different trainings."
+                ) from error
+            raise
