@@ -16,6 +16,8 @@ from django.db import transaction
 logger = logging.getLogger(__name__)
 
 IMAGE_CLASSIFY_TASK = "workers.tasks.image_classify_task"
+BULK_PLAN_TASK = "workers.bulk.bulk_job_plan_task"
+BULK_CHUNK_TASK = "workers.bulk.bulk_chunk_task"
 
 # Bounded: an upload must answer even when the broker is down (the sweeper re-sends later).
 PUBLISH_RETRY_POLICY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.5}

@@ -8,8 +8,11 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from classifier.head import ARTIFACTS_DIR, DEFAULT_HEAD_VERSION
+
+PRECISIONS = ("fp32", "int8")
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -28,9 +31,12 @@ def _evaluate(args: argparse.Namespace) -> int:
     from classifier.evaluate import evaluate_folder, format_report
     from classifier.model import ImageClassifier
 
-    classifier = ImageClassifier.load(
-        head_path=args.model, cache_dir=args.cache_dir, num_threads=args.threads
-    )
+    if args.precision == "fp32":
+        classifier = ImageClassifier.load(
+            head_path=args.model, cache_dir=args.cache_dir, num_threads=args.threads
+        )
+    else:
+        classifier = _load_at_precision(args.model, args.cache_dir, args.threads, args.precision)
     report = evaluate_folder(args.directory, classifier, batch_size=args.batch_size)
     print(format_report(report))
     if args.json:
@@ -51,12 +57,30 @@ def _predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _load_at_precision(
+    head_path: str | None, cache_dir: str | None, threads: int | None, precision: str
+) -> Any:
+    from classifier.backbone import OnnxBackbone
+    from classifier.head import LinearHead
+    from classifier.model import ImageClassifier
+    from classifier.quantize import backbone_path
+    from classifier.taxonomy import load_taxonomy
+
+    head = LinearHead.load(head_path)
+    path = backbone_path(precision, cache_dir, views=head.views)
+    return ImageClassifier(
+        head=head, taxonomy=load_taxonomy(), backbone=OnnxBackbone(path, num_threads=threads)
+    )
+
+
 def _export(args: argparse.Namespace) -> int:
-    from classifier.backbone import backbone_version, ensure_onnx
+    from classifier.backbone import backbone_version
+    from classifier.head import LinearHead
+    from classifier.quantize import backbone_path
 
     began = time.perf_counter()
-    path = ensure_onnx(args.cache_dir)
-    print(f"{path} ({backbone_version()}) in {time.perf_counter() - began:.2f} s")
+    path = backbone_path(args.precision, args.cache_dir, views=LinearHead.load(args.model).views)
+    print(f"{path} ({backbone_version()}, {args.precision}) in {time.perf_counter() - began:.2f} s")
     return 0
 
 
@@ -87,6 +111,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--model", default=None, help="head manifest (.json); default: shipped head")
     evaluate.add_argument("--threads", type=int, default=None, help="onnxruntime intra-op threads")
     evaluate.add_argument("--batch-size", type=int, default=32)
+    evaluate.add_argument(
+        "--precision", choices=PRECISIONS, default="fp32", help="backbone precision (int8: quantized)"
+    )
     evaluate.set_defaults(handler=_evaluate)
 
     predict = commands.add_parser("predict", help="print top-k categories for photo files")
@@ -96,6 +123,13 @@ def build_parser() -> argparse.ArgumentParser:
     predict.set_defaults(handler=_predict)
 
     export = commands.add_parser("export", help="export the ONNX backbone into the cache")
+    export.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default="fp32",
+        help="int8 also builds the quantized backbone, calibrated for the head's views",
+    )
+    export.add_argument("--model", default=None, help="head manifest whose views calibrate int8")
     export.set_defaults(handler=_export)
     return parser
 

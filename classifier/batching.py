@@ -47,7 +47,9 @@ class BatchClassifier:
     time; create one per process and reuse it.
     """
 
-    def __init__(self, classifier: ImageClassifier, *, decode_threads: int = 2, batch_size: int = MAX_BATCH) -> None:
+    def __init__(
+        self, classifier: ImageClassifier, *, decode_threads: int = 2, batch_size: int = MAX_BATCH
+    ) -> None:
         if classifier.backbone is None:
             raise RuntimeError("BatchClassifier needs a classifier with a backbone.")
         self.classifier = classifier
@@ -69,27 +71,44 @@ class BatchClassifier:
     def _submit(self, items: Sequence[tuple[K, PhotoLoader]]) -> list[tuple[K, Future[np.ndarray]]]:
         return [(key, self._pool.submit(self._prepare, loader)) for key, loader in items]
 
-    def classify(self, items: Iterable[tuple[K, PhotoLoader]], top_k: int = 5) -> Iterator[BatchOutcome[K]]:
+    def classify(
+        self,
+        items: Iterable[tuple[K, PhotoLoader]],
+        top_k: int = 5,
+        *,
+        batch_size: int | None = None,
+        on_batch: Callable[[list[K]], None] | None = None,
+    ) -> Iterator[BatchOutcome[K]]:
         """Yields one ``BatchOutcome`` per item, in input order, batch by batch.
 
         The next batch is decoded while the current one runs through the network. A photo that
-        cannot be decoded or loaded fails alone.
+        cannot be decoded or loaded fails alone. ``batch_size`` overrides the instance's for this
+        call. ``on_batch(keys)`` is called before each batch is decoded, with the keys of every
+        photo then being decoded or run (the current batch and the next), e.g. to record them so
+        that a photo that crashes the process can be found afterwards.
         """
+        size = max(1, min(batch_size or self.batch_size, MAX_BATCH))
         iterator = iter(items)
 
         def next_chunk() -> list[tuple[K, PhotoLoader]]:
             chunk = []
             for item in iterator:
                 chunk.append(item)
-                if len(chunk) == self.batch_size:
+                if len(chunk) == size:
                     break
             return chunk
 
-        pending = self._submit(next_chunk())
+        first = next_chunk()
+        if on_batch is not None and first:
+            on_batch([key for key, _ in first])
+        pending = self._submit(first)
         while pending:
-            upcoming = self._submit(next_chunk())
+            upcoming = next_chunk()
+            if on_batch is not None:
+                on_batch([key for key, _ in pending] + [key for key, _ in upcoming])
+            submitted = self._submit(upcoming)
             yield from self._infer(pending, top_k)
-            pending = upcoming
+            pending = submitted
 
     def classify_all(self, items: Iterable[tuple[K, PhotoLoader]], top_k: int = 5) -> list[BatchOutcome[K]]:
         """``classify`` collected into a list."""
@@ -115,7 +134,9 @@ class BatchClassifier:
         assert classifier.backbone is not None
         count, views = len(ready), len(classifier.head.views)
         # View-major layout, as ImageClassifier.predict: all photos in view 0, then view 1, ...
-        batch = np.stack([arrays for _, arrays in ready], axis=1).reshape(views * count, 3, INPUT_SIZE, INPUT_SIZE)
+        batch = np.stack([arrays for _, arrays in ready], axis=1).reshape(
+            views * count, 3, INPUT_SIZE, INPUT_SIZE
+        )
         embeddings, logits = classifier.backbone.run(batch)
         embeddings = embeddings.reshape(views, count, -1).mean(axis=0)
         logits = logits.reshape(views, count, -1).mean(axis=0)

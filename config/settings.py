@@ -172,6 +172,20 @@ CLASSIFIER_CACHE_DIR = env.str("CLASSIFIER_CACHE_DIR", default="")
 CLASSIFIER_NUM_THREADS = env.int("CLASSIFIER_NUM_THREADS", default=0)
 CLASSIFIER_DEVICE = env.str("CLASSIFIER_DEVICE", default="cpu")
 SUGGESTION_TOP_K = env.int("SUGGESTION_TOP_K", default=5)
+# "int8": the statically quantized backbone (built once into CLASSIFIER_CACHE_DIR), "fp32": the export.
+CLASSIFIER_PRECISION = env.str("CLASSIFIER_PRECISION", default="int8")
+# Decoding threads per worker process; 0 means one per onnxruntime thread.
+CLASSIFIER_DECODE_THREADS = env.int("CLASSIFIER_DECODE_THREADS", default=0)
+
+# --- Batched uploads and bulk reclassification ---
+# A classify worker groups upload tasks: it runs a batch when this many have arrived, or every
+# CLASSIFY_BATCH_INTERVAL_S seconds, whichever comes first (a lone upload waits at most that long).
+CLASSIFY_BATCH_SIZE = env.int("CLASSIFY_BATCH_SIZE", default=16)
+CLASSIFY_BATCH_INTERVAL_S = env.float("CLASSIFY_BATCH_INTERVAL_S", default=0.05)
+# Photos per bulk chunk (a chunk holds whole listings, so it may hold a few more).
+BULK_CHUNK_SIZE = env.int("BULK_CHUNK_SIZE", default=1000)
+# GET /metrics (Prometheus) answers staff sessions, and "Authorization: Bearer <token>" when set.
+METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
 
 # --- Review, training and the model registry ---
 # Auto-accept: per category, the lowest confidence at which the held-out precision of a trained

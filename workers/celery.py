@@ -46,6 +46,8 @@ app.conf.update(
     task_routes={
         "workers.tasks.image_classify_task": {"queue": Queue.CLASSIFY.value},
         "workers.tasks.images_requeue_stuck_task": {"queue": Queue.MAINTENANCE.value},
+        "workers.bulk.bulk_job_plan_task": {"queue": Queue.BULK.value},
+        "workers.bulk.bulk_chunk_task": {"queue": Queue.BULK.value},
     },
     beat_schedule={
         "requeue-stuck-images": {
@@ -54,5 +56,5 @@ app.conf.update(
         }
     },
     timezone="UTC",
-    imports=["workers.tasks"],
+    imports=["workers.tasks", "workers.bulk"],
 )

@@ -8,19 +8,33 @@ from __future__ import annotations
 
 import logging
 import os
+import subprocess
+import sys
 import threading
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from django.conf import settings
 
 if TYPE_CHECKING:
+    from catalog.models import ModelVersion
     from classifier import ImageClassifier
+    from classifier.batching import BatchClassifier
 
 logger = logging.getLogger(__name__)
 
 _lock = threading.Lock()
 _classifier: ImageClassifier | None = None
+_batchers: dict[str, BatchClassifier] = {}
 _AUTO_THREADS_ENV = "CLASSIFIER_THREADS_AUTO"
+MODEL_VERSION_UNAVAILABLE = (
+    "This worker serves model version {serving!r} and cannot load {name!r}; "
+    "activate the version first or start workers that serve it."
+)
+
+
+class ModelVersionUnavailable(RuntimeError):
+    """The worker cannot score with the requested model version; `str(error)` is shown to staff."""
 
 
 def set_process_count(processes: int) -> None:
@@ -42,27 +56,98 @@ def providers() -> list[str] | None:
     return None
 
 
+def decode_threads() -> int:
+    """Decoding threads per process: CLASSIFIER_DECODE_THREADS, else one per onnxruntime thread."""
+    return settings.CLASSIFIER_DECODE_THREADS or threads_per_process()
+
+
+def precision() -> str:
+    """Backbone precision actually served: CLASSIFIER_PRECISION on the CPU; the CUDA provider
+    always runs the fp32 graph (QDQ int8 is a CPU speed-up)."""
+    return "fp32" if settings.CLASSIFIER_DEVICE == "cuda" else settings.CLASSIFIER_PRECISION
+
+
+def prepare_backbone_files() -> None:
+    """Build the backbone files this worker will load (ONNX export, int8 quantization) if they
+    are not cached yet, in a child process: called in the worker's parent before the pool forks,
+    so pool processes load in seconds (within `worker_proc_alive_timeout`) and the parent never
+    imports torch or starts onnxruntime. Concurrent builders are serialised by a file lock."""
+    from classifier.backbone import default_cache_dir, onnx_filename
+    from classifier.head import LinearHead
+    from classifier.quantize import quantized_path
+
+    cache_dir = settings.CLASSIFIER_CACHE_DIR or None
+    directory = Path(cache_dir) if cache_dir else default_cache_dir()
+    head = LinearHead.load(settings.CLASSIFIER_HEAD_PATH or None)
+    wanted = directory / onnx_filename()
+    if precision() == "int8":
+        wanted = quantized_path(cache_dir, views=head.views)
+    if wanted.is_file():
+        return
+    command = [sys.executable, "-m", "classifier"]
+    if cache_dir:
+        command += ["--cache-dir", cache_dir]
+    command += ["export", "--precision", precision()]
+    if settings.CLASSIFIER_HEAD_PATH:
+        command += ["--model", settings.CLASSIFIER_HEAD_PATH]
+    logger.info("building %s: %s", wanted.name, " ".join(command))
+    subprocess.run(command, check=True)
+
+
+def _load() -> ImageClassifier:
+    from classifier.backbone import OnnxBackbone
+    from classifier.head import LinearHead
+    from classifier.model import ImageClassifier
+    from classifier.quantize import backbone_path
+    from classifier.taxonomy import load_taxonomy
+
+    head = LinearHead.load(settings.CLASSIFIER_HEAD_PATH or None)
+    path = backbone_path(precision(), settings.CLASSIFIER_CACHE_DIR or None, views=head.views)
+    backbone = OnnxBackbone(path, num_threads=threads_per_process(), providers=providers())
+    return ImageClassifier(head=head, taxonomy=load_taxonomy(), backbone=backbone)
+
+
 def get_classifier() -> ImageClassifier:
     """The process-wide classifier, loaded on first use (export cached on disk)."""
     global _classifier
     if _classifier is None:
         with _lock:
             if _classifier is None:
-                from classifier import ImageClassifier
-
-                _classifier = ImageClassifier.load(
-                    head_path=settings.CLASSIFIER_HEAD_PATH or None,
-                    cache_dir=settings.CLASSIFIER_CACHE_DIR or None,
-                    num_threads=threads_per_process(),
-                    providers=providers(),
-                )
+                _classifier = _load()
                 logger.info(
-                    "classifier loaded: %s, %d threads", _classifier.model_version, threads_per_process()
+                    "classifier loaded: %s, %s, %d threads",
+                    _classifier.model_version,
+                    precision(),
+                    threads_per_process(),
                 )
     return _classifier
+
+
+def classifier_for_version(model_version: ModelVersion) -> ImageClassifier:
+    """The classifier that scores as `model_version`: the process classifier when its version
+    name matches. Raises `ModelVersionUnavailable` otherwise."""
+    classifier = get_classifier()
+    if model_version.name == classifier.model_version:
+        return classifier
+    raise ModelVersionUnavailable(
+        MODEL_VERSION_UNAVAILABLE.format(serving=classifier.model_version, name=model_version.name)
+    )
+
+
+def batch_classifier_for(classifier: ImageClassifier) -> BatchClassifier:
+    """A `BatchClassifier` (decode thread pool) around `classifier`, one per model version."""
+    batcher = _batchers.get(classifier.model_version)
+    if batcher is None or batcher.classifier is not classifier:
+        from classifier.batching import BatchClassifier
+
+        with _lock:
+            batcher = BatchClassifier(classifier, decode_threads=decode_threads())
+            _batchers[classifier.model_version] = batcher
+    return batcher
 
 
 def reset_after_fork() -> None:
     """Forget a classifier inherited from the parent (never used across fork)."""
     global _classifier
     _classifier = None
+    _batchers.clear()

@@ -4,6 +4,21 @@ Functions are named `<entity>_<action>` and take keyword-only arguments. One mod
 subdomain; the names below are the public API (`from catalog import services`).
 """
 
+from catalog.services.bulk import (
+    JOB_NOT_A_DRY_RUN,
+    JOB_NOT_CANCELLABLE,
+    JOB_NOT_RESUMABLE,
+    JOB_NOTHING_TO_RETRY,
+    WORKER_CRASHED_ON_PHOTO,
+    BulkJobRefused,
+    bulk_job_apply,
+    bulk_job_cancel,
+    bulk_job_fail,
+    bulk_job_resume,
+    bulk_job_retry_failed,
+    bulk_job_start,
+    bulk_job_summary,
+)
 from catalog.services.decisions import (
     CATEGORY_INACTIVE,
     NO_SUCH_SUGGESTION,
@@ -56,6 +71,19 @@ from catalog.services.suggestions import (
 from catalog.uploads import UPLOAD_EMPTY, UPLOAD_TOO_LARGE, UploadRejected
 
 __all__ = [
+    "JOB_NOT_A_DRY_RUN",
+    "JOB_NOT_CANCELLABLE",
+    "JOB_NOT_RESUMABLE",
+    "JOB_NOTHING_TO_RETRY",
+    "WORKER_CRASHED_ON_PHOTO",
+    "BulkJobRefused",
+    "bulk_job_apply",
+    "bulk_job_cancel",
+    "bulk_job_fail",
+    "bulk_job_resume",
+    "bulk_job_retry_failed",
+    "bulk_job_start",
+    "bulk_job_summary",
     "ALLOWED_TRANSITIONS",
     "CATEGORY_INACTIVE",
     "NO_SUCH_SUGGESTION",

@@ -1,0 +1,665 @@
+"""Bulk reclassification: a job re-suggests categories for the catalogue with one model version.
+
+The job walks listings by primary key in chunks of about `BULK_CHUNK_SIZE` photos (whole
+listings, so a listing's suggestion is derived inside one chunk) and sends one task per chunk to
+the `bulk` queue; fresh uploads keep their own queue. Everything is restartable: chunk rows
+persist progress, suggestions are upserted (unique on image + model version), a re-run skips
+photos that already have a suggestion for the version, and chunk counters are absolute, so a
+redelivered chunk never counts twice.
+
+A dry run computes the same suggestions (and caches embeddings, which no one sees) but writes no
+suggestion and touches no listing; its report says how many listings would change category.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from django.conf import settings
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import connection, transaction
+from django.db.models import Count, F, Q, QuerySet, Sum
+from django.utils import timezone
+
+from catalog import selectors
+from catalog.models import (
+    BulkChunkStatus,
+    BulkJob,
+    BulkJobChunk,
+    BulkJobError,
+    BulkJobStatus,
+    Category,
+    CategorySuggestion,
+    ImageEmbedding,
+    Listing,
+    ListingImage,
+    ModelVersion,
+)
+from catalog.queueing import BULK_CHUNK_TASK, BULK_PLAN_TASK, enqueue_on_commit
+from catalog.services.suggestions import NO_KNOWN_CATEGORY, ScoredCategory
+
+if TYPE_CHECKING:
+    import numpy as np
+
+logger = logging.getLogger(__name__)
+
+_J = BulkJobStatus
+_C = BulkChunkStatus
+ACTIVE_STATES = (_J.PLANNING, _J.RUNNING)
+#: Listings read per planner query.
+PLAN_PAGE = 10_000
+#: Dry-run sample size kept per chunk and per job.
+SAMPLE_PER_CHUNK = 5
+SAMPLE_PER_JOB = 20
+
+# Messages shown to staff (tests reuse them).
+JOB_NOT_A_DRY_RUN = "Only a finished dry run can be applied."
+JOB_NOT_RESUMABLE = "Only a cancelled, failed or stalled job can be resumed."
+JOB_NOTHING_TO_RETRY = "This job has no failed photos to retry."
+JOB_NOT_CANCELLABLE = "Only a planning or running job can be cancelled."
+WORKER_CRASHED_ON_PHOTO = "Classifying this photo stopped the worker; it was set aside."
+
+
+class BulkJobRefused(ValueError):
+    """An action the job's state does not allow; `str(error)` is shown to staff."""
+
+
+# --- starting, planning, dispatching ------------------------------------------------------------
+
+
+def bulk_job_start(
+    *,
+    model_version: ModelVersion,
+    category: Category | None = None,
+    dry_run: bool = False,
+    requested_by: AbstractBaseUser | None = None,
+    chunk_size: int | None = None,
+    source_job: BulkJob | None = None,
+) -> BulkJob:
+    """Create a job and queue its planning (after commit) on the `bulk` queue.
+
+    `category` limits the job to listings in that subtree (their category, or suggested category
+    when none is set). `chunk_size`: photos per chunk, default `settings.BULK_CHUNK_SIZE`.
+    """
+    job = BulkJob.objects.create(
+        model_version=model_version,
+        category=category,
+        dry_run=dry_run,
+        requested_by_id=getattr(requested_by, "pk", None),
+        chunk_size=max(1, chunk_size or settings.BULK_CHUNK_SIZE),
+        source_job=source_job,
+    )
+    enqueue_on_commit(BULK_PLAN_TASK, args=[job.pk])
+    logger.info("bulk job %s queued: version %s, dry run %s", job.pk, model_version.name, dry_run)
+    return job
+
+
+def bulk_job_apply(*, job: BulkJob, requested_by: AbstractBaseUser | None = None) -> BulkJob:
+    """Start the real run of a finished dry run, with the same version and scope.
+
+    Raises `BulkJobRefused` unless `job` is a dry run that is DONE.
+    """
+    if not job.dry_run or job.status != _J.DONE:
+        raise BulkJobRefused(JOB_NOT_A_DRY_RUN)
+    return bulk_job_start(
+        model_version=job.model_version,
+        category=job.category,
+        dry_run=False,
+        requested_by=requested_by,
+        chunk_size=job.chunk_size,
+        source_job=job,
+    )
+
+
+def _scope_images(*, job: BulkJob) -> QuerySet[ListingImage]:
+    images = ListingImage.objects.filter(listing__is_probe=False)
+    if job.category is not None:
+        ids = selectors.category_descendant_ids(category=job.category)
+        images = images.filter(
+            Q(listing__category_id__in=ids)
+            | Q(listing__category__isnull=True, listing__suggested_category_id__in=ids)
+        )
+    return images
+
+
+def bulk_job_plan(*, job_id: int, page: int = PLAN_PAGE) -> int:
+    """Lay out the job's remaining chunks, walking listings by primary key `page` at a time.
+
+    Each page is one transaction holding the job row's lock (concurrent planners of one job
+    wait, and never lay out a listing twice); the cursor `planned_until_listing` makes a killed
+    planner resume where it stopped. Returns the number of chunks created. An empty scope
+    finishes the job at once.
+    """
+    created = 0
+    while True:
+        with transaction.atomic():
+            job = BulkJob.objects.select_for_update().filter(pk=job_id).first()
+            if job is None or job.planning_done or job.status not in ACTIVE_STATES:
+                break
+            rows = list(
+                _scope_images(job=job)
+                .filter(listing_id__gt=job.planned_until_listing)
+                .values("listing_id")
+                .annotate(photos=Count("id"))
+                .order_by("listing_id")[:page]
+            )
+            chunks: list[BulkJobChunk] = []
+            first: int | None = None
+            photos = 0
+            for position, row in enumerate(rows):
+                first = row["listing_id"] if first is None else first
+                photos += row["photos"]
+                if photos >= job.chunk_size or position == len(rows) - 1:
+                    chunks.append(
+                        BulkJobChunk(
+                            job=job,
+                            index=job.total_chunks + len(chunks),
+                            first_listing_id=first,
+                            last_listing_id=row["listing_id"],
+                            planned_images=photos,
+                        )
+                    )
+                    first, photos = None, 0
+            BulkJobChunk.objects.bulk_create(chunks)
+            BulkJob.objects.filter(pk=job.pk).update(
+                planned_until_listing=rows[-1]["listing_id"] if rows else job.planned_until_listing,
+                planning_done=len(rows) < page,
+                total_chunks=F("total_chunks") + len(chunks),
+                total_images=F("total_images") + sum(chunk.planned_images for chunk in chunks),
+                status=_J.RUNNING,
+                started_at=job.started_at or timezone.now(),
+            )
+            created += len(chunks)
+            bulk_job_dispatch(job_id=job.pk)
+    bulk_job_finish_if_complete(job_id=job_id)
+    return created
+
+
+def bulk_job_dispatch(*, job_id: int) -> int:
+    """Send one task per PENDING chunk of the job (after commit); each becomes QUEUED once the
+    broker has it. A chunk whose send fails stays PENDING for `bulk_job_resume`. Returns how many
+    sends were registered."""
+    chunk_ids = list(
+        BulkJobChunk.objects.filter(job_id=job_id, status=_C.PENDING)
+        .order_by("index")
+        .values_list("pk", flat=True)
+    )
+    for chunk_id in chunk_ids:
+        enqueue_on_commit(BULK_CHUNK_TASK, args=[job_id, chunk_id], on_sent=_marker_queued(chunk_id))
+    return len(chunk_ids)
+
+
+def _marker_queued(chunk_id: int) -> Callable[[], None]:
+    def mark() -> None:
+        BulkJobChunk.objects.filter(pk=chunk_id, status=_C.PENDING).update(status=_C.QUEUED)
+
+    return mark
+
+
+# --- staff actions --------------------------------------------------------------------------------
+
+
+def bulk_job_cancel(*, job: BulkJob) -> None:
+    """Stop the job: queued chunks return without work, running ones stop at their next batch.
+    Raises `BulkJobRefused` unless the job is planning or running."""
+    if not BulkJob.objects.filter(pk=job.pk, status__in=ACTIVE_STATES).update(
+        status=_J.CANCELLED, finished_at=timezone.now()
+    ):
+        raise BulkJobRefused(JOB_NOT_CANCELLABLE)
+    job.refresh_from_db()
+
+
+def bulk_job_resume(*, job: BulkJob) -> int:
+    """Finish what a cancelled, failed or killed job left: every chunk not DONE is sent again
+    (its photos that already have a suggestion are skipped), and planning continues if it had not
+    finished. Returns the number of chunks sent. Raises `BulkJobRefused` for a finished job."""
+    with transaction.atomic():
+        locked = BulkJob.objects.select_for_update().get(pk=job.pk)
+        if locked.status == _J.DONE:
+            raise BulkJobRefused(JOB_NOT_RESUMABLE)
+        BulkJob.objects.filter(pk=job.pk).update(
+            status=_J.RUNNING if locked.planning_done else _J.PLANNING, failure_reason="", finished_at=None
+        )
+        BulkJobChunk.objects.filter(job=job).exclude(status=_C.DONE).update(status=_C.PENDING)
+        sent = bulk_job_dispatch(job_id=job.pk)
+        if not locked.planning_done:
+            enqueue_on_commit(BULK_PLAN_TASK, args=[job.pk])
+    job.refresh_from_db()
+    return sent
+
+
+def bulk_job_retry_failed(*, job: BulkJob) -> int:
+    """Run again the chunks that hold photos of the error ledger; photos classified meanwhile are
+    skipped and leave the ledger. Returns the number of chunks sent. Raises `BulkJobRefused` when
+    the ledger is empty or the job is still active."""
+    with transaction.atomic():
+        locked = BulkJob.objects.select_for_update().get(pk=job.pk)
+        chunk_ids = set(BulkJobError.objects.filter(job=job).values_list("chunk_id", flat=True))
+        if not chunk_ids or locked.status in ACTIVE_STATES:
+            raise BulkJobRefused(JOB_NOTHING_TO_RETRY)
+        BulkJobChunk.objects.filter(pk__in=chunk_ids).update(status=_C.PENDING)
+        BulkJob.objects.filter(pk=job.pk).update(status=_J.RUNNING, finished_at=None, failure_reason="")
+        sent = bulk_job_dispatch(job_id=job.pk)
+    _progress_refresh(job_id=job.pk)
+    job.refresh_from_db()
+    return sent
+
+
+def bulk_job_fail(*, job_id: int, reason: str) -> None:
+    """Mark an active job FAILED with a reason staff can read (e.g. the version cannot be loaded)."""
+    BulkJob.objects.filter(pk=job_id, status__in=ACTIVE_STATES).update(
+        status=_J.FAILED, failure_reason=reason, finished_at=timezone.now()
+    )
+    logger.warning("bulk job %s failed: %s", job_id, reason)
+
+
+# --- one chunk, as the worker runs it --------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ChunkStart:
+    """What a worker needs to run a chunk. `suspects`: photos in flight when an earlier attempt
+    died, to be retried one at a time; `convicted`: the photo that was alone in flight when an
+    earlier attempt died (it goes to the ledger, unclassified)."""
+
+    job: BulkJob
+    chunk: BulkJobChunk
+    suspects: frozenset[int]
+    convicted: frozenset[int]
+
+
+def bulk_chunk_begin(*, chunk_id: int) -> ChunkStart | str:
+    """Claim a chunk for a run. Returns a `ChunkStart`, or a word saying why there is nothing to
+    do: "gone" (row deleted), "already-done", or the job's state ("cancelled", "failed", "done")."""
+    with transaction.atomic():
+        chunk = BulkJobChunk.objects.select_for_update().filter(pk=chunk_id).first()
+        if chunk is None:
+            return "gone"
+        job = BulkJob.objects.select_related("model_version", "category").get(pk=chunk.job_id)
+        if chunk.status == _C.DONE:
+            return "already-done"
+        if job.status not in ACTIVE_STATES:
+            return str(job.status)
+        inflight = frozenset(int(i) for i in chunk.inflight_image_ids)
+        now = timezone.now()
+        BulkJobChunk.objects.filter(pk=chunk.pk).update(
+            status=_C.RUNNING, attempts=F("attempts") + 1, started_at=chunk.started_at or now
+        )
+        chunk.refresh_from_db()
+    convicted = inflight if len(inflight) == 1 else frozenset()
+    return ChunkStart(job=job, chunk=chunk, suspects=inflight - convicted, convicted=convicted)
+
+
+@dataclass(frozen=True)
+class ChunkPhoto:
+    """One photo of a chunk: `has_suggestion` for the job's model version already."""
+
+    image_id: int
+    listing_id: int
+    file_name: str
+    has_suggestion: bool
+
+
+def bulk_chunk_photos(*, job: BulkJob, chunk: BulkJobChunk) -> list[ChunkPhoto]:
+    """The chunk's photos in the job's scope, by primary key (two queries)."""
+    rows = list(
+        _scope_images(job=job)
+        .filter(listing_id__gte=chunk.first_listing_id, listing_id__lte=chunk.last_listing_id)
+        .order_by("pk")
+        .values_list("pk", "listing_id", "file")
+    )
+    done = set(
+        CategorySuggestion.objects.filter(
+            model_version_id=job.model_version_id,
+            image__listing_id__gte=chunk.first_listing_id,
+            image__listing_id__lte=chunk.last_listing_id,
+        ).values_list("image_id", flat=True)
+    )
+    return [ChunkPhoto(pk, listing_id, str(name), pk in done) for pk, listing_id, name in rows]
+
+
+def bulk_job_is_active(*, job_id: int) -> bool:
+    """False once the job was cancelled or failed: running chunks stop at their next batch."""
+    return BulkJob.objects.filter(pk=job_id, status__in=ACTIVE_STATES).exists()
+
+
+def bulk_chunk_inflight_set(*, chunk_id: int, image_ids: Sequence[int]) -> None:
+    """Record the photos about to enter the network (see `BulkJobChunk.inflight_image_ids`)."""
+    BulkJobChunk.objects.filter(pk=chunk_id).update(inflight_image_ids=list(image_ids))
+
+
+def bulk_chunk_release(*, chunk_id: int) -> None:
+    """Give a chunk back (its job was cancelled mid-run): PENDING, so a resume sends it again."""
+    BulkJobChunk.objects.filter(pk=chunk_id).exclude(status=_C.DONE).update(status=_C.PENDING)
+
+
+def embeddings_cached(
+    *, image_ids: Sequence[int], backbone_version: str
+) -> tuple[list[int], np.ndarray, np.ndarray]:
+    """Cached backbone outputs of the photos that have them for `backbone_version`.
+
+    Returns `(image_ids, embeddings float32 (N, 1280), logits float32 (N, 1000))`, rows aligned,
+    in primary-key order of the photos. One query, read through a binary cursor (bytea as is,
+    not hex text).
+    """
+    import numpy as np
+
+    if not image_ids:
+        return [], np.zeros((0, 1280), np.float32), np.zeros((0, 1000), np.float32)
+    table = ImageEmbedding._meta.db_table
+    connection.ensure_connection()
+    raw = connection.connection
+    with raw.cursor(binary=True) as cursor:
+        cursor.execute(
+            f"SELECT image_id, embedding, logits FROM {table} "
+            "WHERE backbone_version = %s AND image_id = ANY(%s) ORDER BY image_id",
+            [backbone_version, list(image_ids)],
+        )
+        rows = cursor.fetchall()
+    ids = [int(row[0]) for row in rows]
+    embeddings = np.frombuffer(b"".join(bytes(row[1]) for row in rows), dtype="<f4").reshape(len(rows), -1)
+    logits = np.frombuffer(b"".join(bytes(row[2]) for row in rows), dtype="<f4").reshape(len(rows), -1)
+    return ids, embeddings, logits
+
+
+def embeddings_record_many(*, backbone_version: str, rows: Iterable[tuple[int, bytes, bytes]]) -> None:
+    """Cache backbone outputs `(image_id, embedding float32 LE bytes, logits float32 LE bytes)`;
+    a photo that already has one for `backbone_version` keeps it."""
+    ImageEmbedding.objects.bulk_create(
+        [
+            ImageEmbedding(image_id=image_id, backbone_version=backbone_version, embedding=emb, logits=log)
+            for image_id, emb, log in rows
+        ],
+        batch_size=500,
+        ignore_conflicts=True,
+    )
+
+
+@dataclass(frozen=True)
+class PhotoScores:
+    """A photo's top-k, best first."""
+
+    image_id: int
+    top_k: Sequence[ScoredCategory]
+
+
+def _top_k_json(entries: Sequence[ScoredCategory]) -> list[dict[str, Any]]:
+    return [{"slug": e.slug, "confidence": round(float(e.confidence), 6)} for e in entries]
+
+
+def suggestions_record_many(
+    *, model_version: ModelVersion, scores: Sequence[PhotoScores], write: bool = True
+) -> tuple[dict[int, list[dict[str, Any]]], dict[int, str]]:
+    """Upsert one suggestion per photo for `model_version` (one statement per 1,000 photos, unique
+    on image + model version, so a repeated run rewrites the same rows).
+
+    Categories the database does not know are dropped from each top-k, as in
+    `image_classification_record`. With `write=False` (dry run) nothing is written. Returns
+    `(top_k JSON by image id, reasons by image id for photos with no known category)`.
+    """
+    known = {slug: pk for slug, pk in Category.objects.values_list("slug", "pk")}
+    stored: dict[int, list[dict[str, Any]]] = {}
+    failed: dict[int, str] = {}
+    rows: list[CategorySuggestion] = []
+    for photo in scores:
+        entries = [entry for entry in photo.top_k if entry.slug in known]
+        if not entries:
+            failed[photo.image_id] = NO_KNOWN_CATEGORY
+            continue
+        top_k = _top_k_json(entries)
+        stored[photo.image_id] = top_k
+        rows.append(
+            CategorySuggestion(
+                image_id=photo.image_id,
+                model_version=model_version,
+                category_id=known[entries[0].slug],
+                confidence=float(entries[0].confidence),
+                top_k=top_k,
+            )
+        )
+    if write and rows:
+        CategorySuggestion.objects.bulk_create(
+            rows,
+            batch_size=1000,
+            update_conflicts=True,
+            unique_fields=["image", "model_version"],
+            update_fields=["category", "confidence", "top_k", "updated_at"],
+        )
+    return stored, failed
+
+
+def bulk_errors_record(*, chunk: BulkJobChunk, errors: Mapping[int, str]) -> None:
+    """Add photos to the job's error ledger (or count one more attempt for those already there)."""
+    if not errors:
+        return
+    table = BulkJobError._meta.db_table
+    now = timezone.now()
+    with connection.cursor() as cursor:
+        cursor.executemany(
+            f"INSERT INTO {table} (job_id, chunk_id, image_id, reason, attempts, created_at, updated_at) "
+            "VALUES (%s, %s, %s, %s, 1, %s, %s) ON CONFLICT (job_id, image_id) DO UPDATE SET "
+            f"reason = EXCLUDED.reason, chunk_id = EXCLUDED.chunk_id, attempts = {table}.attempts + 1, "
+            "updated_at = EXCLUDED.updated_at",
+            [(chunk.job_id, chunk.pk, image_id, reason, now, now) for image_id, reason in errors.items()],
+        )
+
+
+def bulk_errors_clear(*, job_id: int, image_ids: Iterable[int]) -> None:
+    """Remove classified photos from the job's ledger (a retry that succeeded)."""
+    ids = list(image_ids)
+    if ids:
+        BulkJobError.objects.filter(job_id=job_id, image_id__in=ids).delete()
+
+
+@dataclass
+class ChunkCounts:
+    """Photos of one chunk run, by outcome (see `BulkJob` for the meaning of each)."""
+
+    processed: int = 0
+    suggested: int = 0
+    skipped: int = 0
+    failed: int = 0
+    cached: int = 0
+    cnn: int = 0
+
+
+@dataclass(frozen=True)
+class ListingOutcome:
+    """A listing's suggested category derived from its photos' top-k (None without any)."""
+
+    listing_id: int
+    slug: str | None
+    confidence: float | None
+
+
+def listing_outcomes(
+    top_k_by_listing: Mapping[int, Sequence[Sequence[Mapping[str, Any]]]],
+) -> list[ListingOutcome]:
+    """Per listing: the category with the best mean confidence over its photos' top-k, as
+    `listing_suggestion_refresh` derives it (ties go to the first seen)."""
+    outcomes = []
+    for listing_id, photos in top_k_by_listing.items():
+        totals: dict[str, float] = defaultdict(float)
+        for top_k in photos:
+            for entry in top_k:
+                totals[entry["slug"]] += float(entry["confidence"])
+        if not photos or not totals:
+            outcomes.append(ListingOutcome(listing_id, None, None))
+            continue
+        slug, total = max(totals.items(), key=lambda item: item[1])
+        outcomes.append(ListingOutcome(listing_id, slug, total / len(photos)))
+    return outcomes
+
+
+def _listings_write(outcomes: Sequence[ListingOutcome], categories: Mapping[str, int]) -> None:
+    if not outcomes:
+        return
+    table = Listing._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {table} AS l SET suggested_category_id = v.category_id, "
+            "suggested_confidence = v.confidence, updated_at = now() "
+            "FROM unnest(%s::bigint[], %s::bigint[], %s::double precision[]) "
+            "AS v(id, category_id, confidence) WHERE l.id = v.id",
+            [
+                [o.listing_id for o in outcomes],
+                [categories.get(o.slug) if o.slug else None for o in outcomes],
+                [o.confidence for o in outcomes],
+            ],
+        )
+
+
+def bulk_chunk_finish(
+    *,
+    job: BulkJob,
+    chunk: BulkJobChunk,
+    photos: Sequence[ChunkPhoto],
+    new_top_k: Mapping[int, list[dict[str, Any]]],
+    counts: ChunkCounts,
+) -> None:
+    """Derive the chunk's listings' suggested categories, record what changed, close the chunk.
+
+    `new_top_k`: this run's top-k by image id (in a dry run, never written). Photos that already
+    had a suggestion for the version contribute their stored top-k. When the job applies the
+    active version, the listings' suggested category and confidence are rewritten in one
+    statement (a category a person chose is a different field and is never touched). Then the
+    job's counters are refreshed and, after its last chunk, the job is finished.
+    """
+    listing_of = {photo.image_id: photo.listing_id for photo in photos}
+    stored_ids = [
+        photo.image_id for photo in photos if photo.image_id not in new_top_k and photo.has_suggestion
+    ]
+    previous = dict(
+        CategorySuggestion.objects.filter(
+            model_version_id=job.model_version_id, image_id__in=stored_ids
+        ).values_list("image_id", "top_k")
+    )
+    by_listing: dict[int, list[Sequence[Mapping[str, Any]]]] = {
+        listing_id: [] for listing_id in listing_of.values()
+    }
+    for image_id, top_k in [*previous.items(), *new_top_k.items()]:
+        if image_id in listing_of:
+            by_listing[listing_of[image_id]].append(top_k)
+    outcomes = listing_outcomes(by_listing)
+    current = {
+        pk: (category_id, title)
+        for pk, category_id, title in Listing.objects.filter(pk__in=by_listing).values_list(
+            "pk", "suggested_category_id", "title"
+        )
+    }
+    slugs = dict(Category.objects.values_list("pk", "slug"))
+    categories = {slug: pk for pk, slug in slugs.items()}
+    changes: Counter[tuple[str | None, str | None]] = Counter()
+    sample: list[dict[str, Any]] = []
+    for outcome in sorted(outcomes, key=lambda o: o.listing_id):
+        if outcome.listing_id not in current or outcome.slug is None:
+            continue
+        before = slugs.get(current[outcome.listing_id][0]) if current[outcome.listing_id][0] else None
+        if before == outcome.slug:
+            continue
+        changes[(before, outcome.slug)] += 1
+        if len(sample) < SAMPLE_PER_CHUNK:
+            sample.append(
+                {
+                    "listing": outcome.listing_id,
+                    "title": current[outcome.listing_id][1],
+                    "from": before,
+                    "to": outcome.slug,
+                    "confidence": round(outcome.confidence or 0.0, 4),
+                }
+            )
+    with transaction.atomic():
+        if not job.dry_run and ModelVersion.objects.filter(pk=job.model_version_id, is_active=True).exists():
+            _listings_write([o for o in outcomes if o.listing_id in current], categories)
+        BulkJobChunk.objects.filter(pk=chunk.pk).update(
+            status=_C.DONE,
+            inflight_image_ids=[],
+            processed_images=counts.processed,
+            suggested_images=counts.suggested,
+            skipped_images=counts.skipped,
+            failed_images=counts.failed,
+            cached_images=counts.cached,
+            cnn_images=counts.cnn,
+            changed_listings=sum(changes.values()),
+            report={
+                "changes": [
+                    {"from": a, "to": b, "listings": n} for (a, b), n in sorted(changes.items(), key=str)
+                ],
+                "sample": sample,
+            },
+            finished_at=timezone.now(),
+        )
+    _progress_refresh(job_id=job.pk)
+    bulk_job_finish_if_complete(job_id=job.pk)
+
+
+_COUNTERS = ("processed", "suggested", "skipped", "failed", "cached", "cnn")
+
+
+def _progress_refresh(*, job_id: int) -> None:
+    sums = BulkJobChunk.objects.filter(job_id=job_id).aggregate(
+        done_chunks=Count("pk", filter=Q(status=_C.DONE)),
+        changed_listings=Sum("changed_listings"),
+        **{f"{name}_images": Sum(f"{name}_images") for name in _COUNTERS},
+    )
+    BulkJob.objects.filter(pk=job_id).update(**{key: value or 0 for key, value in sums.items()})
+
+
+def bulk_job_finish_if_complete(*, job_id: int) -> bool:
+    """Close an active job whose planning is done and whose chunks are all DONE: status DONE,
+    finish time, and the report merged from its chunks. Returns True when this call closed it."""
+    with transaction.atomic():
+        job = BulkJob.objects.select_for_update().filter(pk=job_id).first()
+        if job is None or job.status not in ACTIVE_STATES or not job.planning_done:
+            return False
+        if BulkJobChunk.objects.filter(job_id=job_id).exclude(status=_C.DONE).exists():
+            return False
+        changes: Counter[tuple[str | None, str | None]] = Counter()
+        sample: list[dict[str, Any]] = []
+        for report in (
+            BulkJobChunk.objects.filter(job_id=job_id).order_by("index").values_list("report", flat=True)
+        ):
+            for entry in report.get("changes", []):
+                changes[(entry["from"], entry["to"])] += int(entry["listings"])
+            sample.extend(report.get("sample", [])[: max(0, SAMPLE_PER_JOB - len(sample))])
+        BulkJob.objects.filter(pk=job_id).update(
+            status=_J.DONE,
+            finished_at=timezone.now(),
+            report={
+                "changes": [
+                    {"from": a, "to": b, "listings": n}
+                    for (a, b), n in sorted(changes.items(), key=lambda item: (-item[1], str(item[0])))
+                ],
+                "sample": sample,
+            },
+        )
+    _progress_refresh(job_id=job_id)
+    logger.info("bulk job %s done", job_id)
+    return True
+
+
+@dataclass
+class DryRunSummary:
+    """Readable summary of a job's report: "N listings would change category" and the moves."""
+
+    listings: int
+    moves: list[tuple[str | None, str | None, int]] = field(default_factory=list)
+    sample: list[dict[str, Any]] = field(default_factory=list)
+
+    def lines(self, *, dry_run: bool = True) -> list[str]:
+        verb = "would change" if dry_run else "changed"
+        lines = [f"{self.listings} listings {verb} category"]
+        lines += [f"  {n:>6}  from {a or '(none)'} to {b or '(none)'}" for a, b, n in self.moves]
+        return lines
+
+
+def bulk_job_summary(*, job: BulkJob) -> DryRunSummary:
+    """The job's report as a `DryRunSummary` (moves sorted by count, then names)."""
+    moves = [(entry["from"], entry["to"], int(entry["listings"])) for entry in job.report.get("changes", [])]
+    return DryRunSummary(
+        listings=sum(n for _, _, n in moves), moves=moves, sample=job.report.get("sample", [])
+    )

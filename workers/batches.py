@@ -1,0 +1,135 @@
+"""Single-photo tasks run in batches on the worker (celery-batches), with the project's delivery
+guarantees kept.
+
+celery-batches buffers a task's messages in the worker's main process and hands them to a pool
+process together, when `flush_every` have arrived or every `flush_interval` seconds. Two gaps of
+the stock class are closed here:
+
+- Redelivery when the pool process dies. Stock batches leave the messages unacknowledged until
+  the Redis visibility timeout (an hour); here a lost pool process requeues them at once, like
+  Celery's `reject_on_worker_lost`, and the per-photo delivery counter bounds a poison photo.
+  Other failures (a hard time limit) acknowledge, as Celery does; the sweeper re-sends photos
+  left QUEUED.
+- Prefetch. With `acks_late`, a worker holds at most `prefetch_multiplier × concurrency`
+  unacknowledged messages, so at the project's multiplier of 1 a batch could never grow past one
+  photo. On its first message the task raises its worker's prefetch by `2 × flush_every − 1`:
+  one batch can run while the next one fills. The trade-off: up to that many uploads wait in a
+  worker's buffer instead of Redis; if the whole worker dies (not just a pool process) they come
+  back after the visibility timeout, or sooner through the sweeper.
+
+Flower sees each photo's task as sent, started and succeeded: the batch sends those events for
+every request, and stores every request's result in the result backend.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Collection, Sequence
+from typing import Any
+
+from billiard.exceptions import WorkerLostError
+from celery import states
+from celery_batches import Batches, SimpleRequest
+from celery_batches.trace import apply_batches_task
+
+logger = logging.getLogger(__name__)
+
+
+class AckLateBatches(Batches):
+    """`Batches` that requeues on a lost pool process and raises prefetch to fill a batch."""
+
+    abstract = True
+    acks_late = True
+    reject_on_worker_lost = True
+
+    def Strategy(self, task: Batches, app: Any, consumer: Any) -> Callable[..., None]:
+        handler = super().Strategy(task, app, consumer)
+        raised = False
+
+        def on_message(*args: Any, **kwargs: Any) -> None:
+            nonlocal raised
+            if not raised:
+                consumer.qos.increment_eventually(2 * self.flush_every - 1)
+                raised = True
+            handler(*args, **kwargs)
+
+        return on_message
+
+    def flush(self, requests: Collection[Any]) -> Any:
+        pending = list(requests)
+        serializable = ([SimpleRequest.from_request(r) for r in pending],)
+
+        def on_return(result: Any) -> None:
+            for request in pending:
+                request.acknowledge()
+
+        def on_error(exc_info: Any) -> None:
+            exception = getattr(exc_info, "exception", exc_info)
+            lost = isinstance(exception, WorkerLostError)
+            logger.warning(
+                "batch of %d %s: %r", len(pending), "requeued" if lost else "acknowledged", exception
+            )
+            for request in pending:
+                if lost:
+                    request.reject(requeue=True)
+                else:
+                    request.acknowledge()
+
+        return self._pool.apply_async(
+            apply_batches_task,
+            (self, serializable, 0, None),
+            callback=on_return,
+            error_callback=on_error,
+        )
+
+
+def report_started(task: Any, requests: Sequence[SimpleRequest]) -> None:
+    """Send `task-started` for each request (Flower shows the photo's task as running)."""
+    _send(task, requests, "task-started", {})
+
+
+def report_done(
+    task: Any, requests: Sequence[SimpleRequest], results: Sequence[str], runtime_s: float
+) -> None:
+    """Store each request's result and send `task-succeeded` (Flower, result backend)."""
+    for request, result in zip(requests, results, strict=True):
+        try:
+            task.backend.store_result(request.id, result, states.SUCCESS, request=_ResultRequest(request))
+        except Exception:  # the result is informational; the suggestion row is what counts
+            logger.warning("could not store the result of %s", request.id, exc_info=True)
+    _send(task, requests, "task-succeeded", {"runtime": runtime_s}, results)
+
+
+class _ResultRequest:
+    """The attributes result backends read from a request (`task` is the task name)."""
+
+    def __init__(self, request: SimpleRequest) -> None:
+        self.id = request.id
+        self.task = request.name
+        self.args = request.args
+        self.kwargs = request.kwargs
+        self.hostname = request.hostname
+        self.delivery_info = request.delivery_info or {}
+        self.retries = (request.request_dict or {}).get("retries", 0)
+        self.ignore_result = request.ignore_result
+        self.group = None
+        self.parent_id = None
+        self.root_id = None
+
+
+def _send(
+    task: Any,
+    requests: Sequence[SimpleRequest],
+    event: str,
+    fields: dict[str, Any],
+    results: Sequence[str] | None = None,
+) -> None:
+    if not task.app.conf.worker_send_task_events or not requests:
+        return
+    try:
+        with task.app.events.default_dispatcher(hostname=requests[0].hostname) as dispatcher:
+            for position, request in enumerate(requests):
+                extra = {"result": repr(results[position])} if results is not None else {}
+                dispatcher.send(event, uuid=request.id, **fields, **extra)
+    except Exception:  # monitoring must never fail a batch
+        logger.debug("could not send %s events", event, exc_info=True)
