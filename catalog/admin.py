@@ -1,6 +1,22 @@
-from django.contrib import admin
+from typing import Any
 
-from catalog.models import Category, CategorySuggestion, Listing, ListingImage, ModelVersion
+from django import forms
+from django.conf import settings
+from django.contrib import admin, messages
+from django.http import HttpRequest
+from django.utils.html import format_html
+
+from catalog import selectors, services
+from catalog.models import (
+    BulkJob,
+    BulkJobError,
+    BulkJobStatus,
+    Category,
+    CategorySuggestion,
+    Listing,
+    ListingImage,
+    ModelVersion,
+)
 
 
 @admin.register(Category)
@@ -46,3 +62,183 @@ class CategorySuggestionAdmin(admin.ModelAdmin):
 @admin.register(ModelVersion)
 class ModelVersionAdmin(admin.ModelAdmin):
     list_display = ["name", "backbone_version", "is_active", "created_at"]
+
+
+# --- bulk reclassification ---------------------------------------------------------------------
+
+
+class BulkJobStartForm(forms.ModelForm):
+    """Start a job: version, optional category subtree, dry run first (the default)."""
+
+    class Meta:
+        model = BulkJob
+        fields = ["model_version", "category", "dry_run", "chunk_size"]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["dry_run"].initial = True
+        self.fields["chunk_size"].initial = settings.BULK_CHUNK_SIZE
+        self.fields["category"].help_text = "Only listings in this category or below; empty for all."
+
+
+class BulkJobErrorInline(admin.TabularInline):
+    model = BulkJobError
+    extra = 0
+    can_delete = False
+    fields = ["image", "reason", "attempts", "updated_at"]
+    readonly_fields = ["image", "reason", "attempts", "updated_at"]
+    verbose_name = "photo that failed"
+    verbose_name_plural = "error ledger"
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(BulkJob)
+class BulkJobAdmin(admin.ModelAdmin):
+    """Staff start, watch (progress, rate, ETA), cancel, resume, retry and apply bulk jobs here."""
+
+    list_display = [
+        "id",
+        "kind",
+        "model_version",
+        "scope",
+        "status",
+        "progress",
+        "rate",
+        "eta",
+        "failed_images",
+        "changed_listings",
+        "created_at",
+    ]
+    list_filter = ["status", "dry_run"]
+    actions = ["cancel_jobs", "resume_jobs", "retry_failed_photos", "apply_dry_runs"]
+    readonly_fields = [
+        "kind",
+        "model_version",
+        "scope",
+        "status",
+        "failure_reason",
+        "progress",
+        "rate",
+        "eta",
+        "total_chunks",
+        "done_chunks",
+        "total_images",
+        "processed_images",
+        "suggested_images",
+        "skipped_images",
+        "failed_images",
+        "cached_images",
+        "cnn_images",
+        "changed_listings",
+        "report_summary",
+        "source_job",
+        "requested_by",
+        "created_at",
+        "started_at",
+        "finished_at",
+    ]
+
+    def get_form(self, request: HttpRequest, obj: Any = None, change: bool = False, **kwargs: Any) -> Any:
+        if obj is None:
+            kwargs["form"] = BulkJobStartForm
+        return super().get_form(request, obj, change=change, **kwargs)
+
+    def get_fields(self, request: HttpRequest, obj: Any = None) -> Any:
+        return BulkJobStartForm.Meta.fields if obj is None else self.readonly_fields
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
+        return [] if obj is None else self.readonly_fields
+
+    def get_inlines(self, request: HttpRequest, obj: Any) -> Any:
+        return [] if obj is None else [BulkJobErrorInline]
+
+    def save_model(self, request: HttpRequest, obj: BulkJob, form: Any, change: bool) -> None:
+        if change:
+            return
+        job = services.bulk_job_start(
+            model_version=form.cleaned_data["model_version"],
+            category=form.cleaned_data["category"],
+            dry_run=form.cleaned_data["dry_run"],
+            requested_by=request.user,  # type: ignore[arg-type]
+            chunk_size=form.cleaned_data["chunk_size"],
+        )
+        obj.pk = job.pk
+        obj.created_at = job.created_at
+
+    @admin.display(description="job")
+    def kind(self, job: BulkJob) -> str:
+        return "dry run" if job.dry_run else "apply"
+
+    @admin.display(description="scope")
+    def scope(self, job: BulkJob) -> str:
+        return job.category.name if job.category_id and job.category else "all listings"
+
+    @admin.display(description="progress")
+    def progress(self, job: BulkJob) -> str:
+        state = selectors.bulk_job_progress(job=job)
+        return format_html(
+            '<progress value="{}" max="{}" style="width:8em"></progress> {}% ({} of {} photos)',
+            state.done,
+            max(1, state.total),
+            f"{state.percent:.0f}",
+            state.done,
+            state.total,
+        )
+
+    @admin.display(description="rate")
+    def rate(self, job: BulkJob) -> str:
+        rate = selectors.bulk_job_progress(job=job).rate_per_s
+        return "–" if rate is None else f"{rate:,.0f} photos/s"
+
+    @admin.display(description="ETA")
+    def eta(self, job: BulkJob) -> str:
+        eta = selectors.bulk_job_progress(job=job).eta_s
+        if eta is None:
+            return "–"
+        minutes, seconds = divmod(round(eta), 60)
+        return f"{minutes} min {seconds:02d} s" if minutes else f"{seconds} s"
+
+    @admin.display(description="what changes")
+    def report_summary(self, job: BulkJob) -> str:
+        if job.status != BulkJobStatus.DONE:
+            return "–"
+        summary = services.bulk_job_summary(job=job)
+        lines = summary.lines(dry_run=job.dry_run)
+        sample = [
+            f"listing {s['listing']} “{s['title']}”: "
+            f"{s['from'] or '(none)'} → {s['to']} ({s['confidence']:.2f})"
+            for s in summary.sample
+        ]
+        return format_html("<pre>{}</pre>", "\n".join(lines + (["", "sample:"] + sample if sample else [])))
+
+    def _each(self, request: HttpRequest, queryset: Any, action: Any, done: str) -> None:
+        count = 0
+        for job in queryset:
+            try:
+                action(job=job)
+                count += 1
+            except services.BulkJobRefused as refused:
+                self.message_user(request, f"Job {job.pk}: {refused}", messages.WARNING)
+        if count:
+            self.message_user(request, f"{done}: {count} job(s).", messages.SUCCESS)
+
+    @admin.action(description="Cancel selected jobs")
+    def cancel_jobs(self, request: HttpRequest, queryset: Any) -> None:
+        self._each(request, queryset, services.bulk_job_cancel, "Cancelled")
+
+    @admin.action(description="Resume selected jobs (finish what is missing)")
+    def resume_jobs(self, request: HttpRequest, queryset: Any) -> None:
+        self._each(request, queryset, services.bulk_job_resume, "Resumed")
+
+    @admin.action(description="Retry the failed photos of selected jobs")
+    def retry_failed_photos(self, request: HttpRequest, queryset: Any) -> None:
+        self._each(request, queryset, services.bulk_job_retry_failed, "Retrying")
+
+    @admin.action(description="Apply selected dry runs")
+    def apply_dry_runs(self, request: HttpRequest, queryset: Any) -> None:
+        def apply(*, job: BulkJob) -> None:
+            services.bulk_job_apply(job=job, requested_by=request.user)  # type: ignore[arg-type]
+
+        self._each(request, queryset, apply, "Started")

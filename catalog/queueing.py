@@ -49,3 +49,26 @@ def enqueue_on_commit(
             on_sent()
 
     transaction.on_commit(publish)
+
+
+def queue_depths() -> dict[str, int] | None:
+    """Messages waiting in each queue of `workers.queues.Queue` (Redis list lengths, priority
+    sub-queues included), or None when the broker cannot be reached. Messages a worker has
+    already reserved (prefetched, or running unacknowledged) are not counted."""
+    from workers.celery import app
+    from workers.queues import Queue
+
+    try:
+        with app.connection_for_read() as connection:
+            client = connection.default_channel.client
+            pipeline = client.pipeline()
+            names = [queue.value for queue in Queue]
+            for name in names:
+                # kombu's Redis transport keeps prioritised messages in "<queue>\x06\x16<priority>".
+                for key in [name, *(f"{name}\x06\x16{step}" for step in (3, 6, 9))]:
+                    pipeline.llen(key)
+            lengths = pipeline.execute()
+    except Exception:  # broker down: the metric says so instead of failing the scrape
+        logger.warning("could not read queue lengths", exc_info=True)
+        return None
+    return {name: int(sum(lengths[4 * i : 4 * i + 4])) for i, name in enumerate(names)}

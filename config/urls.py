@@ -4,11 +4,14 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
+from catalog.views import metrics as metrics_views
+
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("api/", include("catalog.api.urls")),
+    path("metrics", metrics_views.metrics, name="metrics"),
     path("", include("catalog.urls")),
 ]
 if settings.DEBUG or settings.STORAGE_BACKEND == "local":

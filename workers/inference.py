@@ -26,6 +26,7 @@ logger = logging.getLogger(__name__)
 _lock = threading.Lock()
 _classifier: ImageClassifier | None = None
 _batchers: dict[str, BatchClassifier] = {}
+_by_version: dict[str, ImageClassifier] = {}
 _AUTO_THREADS_ENV = "CLASSIFIER_THREADS_AUTO"
 MODEL_VERSION_UNAVAILABLE = (
     "This worker serves model version {serving!r} and cannot load {name!r}; "
@@ -124,14 +125,37 @@ def get_classifier() -> ImageClassifier:
 
 
 def classifier_for_version(model_version: ModelVersion) -> ImageClassifier:
-    """The classifier that scores as `model_version`: the process classifier when its version
-    name matches. Raises `ModelVersionUnavailable` otherwise."""
+    """The classifier that scores as `model_version`.
+
+    The process classifier when the names match; otherwise, when the version carries its head
+    (`head_manifest` + `head_npz`, from training) for this worker's backbone version, a
+    classifier sharing the process's backbone with that head (cached per version). Raises
+    `ModelVersionUnavailable` otherwise.
+    """
     classifier = get_classifier()
     if model_version.name == classifier.model_version:
         return classifier
-    raise ModelVersionUnavailable(
-        MODEL_VERSION_UNAVAILABLE.format(serving=classifier.model_version, name=model_version.name)
-    )
+    cached = _by_version.get(model_version.name)
+    if cached is not None:
+        return cached
+    manifest = getattr(model_version, "head_manifest", None) or {}
+    payload = bytes(getattr(model_version, "head_npz", b"") or b"")
+    if not payload or manifest.get("backbone_version") != classifier.backbone_version:
+        raise ModelVersionUnavailable(
+            MODEL_VERSION_UNAVAILABLE.format(serving=classifier.model_version, name=model_version.name)
+        )
+    from classifier.head import ArtifactError, LinearHead
+    from classifier.model import ImageClassifier
+
+    try:
+        head = LinearHead.from_bytes(manifest, payload)
+        other = ImageClassifier(head=head, taxonomy=classifier.taxonomy, backbone=classifier.backbone)
+    except ArtifactError as error:
+        raise ModelVersionUnavailable(str(error)) from error
+    other.model_version = model_version.name
+    with _lock:
+        _by_version[model_version.name] = other
+    return other
 
 
 def batch_classifier_for(classifier: ImageClassifier) -> BatchClassifier:
@@ -151,3 +175,4 @@ def reset_after_fork() -> None:
     global _classifier
     _classifier = None
     _batchers.clear()
+    _by_version.clear()

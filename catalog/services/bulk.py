@@ -52,6 +52,8 @@ _C = BulkChunkStatus
 ACTIVE_STATES = (_J.PLANNING, _J.RUNNING)
 #: Listings read per planner query.
 PLAN_PAGE = 10_000
+EMBEDDING_DIM = 1280
+LOGITS_DIM = 1000
 #: Dry-run sample size kept per chunk and per job.
 SAMPLE_PER_CHUNK = 5
 SAMPLE_PER_JOB = 20
@@ -347,22 +349,27 @@ def embeddings_cached(
     not hex text).
     """
     import numpy as np
+    import psycopg
 
-    if not image_ids:
-        return [], np.zeros((0, 1280), np.float32), np.zeros((0, 1000), np.float32)
-    table = ImageEmbedding._meta.db_table
-    connection.ensure_connection()
-    raw = connection.connection
-    with raw.cursor(binary=True) as cursor:
-        cursor.execute(
-            f"SELECT image_id, embedding, logits FROM {table} "
-            "WHERE backbone_version = %s AND image_id = ANY(%s) ORDER BY image_id",
-            [backbone_version, list(image_ids)],
-        )
-        rows = cursor.fetchall()
+    rows = []
+    if image_ids:
+        connection.ensure_connection()
+        # Django's cursors bind client-side, which returns only text (bytea as hex: twice the bytes).
+        with psycopg.Cursor(connection.connection) as cursor:
+            cursor.execute(
+                f"SELECT image_id, embedding, logits FROM {ImageEmbedding._meta.db_table} "
+                "WHERE backbone_version = %s AND image_id = ANY(%s) ORDER BY image_id",
+                [backbone_version, list(image_ids)],
+                binary=True,
+            )
+            rows = cursor.fetchall()
+    if not rows:
+        return [], np.zeros((0, EMBEDDING_DIM), np.float32), np.zeros((0, LOGITS_DIM), np.float32)
     ids = [int(row[0]) for row in rows]
-    embeddings = np.frombuffer(b"".join(bytes(row[1]) for row in rows), dtype="<f4").reshape(len(rows), -1)
-    logits = np.frombuffer(b"".join(bytes(row[2]) for row in rows), dtype="<f4").reshape(len(rows), -1)
+    embeddings = np.frombuffer(b"".join(row[1] for row in rows), dtype="<f4").reshape(
+        len(rows), EMBEDDING_DIM
+    )
+    logits = np.frombuffer(b"".join(row[2] for row in rows), dtype="<f4").reshape(len(rows), LOGITS_DIM)
     return ids, embeddings, logits
 
 
