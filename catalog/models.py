@@ -221,9 +221,7 @@ class CategoryDecision(models.Model):
     listing = models.ForeignKey(Listing, related_name="category_decisions", on_delete=models.CASCADE)
     action = models.CharField(max_length=16, choices=DecisionAction.choices)
     source = models.CharField(max_length=16, choices=CategorySource.choices)
-    category = models.ForeignKey(
-        Category, null=True, blank=True, related_name="+", on_delete=models.PROTECT
-    )
+    category = models.ForeignKey(Category, null=True, blank=True, related_name="+", on_delete=models.PROTECT)
     previous_category = models.ForeignKey(
         Category, null=True, blank=True, related_name="+", on_delete=models.SET_NULL
     )
@@ -343,14 +341,10 @@ class BulkJob(models.Model):
     model_version = models.ForeignKey(ModelVersion, related_name="bulk_jobs", on_delete=models.PROTECT)
     # Scope: listings whose category (or, when none is set, suggested category) lies in this
     # category's subtree; None for every listing. Probe listings are never included.
-    category = models.ForeignKey(
-        Category, null=True, blank=True, related_name="+", on_delete=models.PROTECT
-    )
+    category = models.ForeignKey(Category, null=True, blank=True, related_name="+", on_delete=models.PROTECT)
     dry_run = models.BooleanField(default=False)
     # The dry run this job applies, if any.
-    source_job = models.ForeignKey(
-        "self", null=True, blank=True, related_name="+", on_delete=models.SET_NULL
-    )
+    source_job = models.ForeignKey("self", null=True, blank=True, related_name="+", on_delete=models.SET_NULL)
     status = models.CharField(
         max_length=16, choices=BulkJobStatus.choices, default=BulkJobStatus.PLANNING, db_index=True
     )

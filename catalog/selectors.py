@@ -13,11 +13,15 @@ from catalog.models import (
     BulkJobError,
     BulkJobStatus,
     Category,
+    CategoryDecision,
     CategorySuggestion,
     ClassificationStatus,
     Listing,
     ListingImage,
+    ModelActivation,
+    ModelComparison,
     ModelVersion,
+    TrainingRun,
 )
 
 
@@ -269,6 +273,187 @@ def listing_suggestions(*, listing: Listing, top: int = 3) -> ListingSuggestions
     return ListingSuggestions(
         state=state, suggestions=suggestions, photos=photos, model_version=", ".join(sorted(versions))
     )
+
+
+# --- review queue, category audit and the model registry -----------------------------------------
+
+
+@dataclass(frozen=True)
+class ReviewFilters:
+    """Narrow the review queue: the suggested category (or one below it), the model version behind
+    the suggestion, and a confidence range (0..1, inclusive)."""
+
+    category: Category | None = None
+    model_version: ModelVersion | None = None
+    min_confidence: float | None = None
+    max_confidence: float | None = None
+
+
+def review_queue(*, filters: ReviewFilters | None = None) -> QuerySet[Listing]:
+    """Listings whose category no person set (none yet, or auto-accepted) and that have a
+    suggestion, most uncertain first: smallest margin between the top two suggestions, then oldest.
+    Probes are excluded; photos are prefetched in their order."""
+    from catalog.models import CategorySource
+
+    filters = filters or ReviewFilters()
+    listings = listings_public().filter(
+        category_source__in=[CategorySource.NONE, CategorySource.AUTO], suggested_margin__isnull=False
+    )
+    if filters.category is not None:
+        listings = listings.filter(
+            suggested_category_id__in=category_descendant_ids(category=filters.category)
+        )
+    if filters.model_version is not None:
+        listings = listings.filter(suggested_model_version=filters.model_version)
+    if filters.min_confidence is not None:
+        listings = listings.filter(suggested_confidence__gte=filters.min_confidence)
+    if filters.max_confidence is not None:
+        listings = listings.filter(suggested_confidence__lte=filters.max_confidence)
+    return (
+        listings.select_related("category", "suggested_category", "suggested_model_version", "seller")
+        .prefetch_related(Prefetch("images", queryset=ListingImage.objects.order_by("position", "id")))
+        .order_by("suggested_margin", "created_at", "id")
+    )
+
+
+def review_listing(*, listing_id: int) -> Listing | None:
+    """One public listing for the review pages, with what they show."""
+    return (
+        listings_public()
+        .select_related("category", "suggested_category", "suggested_model_version", "seller")
+        .prefetch_related(Prefetch("images", queryset=ListingImage.objects.order_by("position", "id")))
+        .filter(pk=listing_id)
+        .first()
+    )
+
+
+def listing_decisions(*, listing: Listing) -> QuerySet[CategoryDecision]:
+    """The listing's audit trail: every category decision, oldest first."""
+    return (
+        CategoryDecision.objects.filter(listing=listing)
+        .select_related("category", "previous_category", "actor", "model_version")
+        .order_by("created_at", "id")
+    )
+
+
+def model_versions() -> QuerySet[ModelVersion]:
+    """Every model version, newest first, without the artifact bytes."""
+    return ModelVersion.objects.defer("head_npz", "held_out_images").order_by("-created_at", "-id")
+
+
+def model_version_get(*, version_id: int) -> ModelVersion | None:
+    return ModelVersion.objects.defer("head_npz").filter(pk=version_id).first()
+
+
+def model_comparison_with_active(*, version: ModelVersion) -> ModelComparison | None:
+    """The latest comparison of `version` with the version active now, if any."""
+    active = ModelVersion.objects.filter(is_active=True).only("pk").first()
+    if active is None:
+        return None
+    return ModelComparison.objects.filter(candidate=version, baseline=active).order_by("-pk").first()
+
+
+def model_rollback_target() -> ModelVersion | None:
+    """The version the last activation of the active version replaced, if any."""
+    active = ModelVersion.objects.filter(is_active=True).only("pk").first()
+    if active is None:
+        return None
+    last = ModelActivation.objects.filter(model_version=active).select_related("previous").first()
+    return last.previous if last is not None else None
+
+
+def labelled_photo_counts() -> dict[str, int]:
+    """Human-labelled photos per category slug (what the next training sees), largest first."""
+    from collections import Counter
+
+    counts = Counter(photo.slug for photo in labelled_photos())
+    return dict(counts.most_common())
+
+
+def training_runs(*, limit: int = 10) -> QuerySet[TrainingRun]:
+    return TrainingRun.objects.select_related("requested_by", "model_version").order_by("-created_at")[:limit]
+
+
+def model_activations(*, limit: int = 10) -> QuerySet[ModelActivation]:
+    return ModelActivation.objects.select_related("model_version", "previous", "actor").order_by(
+        "-created_at", "-id"
+    )[:limit]
+
+
+@dataclass(frozen=True)
+class LabelledPhoto:
+    """A photo of a listing whose category a person set (seller or reviewer): training data."""
+
+    image_id: int
+    slug: str
+    checksum: str
+    file_name: str
+
+
+def labelled_photos() -> list[LabelledPhoto]:
+    """Every classifiable photo of a public listing whose category a seller or a reviewer set,
+    labelled with that category, in photo id order. Photos that failed to decode are left out."""
+    from catalog.models import CategorySource
+
+    rows = (
+        ListingImage.objects.filter(
+            listing__is_probe=False,
+            listing__category__isnull=False,
+            listing__category_source__in=[CategorySource.SELLER, CategorySource.REVIEWER],
+        )
+        .exclude(status=ClassificationStatus.FAILED)
+        .order_by("pk")
+        .values_list("pk", "listing__category__slug", "checksum", "file")
+    )
+    return [
+        LabelledPhoto(image_id=pk, slug=slug, checksum=checksum, file_name=name)
+        for pk, slug, checksum, name in rows
+    ]
+
+
+def photos_by_id(*, image_ids: list[int]) -> list[LabelledPhoto]:
+    """The photos of `image_ids` that still exist, in id order, with their listing's category
+    slug ("" when none)."""
+    rows = (
+        ListingImage.objects.filter(pk__in=image_ids)
+        .order_by("pk")
+        .values_list("pk", "listing__category__slug", "checksum", "file")
+    )
+    return [
+        LabelledPhoto(image_id=pk, slug=slug or "", checksum=checksum, file_name=name)
+        for pk, slug, checksum, name in rows
+    ]
+
+
+def image_embeddings(*, image_ids: list[int], backbone_version: str) -> dict[int, tuple[bytes, bytes]]:
+    """Cached backbone outputs (embedding, logits) as raw float32 bytes, by image id, for the
+    photos of `image_ids` that have them for `backbone_version`."""
+    from catalog.models import ImageEmbedding
+
+    found: dict[int, tuple[bytes, bytes]] = {}
+    for start in range(0, len(image_ids), 2000):
+        rows = ImageEmbedding.objects.filter(
+            image_id__in=image_ids[start : start + 2000], backbone_version=backbone_version
+        ).values_list("image_id", "embedding", "logits")
+        for image_id, embedding, logits in rows:
+            found[image_id] = (bytes(embedding), bytes(logits))
+    return found
+
+
+def taxonomy_entries() -> list[dict[str, object]]:
+    """Every category as a taxonomy entry ({"slug", "name", "parent", "imagenet_ids"}), for a
+    worker to build the classifier's taxonomy from the database (staff may have added categories
+    since the data file was loaded)."""
+    categories = list(Category.objects.select_related("parent").order_by("pk"))
+    return [
+        {
+            "slug": category.slug,
+            "name": category.name,
+            "parent": category.parent.slug if category.parent else None,
+            "imagenet_ids": list(category.imagenet_ids or []),
+        }
+        for category in categories
+    ]
 
 
 # --- bulk reclassification -------------------------------------------------------------------------

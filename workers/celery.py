@@ -48,6 +48,8 @@ app.conf.update(
         "workers.tasks.images_requeue_stuck_task": {"queue": Queue.MAINTENANCE.value},
         "workers.bulk.bulk_job_plan_task": {"queue": Queue.BULK.value},
         "workers.bulk.bulk_chunk_task": {"queue": Queue.BULK.value},
+        "workers.training.model_train_task": {"queue": Queue.TRAINING.value},
+        "workers.training.model_compare_task": {"queue": Queue.TRAINING.value},
     },
     beat_schedule={
         "requeue-stuck-images": {
@@ -56,5 +58,5 @@ app.conf.update(
         }
     },
     timezone="UTC",
-    imports=["workers.tasks", "workers.bulk"],
+    imports=["workers.tasks", "workers.bulk", "workers.training"],
 )

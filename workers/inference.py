@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -20,11 +21,15 @@ if TYPE_CHECKING:
     from catalog.models import ModelVersion
     from classifier import ImageClassifier
     from classifier.batching import BatchClassifier
+    from classifier.taxonomy import Taxonomy
 
 logger = logging.getLogger(__name__)
 
 _lock = threading.Lock()
 _classifier: ImageClassifier | None = None
+# The classifier of the active version and when the active version was last looked up.
+_serving: ImageClassifier | None = None
+_checked_at = 0.0
 _batchers: dict[str, BatchClassifier] = {}
 _by_version: dict[str, ImageClassifier] = {}
 _AUTO_THREADS_ENV = "CLASSIFIER_THREADS_AUTO"
@@ -108,8 +113,10 @@ def _load() -> ImageClassifier:
     return ImageClassifier(head=head, taxonomy=load_taxonomy(), backbone=backbone)
 
 
-def get_classifier() -> ImageClassifier:
-    """The process-wide classifier, loaded on first use (export cached on disk)."""
+def base_classifier() -> ImageClassifier:
+    """The process-wide classifier with the head this worker ships with (CLASSIFIER_HEAD_PATH or
+    the default artifact), loaded on first use (export cached on disk). Its backbone is shared by
+    every version this process serves."""
     global _classifier
     if _classifier is None:
         with _lock:
@@ -124,6 +131,64 @@ def get_classifier() -> ImageClassifier:
     return _classifier
 
 
+def get_classifier() -> ImageClassifier:
+    """The classifier of the ACTIVE model version (see `follow_active`), falling back to the
+    shipped head when no version is active or the active one cannot be served here."""
+    return follow_active(base_classifier())
+
+
+def follow_active(base: ImageClassifier) -> ImageClassifier:
+    """Serve the active `ModelVersion`: look it up at most every ACTIVE_MODEL_CHECK_S seconds
+    (one indexed query), and on a change load only its head from the row (the backbone is
+    shared). A version this worker cannot serve (another backbone, a bad artifact) or a
+    database error keeps the current classifier, with a warning."""
+    global _serving, _checked_at
+    now = time.monotonic()
+    if _serving is not None and now - _checked_at < settings.ACTIVE_MODEL_CHECK_S:
+        return _serving
+    from django.db import DatabaseError
+
+    from catalog.models import ModelVersion
+
+    current = _serving or base
+    try:
+        active = ModelVersion.objects.filter(is_active=True).values_list("pk", "name").first()
+        _checked_at = now
+        if active is None or active[1] == base.model_version:
+            chosen = base
+        elif active[1] == current.model_version:
+            chosen = current
+        else:
+            chosen = classifier_for_version(ModelVersion.objects.get(pk=active[0]))
+            logger.info("now serving model version %s", chosen.model_version)
+    except ModelVersionUnavailable as error:
+        logger.warning("active model version not served here: %s", error)
+        chosen = current
+    except DatabaseError:
+        logger.warning("could not look up the active model version", exc_info=True)
+        return current
+    _serving = chosen
+    return chosen
+
+
+def taxonomy() -> Taxonomy:
+    """The shipped taxonomy plus categories staff added in the database since (a trained head
+    may know them)."""
+    from catalog import selectors
+    from classifier.taxonomy import Category, Taxonomy, load_taxonomy
+
+    shipped = load_taxonomy()
+    known = set(shipped.slugs)
+    extra = [entry for entry in selectors.taxonomy_entries() if entry["slug"] not in known]
+    if not extra:
+        return shipped
+    added = [
+        Category(slug=str(e["slug"]), name=str(e["name"]), parent=e["parent"], imagenet_ids=())  # type: ignore[arg-type]
+        for e in extra
+    ]
+    return Taxonomy([*shipped.categories, *added])
+
+
 def classifier_for_version(model_version: ModelVersion) -> ImageClassifier:
     """The classifier that scores as `model_version`.
 
@@ -132,7 +197,7 @@ def classifier_for_version(model_version: ModelVersion) -> ImageClassifier:
     classifier sharing the process's backbone with that head (cached per version). Raises
     `ModelVersionUnavailable` otherwise.
     """
-    classifier = get_classifier()
+    classifier = base_classifier()
     if model_version.name == classifier.model_version:
         return classifier
     cached = _by_version.get(model_version.name)
@@ -149,7 +214,7 @@ def classifier_for_version(model_version: ModelVersion) -> ImageClassifier:
 
     try:
         head = LinearHead.from_bytes(manifest, payload)
-        other = ImageClassifier(head=head, taxonomy=classifier.taxonomy, backbone=classifier.backbone)
+        other = ImageClassifier(head=head, taxonomy=taxonomy(), backbone=classifier.backbone)
     except ArtifactError as error:
         raise ModelVersionUnavailable(str(error)) from error
     other.model_version = model_version.name
@@ -172,7 +237,9 @@ def batch_classifier_for(classifier: ImageClassifier) -> BatchClassifier:
 
 def reset_after_fork() -> None:
     """Forget a classifier inherited from the parent (never used across fork)."""
-    global _classifier
+    global _classifier, _serving, _checked_at
     _classifier = None
+    _serving = None
+    _checked_at = 0.0
     _batchers.clear()
     _by_version.clear()

@@ -6,146 +6,334 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('catalog', '0004_bulk_jobs'),
+        ("catalog", "0004_bulk_jobs"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.AlterModelOptions(
-            name='modelversion',
-            options={'ordering': ['-created_at'], 'permissions': [('activate_modelversion', 'Can activate or roll back a model version')]},
+            name="modelversion",
+            options={
+                "ordering": ["-created_at"],
+                "permissions": [("activate_modelversion", "Can activate or roll back a model version")],
+            },
         ),
         migrations.AddField(
-            model_name='listing',
-            name='suggested_margin',
+            model_name="listing",
+            name="suggested_margin",
             field=models.FloatField(blank=True, db_index=True, null=True),
         ),
         migrations.AddField(
-            model_name='listing',
-            name='suggested_model_version',
-            field=models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to='catalog.modelversion'),
+            model_name="listing",
+            name="suggested_model_version",
+            field=models.ForeignKey(
+                blank=True,
+                null=True,
+                on_delete=django.db.models.deletion.SET_NULL,
+                related_name="+",
+                to="catalog.modelversion",
+            ),
         ),
         migrations.AddField(
-            model_name='listing',
-            name='suggested_top_k',
+            model_name="listing",
+            name="suggested_top_k",
             field=models.JSONField(blank=True, default=list),
         ),
         migrations.AddField(
-            model_name='modelversion',
-            name='activated_at',
+            model_name="modelversion",
+            name="activated_at",
             field=models.DateTimeField(blank=True, null=True),
         ),
         migrations.AddField(
-            model_name='modelversion',
-            name='auto_accept_precision',
+            model_name="modelversion",
+            name="auto_accept_precision",
             field=models.FloatField(blank=True, null=True),
         ),
         migrations.AddField(
-            model_name='modelversion',
-            name='auto_accept_thresholds',
+            model_name="modelversion",
+            name="auto_accept_thresholds",
             field=models.JSONField(blank=True, default=dict),
         ),
         migrations.AddField(
-            model_name='modelversion',
-            name='head_manifest',
+            model_name="modelversion",
+            name="head_manifest",
             field=models.JSONField(blank=True, default=dict),
         ),
         migrations.AddField(
-            model_name='modelversion',
-            name='head_npz',
-            field=models.BinaryField(blank=True, default=b''),
+            model_name="modelversion",
+            name="head_npz",
+            field=models.BinaryField(blank=True, default=b""),
         ),
         migrations.AddField(
-            model_name='modelversion',
-            name='held_out_images',
+            model_name="modelversion",
+            name="held_out_images",
             field=models.JSONField(blank=True, default=list),
         ),
         migrations.AddField(
-            model_name='modelversion',
-            name='held_out_photos',
+            model_name="modelversion",
+            name="held_out_photos",
             field=models.PositiveIntegerField(blank=True, null=True),
         ),
         migrations.AddField(
-            model_name='modelversion',
-            name='hyperparameters',
+            model_name="modelversion",
+            name="hyperparameters",
             field=models.JSONField(blank=True, default=dict),
         ),
         migrations.AddField(
-            model_name='modelversion',
-            name='training_photos',
+            model_name="modelversion",
+            name="training_photos",
             field=models.PositiveIntegerField(blank=True, null=True),
         ),
         migrations.CreateModel(
-            name='ModelComparison',
+            name="ModelComparison",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('photos', models.PositiveIntegerField()),
-                ('candidate_accuracy', models.FloatField()),
-                ('baseline_accuracy', models.FloatField()),
-                ('details', models.JSONField(blank=True, default=dict)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('baseline', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='+', to='catalog.modelversion')),
-                ('candidate', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='comparisons', to='catalog.modelversion')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("photos", models.PositiveIntegerField()),
+                ("candidate_accuracy", models.FloatField()),
+                ("baseline_accuracy", models.FloatField()),
+                ("details", models.JSONField(blank=True, default=dict)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "baseline",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="+",
+                        to="catalog.modelversion",
+                    ),
+                ),
+                (
+                    "candidate",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="comparisons",
+                        to="catalog.modelversion",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-created_at', '-id'],
+                "ordering": ["-created_at", "-id"],
             },
         ),
         migrations.CreateModel(
-            name='ModelActivation',
+            name="ModelActivation",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('is_rollback', models.BooleanField(default=False)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('actor', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),
-                ('model_version', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='activations', to='catalog.modelversion')),
-                ('previous', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to='catalog.modelversion')),
-                ('comparison', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to='catalog.modelcomparison')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("is_rollback", models.BooleanField(default=False)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "actor",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "model_version",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="activations",
+                        to="catalog.modelversion",
+                    ),
+                ),
+                (
+                    "previous",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to="catalog.modelversion",
+                    ),
+                ),
+                (
+                    "comparison",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to="catalog.modelcomparison",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-created_at', '-id'],
+                "ordering": ["-created_at", "-id"],
             },
         ),
         migrations.CreateModel(
-            name='TrainingRun',
+            name="TrainingRun",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('status', models.CharField(choices=[('queued', 'queued'), ('running', 'running'), ('done', 'done'), ('failed', 'failed')], db_index=True, default='queued', max_length=16)),
-                ('failure_reason', models.TextField(blank=True)),
-                ('report', models.JSONField(blank=True, default=dict)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('started_at', models.DateTimeField(blank=True, null=True)),
-                ('finished_at', models.DateTimeField(blank=True, null=True)),
-                ('model_version', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='training_runs', to='catalog.modelversion')),
-                ('requested_by', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("queued", "queued"),
+                            ("running", "running"),
+                            ("done", "done"),
+                            ("failed", "failed"),
+                        ],
+                        db_index=True,
+                        default="queued",
+                        max_length=16,
+                    ),
+                ),
+                ("failure_reason", models.TextField(blank=True)),
+                ("report", models.JSONField(blank=True, default=dict)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("started_at", models.DateTimeField(blank=True, null=True)),
+                ("finished_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "model_version",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="training_runs",
+                        to="catalog.modelversion",
+                    ),
+                ),
+                (
+                    "requested_by",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-created_at', '-id'],
+                "ordering": ["-created_at", "-id"],
             },
         ),
         migrations.CreateModel(
-            name='CategoryDecision',
+            name="CategoryDecision",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('action', models.CharField(choices=[('seller_chose', 'chosen by the seller'), ('accepted', 'suggestion accepted by a reviewer'), ('bulk_accepted', 'suggestion accepted in bulk by a reviewer'), ('corrected', 'corrected by a reviewer'), ('rejected', 'rejected by a reviewer as not classifiable'), ('auto_accepted', 'auto-accepted suggestion')], max_length=16)),
-                ('source', models.CharField(choices=[('', 'not set'), ('seller', 'seller'), ('reviewer', 'reviewer'), ('auto', 'auto-accepted suggestion')], max_length=16)),
-                ('previous_source', models.CharField(blank=True, choices=[('', 'not set'), ('seller', 'seller'), ('reviewer', 'reviewer'), ('auto', 'auto-accepted suggestion')], max_length=16)),
-                ('suggested_top_k', models.JSONField(blank=True, default=list)),
-                ('suggestion_rank', models.PositiveSmallIntegerField(blank=True, null=True)),
-                ('confidence', models.FloatField(blank=True, null=True)),
-                ('threshold', models.FloatField(blank=True, null=True)),
-                ('created_at', models.DateTimeField(auto_now_add=True, db_index=True)),
-                ('actor', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),
-                ('category', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, related_name='+', to='catalog.category')),
-                ('listing', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='category_decisions', to='catalog.listing')),
-                ('model_version', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, related_name='decisions', to='catalog.modelversion')),
-                ('previous_category', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to='catalog.category')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "action",
+                    models.CharField(
+                        choices=[
+                            ("seller_chose", "chosen by the seller"),
+                            ("accepted", "suggestion accepted by a reviewer"),
+                            ("bulk_accepted", "suggestion accepted in bulk by a reviewer"),
+                            ("corrected", "corrected by a reviewer"),
+                            ("rejected", "rejected by a reviewer as not classifiable"),
+                            ("auto_accepted", "auto-accepted suggestion"),
+                        ],
+                        max_length=16,
+                    ),
+                ),
+                (
+                    "source",
+                    models.CharField(
+                        choices=[
+                            ("", "not set"),
+                            ("seller", "seller"),
+                            ("reviewer", "reviewer"),
+                            ("auto", "auto-accepted suggestion"),
+                        ],
+                        max_length=16,
+                    ),
+                ),
+                (
+                    "previous_source",
+                    models.CharField(
+                        blank=True,
+                        choices=[
+                            ("", "not set"),
+                            ("seller", "seller"),
+                            ("reviewer", "reviewer"),
+                            ("auto", "auto-accepted suggestion"),
+                        ],
+                        max_length=16,
+                    ),
+                ),
+                ("suggested_top_k", models.JSONField(blank=True, default=list)),
+                ("suggestion_rank", models.PositiveSmallIntegerField(blank=True, null=True)),
+                ("confidence", models.FloatField(blank=True, null=True)),
+                ("threshold", models.FloatField(blank=True, null=True)),
+                ("created_at", models.DateTimeField(auto_now_add=True, db_index=True)),
+                (
+                    "actor",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "category",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="+",
+                        to="catalog.category",
+                    ),
+                ),
+                (
+                    "listing",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="category_decisions",
+                        to="catalog.listing",
+                    ),
+                ),
+                (
+                    "model_version",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="decisions",
+                        to="catalog.modelversion",
+                    ),
+                ),
+                (
+                    "previous_category",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to="catalog.category",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-created_at', '-id'],
-                'indexes': [models.Index(fields=['listing', '-created_at'], name='catalog_cat_listing_0b3b3c_idx')],
+                "ordering": ["-created_at", "-id"],
+                "indexes": [
+                    models.Index(fields=["listing", "-created_at"], name="catalog_cat_listing_0b3b3c_idx")
+                ],
             },
         ),
     ]

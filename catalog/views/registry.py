@@ -1,0 +1,185 @@
+"""Staff pages of the model registry: versions side by side, a version's evaluation (with its
+confusion matrix and reliability diagram as PNG), training, comparison, activation, rollback,
+and adding a category to the tree.
+
+Training and comparison run on the `training` queue; these views only record the request.
+"""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.contrib import messages
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.cache import cache_control
+from django.views.decorators.http import require_GET, require_POST
+
+from catalog import charts, selectors, services
+from catalog.models import ModelVersion
+from catalog.services.registry import ACTIVATE_PERMISSION, RegistryRefused
+from catalog.views.staff import staff_required
+
+# User-facing messages; tests reuse them.
+TRAINING_QUEUED = "Training run {run} is queued; a new version appears here when it finishes."
+COMPARISON_QUEUED = "Comparing {version} with the active version; reload in a moment."
+ACTIVATED = "{version} is now active; workers switch to it within {seconds:g} s."
+ROLLED_BACK = "Rolled back to {version}."
+CATEGORY_ADDED = "Added {path}. It joins training once it has {minimum} labelled photos."
+
+
+def _version(pk: int) -> ModelVersion:
+    version = selectors.model_version_get(version_id=pk)
+    if version is None:
+        raise Http404("no such model version")
+    return version
+
+
+def _row(version: ModelVersion, active: ModelVersion | None) -> dict[str, object]:
+    metrics = version.metrics or {}
+    held_out = metrics.get("held_out") or {}
+    auto = held_out.get("auto_accept") or {}
+    comparison = selectors.model_comparison_with_active(version=version) if active else None
+    return {
+        "version": version,
+        "held_out": held_out,
+        "auto": auto,
+        "thresholds": len(version.auto_accept_thresholds or {}),
+        "comparison": comparison,
+        "can_activate": not version.is_active and (active is None or comparison is not None),
+        "trained": bool(version.hyperparameters),
+    }
+
+
+@staff_required()
+@require_GET
+def registry(request: HttpRequest) -> HttpResponse:
+    """Every version side by side with its held-out figures; training runs and activations."""
+    versions = list(selectors.model_versions())
+    active = next((v for v in versions if v.is_active), None)
+    context = {
+        "rows": [_row(version, active) for version in versions],
+        "active": active,
+        "runs": selectors.training_runs(),
+        "activations": selectors.model_activations(),
+        "rollback_to": selectors.model_rollback_target(),
+        "can_activate": request.user.has_perm(ACTIVATE_PERMISSION),
+        "label_counts": selectors.labelled_photo_counts(),
+        "minimum": settings.TRAINING_MIN_PHOTOS_PER_CATEGORY,
+        "held_out_percent": f"{settings.TRAINING_HELD_OUT_PERCENT} %",
+        "tree": selectors.category_tree(),
+    }
+    return render(request, "catalog/staff/registry.html", context)
+
+
+@staff_required()
+@require_GET
+def model_version_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    """One version: data size, hyperparameters, held-out metrics, thresholds, comparisons."""
+    version = _version(pk)
+    metrics = version.metrics or {}
+    held_out = metrics.get("held_out") or {}
+    thresholds = sorted((version.auto_accept_thresholds or {}).items())
+    context = {
+        "version": version,
+        "held_out": held_out,
+        "per_category": sorted((held_out.get("per_category") or {}).items()),
+        "thresholds": thresholds,
+        "other_metrics": {key: value for key, value in metrics.items() if key != "held_out"},
+        "comparisons": version.comparisons.select_related("baseline").order_by("-created_at")[:10],
+        "comparison": selectors.model_comparison_with_active(version=version),
+        "can_activate": request.user.has_perm(ACTIVATE_PERMISSION),
+        "active": ModelVersion.objects.filter(is_active=True).only("pk", "name").first(),
+    }
+    return render(request, "catalog/staff/model_version.html", context)
+
+
+@staff_required()
+@require_GET
+@cache_control(private=True, max_age=300)
+def confusion_chart(request: HttpRequest, pk: int) -> HttpResponse:
+    confusion = ((_version(pk).metrics or {}).get("held_out") or {}).get("confusion")
+    if not confusion:
+        raise Http404("no confusion matrix for this version")
+    return HttpResponse(
+        charts.confusion_png(confusion["classes"], confusion["matrix"]), content_type="image/png"
+    )
+
+
+@staff_required()
+@require_GET
+@cache_control(private=True, max_age=300)
+def reliability_chart(request: HttpRequest, pk: int) -> HttpResponse:
+    held_out = (_version(pk).metrics or {}).get("held_out") or {}
+    if not held_out.get("reliability"):
+        raise Http404("no reliability diagram for this version")
+    return HttpResponse(
+        charts.reliability_png(held_out["reliability"], held_out.get("ece")), content_type="image/png"
+    )
+
+
+@staff_required()
+@require_POST
+def training_start(request: HttpRequest) -> HttpResponse:
+    """Queue a training run on the human-labelled photos."""
+    run = services.training_run_request(requested_by=request.user)  # type: ignore[arg-type]
+    messages.success(request, TRAINING_QUEUED.format(run=run.pk))
+    return redirect("catalog:registry")
+
+
+@staff_required()
+@require_POST
+def model_version_compare(request: HttpRequest, pk: int) -> HttpResponse:
+    """Queue a comparison of the version with the active one on the version's held-out photos."""
+    version = _version(pk)
+    services.model_comparison_request(candidate=version, requested_by=request.user)  # type: ignore[arg-type]
+    messages.success(request, COMPARISON_QUEUED.format(version=version.name))
+    return redirect("catalog:model-version", pk=version.pk)
+
+
+@staff_required(permission=ACTIVATE_PERMISSION)
+@require_POST
+def model_version_activate(request: HttpRequest, pk: int) -> HttpResponse:
+    """Make the version active, once compared with the active one."""
+    version = _version(pk)
+    try:
+        services.model_version_activate(version=version, actor=request.user)  # type: ignore[arg-type]
+    except RegistryRefused as error:
+        messages.error(request, str(error))
+    else:
+        messages.success(
+            request, ACTIVATED.format(version=version.name, seconds=settings.ACTIVE_MODEL_CHECK_S)
+        )
+    return redirect("catalog:registry")
+
+
+@staff_required(permission=ACTIVATE_PERMISSION)
+@require_POST
+def model_version_rollback(request: HttpRequest) -> HttpResponse:
+    """Return to the version the last activation replaced."""
+    try:
+        activation = services.model_version_rollback(actor=request.user)  # type: ignore[arg-type]
+    except RegistryRefused as error:
+        messages.error(request, str(error))
+    else:
+        messages.success(request, ROLLED_BACK.format(version=activation.model_version.name))
+    return redirect("catalog:registry")
+
+
+@staff_required()
+@require_POST
+def category_add(request: HttpRequest) -> HttpResponse:
+    """Add a category to the tree (name, optional slug, optional parent)."""
+    try:
+        category = services.category_add(
+            name=request.POST.get("name", ""),
+            slug=request.POST.get("slug", ""),
+            parent_id=int(request.POST["parent"]) if request.POST.get("parent", "").isdigit() else None,
+        )
+    except ValueError as error:
+        messages.error(request, str(error))
+    else:
+        path = selectors.category_paths().get(category.pk, category.name)
+        messages.success(
+            request, CATEGORY_ADDED.format(path=path, minimum=settings.TRAINING_MIN_PHOTOS_PER_CATEGORY)
+        )
+    return redirect("catalog:registry")

@@ -1,0 +1,309 @@
+"""Training and comparison tasks (the `training` queue).
+
+`model_train_task(run_id)` trains a candidate head on every photo a seller or a reviewer labelled:
+backbone outputs come from the `ImageEmbedding` cache (written by the classify tasks, one row per
+photo and backbone version), and only photos missing from it are decoded and run through the
+CNN, once, then cached. A fixed share of photos (by checksum, so the same photo always falls on
+the same side) is held out for the version's metrics and for comparisons. The candidate is stored
+inactive, with its head artifact, and compared with the active version on the same held-out
+photos, so staff can activate it.
+
+`model_compare_task(version_id)` re-runs that comparison against whatever version is active now.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from django.conf import settings
+from django.core.files.storage import default_storage
+from django.db import InterfaceError, OperationalError
+from django.utils import timezone
+
+from catalog import selectors, services
+from catalog.models import ModelComparison, ModelVersion
+from workers import inference
+from workers.celery import app
+
+if TYPE_CHECKING:
+    from classifier.head import LinearHead
+    from classifier.model import ImageClassifier
+    from classifier.retrain import LabelledOutputs
+    from classifier.taxonomy import Taxonomy
+
+logger = logging.getLogger("workers.training")
+
+RETRYABLE_ERRORS: tuple[type[BaseException], ...] = (OperationalError, InterfaceError, ConnectionError)
+EMBED_BATCH = 16
+# User-facing messages; tests reuse them.
+NOT_COMPARABLE = "{name} was trained on backbone {backbone}; this worker runs {serving}."
+NO_HELD_OUT_PHOTOS = "{name} has no held-out photos to compare on."
+
+
+def held_out(checksum: str, percent: int) -> bool:
+    """Whether a photo is held out: the first 8 hex digits of its SHA-256, modulo 100, below
+    `percent`. Stable across trainings, and duplicates of a photo fall on the same side."""
+    return int(checksum[:8], 16) % 100 < percent
+
+
+def _read(name: str) -> bytes:
+    with default_storage.open(name, "rb") as handle:
+        return handle.read()
+
+
+def embed_missing(
+    *,
+    photos: Sequence[selectors.LabelledPhoto],
+    classifier: ImageClassifier,
+    read: Callable[[str], bytes] = _read,
+) -> tuple[dict[int, tuple[np.ndarray, np.ndarray]], list[int]]:
+    """Backbone outputs for `photos`: cached rows for this backbone version, and the CNN (with
+    the serving head's views) only for photos without one, whose outputs are then cached.
+
+    Returns ({image_id: (embedding float32 (D,), logits float32 (1000,))}, ids newly embedded).
+    Photos that cannot be read or decoded are left out.
+    """
+    from classifier.preprocess import ImageRejected, load_image
+
+    backbone_version = classifier.backbone_version
+    cached = selectors.image_embeddings(
+        image_ids=[p.image_id for p in photos], backbone_version=backbone_version
+    )
+    outputs = {
+        image_id: (np.frombuffer(embedding, dtype="<f4"), np.frombuffer(logits, dtype="<f4"))
+        for image_id, (embedding, logits) in cached.items()
+    }
+    missing = [photo for photo in photos if photo.image_id not in outputs]
+    computed: list[int] = []
+    if missing and classifier.backbone is None:
+        raise RuntimeError("photos without cached embeddings need a classifier with a backbone")
+    for start in range(0, len(missing), EMBED_BATCH):
+        chunk = missing[start : start + EMBED_BATCH]
+        images, ids = [], []
+        for photo in chunk:
+            try:
+                images.append(load_image(read(photo.file_name)))
+            except (ImageRejected, FileNotFoundError) as error:
+                logger.warning("training skips photo %s: %s", photo.image_id, error)
+                continue
+            ids.append(photo.image_id)
+        if not images:
+            continue
+        assert classifier.backbone is not None
+        embeddings, logits = classifier.backbone.embed(images, classifier.head.views)
+        rows = []
+        for image_id, embedding, image_logits in zip(ids, embeddings, logits, strict=True):
+            outputs[image_id] = (embedding.astype("<f4"), image_logits.astype("<f4"))
+            rows.append((image_id, embedding.astype("<f4").tobytes(), image_logits.astype("<f4").tobytes()))
+            computed.append(image_id)
+        services.image_embeddings_store(backbone_version=backbone_version, rows=rows)
+    return outputs, computed
+
+
+def _labelled_outputs(
+    photos: Sequence[selectors.LabelledPhoto], outputs: dict[int, tuple[np.ndarray, np.ndarray]]
+) -> tuple[LabelledOutputs, np.ndarray]:
+    from classifier.retrain import LabelledOutputs
+
+    kept = [photo for photo in photos if photo.image_id in outputs]
+    if not kept:
+        raise ValueError("There are no labelled photos to train on yet.")
+    data = LabelledOutputs(
+        embeddings=np.stack([outputs[p.image_id][0] for p in kept]).astype(np.float32),
+        logits=np.stack([outputs[p.image_id][1] for p in kept]).astype(np.float32),
+        labels=[p.slug for p in kept],
+        keys=[p.image_id for p in kept],
+    )
+    mask = np.array([held_out(p.checksum, settings.TRAINING_HELD_OUT_PERCENT) for p in kept], dtype=bool)
+    return data, mask
+
+
+def head_of(version: ModelVersion, base: ImageClassifier) -> LinearHead:
+    """The head of a model version: its stored artifact, or the shipped head when the version is
+    the one this worker ships with. Raises `ValueError` when neither applies."""
+    from classifier.head import LinearHead
+
+    payload = bytes(version.head_npz or b"")
+    if payload:
+        return LinearHead.from_bytes(version.head_manifest, payload)
+    if version.name == base.model_version:
+        return base.head
+    raise ValueError(f"{version.name} has no stored head artifact.")
+
+
+def compare(
+    *, candidate: ModelVersion, baseline: ModelVersion, base: ImageClassifier, taxonomy: Taxonomy
+) -> ModelComparison:
+    """Score `candidate` and `baseline` on the candidate's held-out photos (their cached backbone
+    outputs; missing ones are embedded when this worker runs that backbone) and record it."""
+    from classifier.retrain import LabelledOutputs, score_head
+
+    for version in (candidate, baseline):
+        if version.backbone_version and version.backbone_version != base.backbone_version:
+            raise ValueError(
+                NOT_COMPARABLE.format(
+                    name=version.name, backbone=version.backbone_version, serving=base.backbone_version
+                )
+            )
+    pairs = [(int(image_id), str(slug)) for image_id, slug in candidate.held_out_images or []]
+    photos = selectors.photos_by_id(image_ids=[i for i, _ in pairs])
+    labels = dict(pairs)
+    outputs, _ = embed_missing(photos=photos, classifier=base)
+    kept = [image_id for image_id, _ in pairs if image_id in outputs]
+    if not kept:
+        raise ValueError(NO_HELD_OUT_PHOTOS.format(name=candidate.name))
+    data = LabelledOutputs(
+        embeddings=np.stack([outputs[i][0] for i in kept]).astype(np.float32),
+        logits=np.stack([outputs[i][1] for i in kept]).astype(np.float32),
+        labels=[labels[i] for i in kept],
+        keys=kept,
+    )
+    scores = {}
+    per_category: dict[str, dict[str, float]] = {}
+    for role, version in (("candidate", candidate), ("baseline", baseline)):
+        predicted, _ = score_head(head_of(version, base), taxonomy, data)
+        right = np.array([p == t for p, t in zip(predicted, data.labels, strict=True)])
+        scores[role] = float(right.mean())
+        for slug in sorted(set(data.labels)):
+            rows = np.array([t == slug for t in data.labels])
+            per_category.setdefault(slug, {})[role] = round(float(right[rows].mean()), 4)
+    comparison = services.model_comparison_record(
+        candidate=candidate,
+        baseline=baseline,
+        photos=len(kept),
+        candidate_accuracy=round(scores["candidate"], 4),
+        baseline_accuracy=round(scores["baseline"], 4),
+        details={"recall_by_category": per_category},
+    )
+    return comparison
+
+
+def train(*, run_id: int, classifier: ImageClassifier | None = None) -> ModelVersion | None:
+    """Run training run `run_id` end to end (see the module docstring); returns the candidate
+    version, or None when the run is gone or already finished. `classifier`: the serving
+    classifier whose backbone and views are used (default: this worker's)."""
+    from classifier.retrain import train_candidate
+
+    run = services.training_run_start(run_id=run_id)
+    if run is None:
+        return None
+    began = time.perf_counter()
+    base = classifier or inference.base_classifier()
+    photos = selectors.labelled_photos()
+    outputs, computed = embed_missing(photos=photos, classifier=base)
+    embedded = time.perf_counter()
+    data, mask = _labelled_outputs(photos, outputs)
+    taxonomy = inference.taxonomy()
+    stamp = timezone.now().strftime("%Y%m%d-%H%M%S")
+    head_version = f"trained-{stamp}-run{run.pk}"
+    candidate = train_candidate(
+        data,
+        mask,
+        taxonomy=taxonomy,
+        backbone_version=base.backbone_version,
+        version=head_version,
+        views=base.head.views,
+        feature_transform=base.head.feature_transform,
+        precision=settings.AUTO_ACCEPT_PRECISION,
+        min_photos=settings.TRAINING_MIN_PHOTOS_PER_CATEGORY,
+        min_support=settings.AUTO_ACCEPT_MIN_SUPPORT,
+        log=lambda message: logger.info("run %s: %s", run_id, message),
+    )
+    fitted = time.perf_counter()
+    manifest, payload = candidate.head.to_bytes()
+    version = services.model_version_register(
+        name=f"{base.backbone_version}+{head_version}",
+        backbone_version=base.backbone_version,
+        head_manifest=manifest,
+        head_npz=payload,
+        metrics=candidate.metrics,
+        hyperparameters={**candidate.head.hyperparameters, "excluded_categories": candidate.excluded},
+        auto_accept_thresholds=candidate.auto_accept_thresholds,
+        auto_accept_precision=candidate.auto_accept_precision,
+        training_photos=candidate.training_photos,
+        held_out_images=[[key, label] for key, label in candidate.held_out],
+    )
+    active = ModelVersion.objects.filter(is_active=True).first()
+    compared = None
+    if active is not None and candidate.held_out:
+        try:
+            compared = compare(candidate=version, baseline=active, base=base, taxonomy=taxonomy)
+        except ValueError as error:
+            logger.warning("run %s: no comparison with %s: %s", run_id, active.name, error)
+    finished = time.perf_counter()
+    report: dict[str, Any] = {
+        "photos": len(photos),
+        "embedded": len(computed),
+        "cached": len(photos) - len(computed),
+        "training_photos": candidate.training_photos,
+        "held_out_photos": len(candidate.held_out),
+        "excluded_categories": candidate.excluded,
+        "compared_with": active.name if compared is not None and active is not None else None,
+        "seconds": {
+            "embed": round(embedded - began, 2),
+            **candidate.seconds,
+            "train": round(fitted - embedded, 2),
+            "total": round(finished - began, 2),
+        },
+    }
+    services.training_run_finish(run=run, model_version=version, report=report)
+    logger.info(
+        json.dumps({"event": "model_trained", "run_id": run_id, "model_version": version.name, **report})
+    )
+    return version
+
+
+@app.task(
+    name="workers.training.model_train_task",
+    bind=True,
+    autoretry_for=RETRYABLE_ERRORS,
+    retry_backoff=5,
+    retry_backoff_max=120,
+    max_retries=5,
+    soft_time_limit=settings.TRAINING_SOFT_TIME_LIMIT_S,
+    time_limit=settings.TRAINING_HARD_TIME_LIMIT_S,
+)
+def model_train_task(self: Any, run_id: int) -> str:
+    """Train a candidate version for training run `run_id`. Returns an outcome word."""
+    try:
+        version = train(run_id=run_id)
+    except RETRYABLE_ERRORS:
+        raise
+    except Exception as error:  # a permanent failure: record it for staff, do not retry
+        logger.exception("training run %s failed", run_id)
+        services.training_run_fail(run_id=run_id, reason=str(error) or error.__class__.__name__)
+        return "failed"
+    return "gone" if version is None else "done"
+
+
+@app.task(
+    name="workers.training.model_compare_task",
+    bind=True,
+    autoretry_for=RETRYABLE_ERRORS,
+    retry_backoff=5,
+    max_retries=5,
+    soft_time_limit=settings.TRAINING_SOFT_TIME_LIMIT_S,
+    time_limit=settings.TRAINING_HARD_TIME_LIMIT_S,
+)
+def model_compare_task(self: Any, version_id: int) -> str:
+    """Compare version `version_id` with the active version on its held-out photos."""
+    candidate = ModelVersion.objects.filter(pk=version_id).first()
+    active = ModelVersion.objects.filter(is_active=True).first()
+    if candidate is None or active is None or active.pk == candidate.pk:
+        return "nothing-to-compare"
+    try:
+        compare(
+            candidate=candidate,
+            baseline=active,
+            base=inference.base_classifier(),
+            taxonomy=inference.taxonomy(),
+        )
+    except ValueError as error:
+        logger.warning("comparison of %s failed: %s", candidate.name, error)
+        return "failed"
+    return "done"
