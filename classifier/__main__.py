@@ -38,9 +38,9 @@ def _evaluate(args: argparse.Namespace) -> int:
     else:
         classifier = _load_at_precision(args.model, args.cache_dir, args.threads, args.precision)
     report = evaluate_folder(args.directory, classifier, batch_size=args.batch_size)
-    print(format_report(report))
     if args.json:
         Path(args.json).write_text(json.dumps(report.to_dict(), indent=2) + "\n", encoding="utf-8")
+    print(format_report(report))
     return 0
 
 
