@@ -27,7 +27,7 @@ from catalog.models import (
     ModelVersion,
 )
 from catalog.services import bulk
-from tests.factories import ListingFactory
+from tests.factories import ListingFactory, UserFactory
 from workers import inference
 from workers.bulk import chunk_run
 
@@ -46,7 +46,7 @@ def version() -> ModelVersion:
 
 
 def _listing(photos: list[bytes], **fields: object) -> Listing:
-    listing = ListingFactory(**fields)
+    listing = ListingFactory(seller=UserFactory(username="bulk-seller"), **fields)
     for number, data in enumerate(photos):
         services.image_add(listing=listing, upload=data, filename=f"p{number}.jpg")
     return listing
