@@ -36,6 +36,9 @@ FOLDS = 5
 SEED = 0
 MAX_ITERATIONS = 100
 DEFAULT_MIN_PHOTOS = 20
+#: Class weights (mean count / class count) ** CLASS_BALANCE in the loss: a category with few
+#: labelled photos (a new one) still gets recall, without giving up much accuracy on the others.
+CLASS_BALANCE = 0.5
 
 # Why a category was left out of training (shown on the training run).
 TOO_FEW_PHOTOS = "fewer than {minimum} labelled photos ({count})"
@@ -144,6 +147,7 @@ def fit_logistic(
     *,
     start: tuple[np.ndarray, np.ndarray] | None = None,
     iterations: int = MAX_ITERATIONS,
+    class_weights: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Multinomial logistic regression: minimises mean cross-entropy + ‖W‖² / (2·C·N) (the
     scikit-learn objective divided by N) with full-batch L-BFGS.
@@ -168,6 +172,7 @@ def fit_logistic(
         weights.requires_grad_(True)
         bias.requires_grad_(True)
         penalty = 1.0 / (c * len(targets))
+        balance = None if class_weights is None else torch.tensor(np.asarray(class_weights, dtype=np.float32))
         optimiser = torch.optim.LBFGS(
             [weights, bias],
             lr=1.0,
@@ -180,7 +185,7 @@ def fit_logistic(
 
         def closure() -> torch.Tensor:
             optimiser.zero_grad()
-            loss = torch.nn.functional.cross_entropy(x @ weights + bias, y)
+            loss = torch.nn.functional.cross_entropy(x @ weights + bias, y, weight=balance)
             loss = loss + 0.5 * penalty * (weights * weights).sum()
             loss.backward()  # type: ignore[no-untyped-call]
             return loss
@@ -231,6 +236,7 @@ def train_candidate(
     min_support: int = 10,
     c_grid: Sequence[float] = C_GRID,
     folds: int = FOLDS,
+    class_balance: float = CLASS_BALANCE,
     log: Callable[[str], None] = lambda message: None,
 ) -> Candidate:
     """Fits a candidate head on the rows of ``data`` outside ``held_out`` (bool (N,)) and measures
@@ -259,6 +265,8 @@ def train_candidate(
             "Every trained category needs at least two training photos outside the held-out split."
         )
     features = transform_embeddings(train.embeddings, feature_transform)
+    counts = np.bincount(targets, minlength=len(classes)).astype(np.float64)
+    class_weights = (counts.mean() / counts) ** class_balance
     parts = stratified_folds(targets, folds)
     log(f"training on {len(train)} photos of {len(classes)} categories, {len(test)} held out, {folds} folds")
 
@@ -272,7 +280,12 @@ def train_candidate(
         for fold, rows in enumerate(parts):
             fit_rows = np.setdiff1d(np.arange(len(targets)), rows)
             weights, bias = fit_logistic(
-                features[fit_rows], targets[fit_rows], len(classes), c, start=starts[fold]
+                features[fit_rows],
+                targets[fit_rows],
+                len(classes),
+                c,
+                start=starts[fold],
+                class_weights=class_weights,
             )
             starts[fold] = (weights, bias)
             solutions.append((weights, bias))
@@ -286,7 +299,9 @@ def train_candidate(
     best_c, best_accuracy, oof_scores, fold_solutions = best
     temperature = _fit_temperature(oof_scores, targets)
     fitted = time.perf_counter()
-    weights, bias = fit_logistic(features, targets, len(classes), best_c, start=fold_solutions[0])
+    weights, bias = fit_logistic(
+        features, targets, len(classes), best_c, start=fold_solutions[0], class_weights=class_weights
+    )
 
     # Gate: centroid similarity as a held-out photo would see it (out of fold), zero-shot evidence.
     from classifier.train import GATE_TARGET_RECALL, fit_gate
@@ -312,6 +327,7 @@ def train_candidate(
         "folds": folds,
         "seed": SEED,
         "feature_transform": feature_transform,
+        "class_balance": class_balance,
         "temperature": round(temperature, 4),
         "gate_target_recall": GATE_TARGET_RECALL,
         "min_photos_per_category": min_photos,

@@ -1,0 +1,69 @@
+"""Rows for the review and registry tests: listings with classified photos, model versions."""
+
+from __future__ import annotations
+
+from catalog import services
+from catalog.models import Category, Listing, ListingImage, ModelVersion
+from tests.factories import ListingFactory, UserFactory
+
+
+def photo_bytes(seed: int = 0) -> bytes:
+    """Distinct bytes per seed (stored as is; these tests never decode them)."""
+    return b"\xff\xd8\xff\xe0" + seed.to_bytes(4, "big") + b"\0" * 64
+
+
+def version(
+    name: str = "lite0+test-v1", *, active: bool = False, thresholds: dict[str, float] | None = None
+) -> ModelVersion:
+    row = ModelVersion.objects.create(
+        name=name,
+        backbone_version="lite0",
+        is_active=False,
+        auto_accept_thresholds=thresholds or {},
+        head_manifest={"version": name},
+        head_npz=b"npz",
+    )
+    if active:
+        ModelVersion.objects.filter(is_active=True).update(is_active=False)
+        ModelVersion.objects.filter(pk=row.pk).update(is_active=True)
+        row.refresh_from_db()
+    return row
+
+
+def classified_listing(
+    scores: list[tuple[str, float]],
+    *,
+    model_version: ModelVersion,
+    title: str = "Item",
+    category: str | None = None,
+    seed: int = 0,
+) -> tuple[Listing, ListingImage]:
+    """A listing (optionally with the seller's category) with one photo the model scored."""
+    seller = UserFactory()
+    listing = ListingFactory(seller=seller, title=title)
+    if category is not None:
+        services.listing_category_set(
+            listing=listing, category=Category.objects.get(slug=category), source="seller", actor=seller
+        )
+    image = services.image_add(listing=listing, upload=photo_bytes(seed), filename="p.jpg")
+    record(image, scores, model_version=model_version)
+    listing.refresh_from_db()
+    return listing, image
+
+
+def record(image: ListingImage, scores: list[tuple[str, float]], *, model_version: ModelVersion) -> None:
+    """What a worker writes for a photo: its top-k for `model_version`."""
+    services.image_classification_record(
+        image=image,
+        model_version=model_version,
+        top_k=[services.ScoredCategory(slug=slug, confidence=confidence) for slug, confidence in scores],
+    )
+
+
+def staff_user(username: str = "reviewer", *, can_activate: bool = False):  # type: ignore[no-untyped-def]
+    from django.contrib.auth.models import Permission
+
+    user = UserFactory(username=username, is_staff=True)
+    if can_activate:
+        user.user_permissions.add(Permission.objects.get(codename="activate_modelversion"))
+    return user
