@@ -1,0 +1,90 @@
+"""A reviewer in a real browser works the review queue with the keyboard: 2 accepts the second
+suggestion, c opens the category picker (typed search, Enter), r rejects; every key records a
+decision and moves to the next listing."""
+
+from __future__ import annotations
+
+import pytest
+
+from catalog import services
+from catalog.models import CategoryDecision, CategorySource, DecisionAction, Listing, ModelVersion
+from tests.conftest import fixture_photo_paths
+from tests.e2e.conftest import DESKTOP, PASSWORD, screenshot
+from tests.factories import ListingFactory, UserFactory
+
+pytestmark = [pytest.mark.browser, pytest.mark.usefixtures("taxonomy")]
+
+
+def _queue() -> list[Listing]:
+    photos = fixture_photo_paths()
+    if len(photos) < 3:
+        pytest.skip("needs three fixture photos")
+    version = ModelVersion.objects.create(name="lite0+review-test", backbone_version="lite0", is_active=True)
+    listings = []
+    # margins 0.05, 0.10, 0.20: the queue shows them in this order
+    for index, (photo, top2) in enumerate(
+        zip(photos, [(0.45, 0.40), (0.50, 0.40), (0.55, 0.35)], strict=False)
+    ):
+        listing = ListingFactory(title=f"Review item {index + 1}")
+        image = services.image_add(listing=listing, upload=photo.read_bytes(), filename=photo.name)
+        services.image_classification_record(
+            image=image,
+            model_version=version,
+            top_k=[
+                services.ScoredCategory("shoes", top2[0]),
+                services.ScoredCategory("hat", top2[1]),
+                services.ScoredCategory("dress", 0.05),
+            ],
+        )
+        listings.append(listing)
+    return listings
+
+
+def test_a_reviewer_accepts_corrects_and_rejects_with_the_keyboard(new_page) -> None:
+    # given three listings waiting for review and a staff member
+    first, second, third = _queue()
+    UserFactory(username="rita", password=PASSWORD, is_staff=True)
+    page = new_page(DESKTOP)
+    page.goto("/accounts/login/?next=/staff/review/")
+    page.get_by_label("Username").fill("rita")
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Log in").click()
+    page.wait_for_url("**/staff/review/")
+    items = page.locator("[data-review-item]")
+    items.nth(2).wait_for()
+    assert [items.nth(i).get_attribute("data-title") for i in range(3)] == [
+        "Review item 1",
+        "Review item 2",
+        "Review item 3",
+    ]
+    screenshot(page, "review-queue-desktop")
+
+    # when the reviewer presses 2 on the first listing
+    page.keyboard.press("2")
+    page.locator(f'[data-review-item="{first.pk}"][data-decided]').wait_for()
+
+    # then its category is the second suggestion, set by the reviewer, and the next one is current
+    first.refresh_from_db()
+    assert (first.category.slug, first.category_source) == ("hat", CategorySource.REVIEWER)
+    assert page.locator(".review-item.is-current").get_attribute("data-review-item") == str(second.pk)
+
+    # when they press c, type "pant" and Enter on the second
+    page.keyboard.press("c")
+    page.get_by_label("Search categories").fill("pant")
+    page.keyboard.press("Enter")
+    page.locator(f'[data-review-item="{second.pk}"][data-decided]').wait_for()
+
+    # and r on the third
+    page.keyboard.press("r")
+    page.locator(f'[data-review-item="{third.pk}"][data-decided]').wait_for()
+
+    # then each key recorded one decision by the reviewer
+    decisions = {d.listing_id: d for d in CategoryDecision.objects.select_related("actor", "category")}
+    assert decisions[first.pk].action == DecisionAction.ACCEPTED and decisions[first.pk].suggestion_rank == 2
+    assert (
+        decisions[second.pk].action == DecisionAction.CORRECTED
+        and decisions[second.pk].category.slug == "pants"
+    )
+    assert decisions[third.pk].action == DecisionAction.REJECTED and decisions[third.pk].category is None
+    assert {d.actor.username for d in decisions.values()} == {"rita"}
+    assert "Rejected" in page.locator("#review-status").inner_text()
