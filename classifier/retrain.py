@@ -38,7 +38,7 @@ MAX_ITERATIONS = 100
 DEFAULT_MIN_PHOTOS = 20
 #: Class weights (mean count / class count) ** CLASS_BALANCE in the loss: a category with few
 #: labelled photos (a new one) still gets recall, without giving up much accuracy on the others.
-CLASS_BALANCE = 0.5
+CLASS_BALANCE = 1.0
 
 # Why a category was left out of training (shown on the training run).
 TOO_FEW_PHOTOS = "fewer than {minimum} labelled photos ({count})"
