@@ -17,8 +17,8 @@ the stock class are closed here:
   worker's buffer instead of Redis; if the whole worker dies (not just a pool process) they come
   back after the visibility timeout, or sooner through the sweeper.
 
-Flower sees each photo's task as sent, started and succeeded: the batch sends those events for
-every request, and stores every request's result in the result backend.
+Flower sees each photo's task as sent and succeeded (with its outcome word): the batch sends the
+events for every request.
 """
 
 from __future__ import annotations
@@ -28,7 +28,6 @@ from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
 from billiard.exceptions import WorkerLostError
-from celery import states
 from celery_batches import Batches, SimpleRequest
 from celery_batches.trace import apply_batches_task
 
@@ -65,6 +64,8 @@ class AckLateBatches(Batches):
 
         def on_error(exc_info: Any) -> None:
             exception = getattr(exc_info, "exception", exc_info)
+            # billiard hands a lost pool process over as ExceptionWithTraceback(WorkerLostError).
+            exception = getattr(exception, "exc", exception)
             lost = isinstance(exception, WorkerLostError)
             logger.warning(
                 "batch of %d %s: %r", len(pending), "requeued" if lost else "acknowledged", exception
@@ -83,38 +84,16 @@ class AckLateBatches(Batches):
         )
 
 
-def report_started(task: Any, requests: Sequence[SimpleRequest]) -> None:
-    """Send `task-started` for each request (Flower shows the photo's task as running)."""
-    _send(task, requests, "task-started", {})
-
-
-def report_done(
+def report_succeeded(
     task: Any, requests: Sequence[SimpleRequest], results: Sequence[str], runtime_s: float
 ) -> None:
-    """Store each request's result and send `task-succeeded` (Flower, result backend)."""
-    for request, result in zip(requests, results, strict=True):
-        try:
-            task.backend.store_result(request.id, result, states.SUCCESS, request=_ResultRequest(request))
-        except Exception:  # the result is informational; the suggestion row is what counts
-            logger.warning("could not store the result of %s", request.id, exc_info=True)
+    """Send `task-succeeded` with each request's outcome word (Flower shows every photo's task).
+
+    Results are not written to the result backend: the suggestion row and the photo's status
+    are the durable outcome, and a backend write per photo would cost more than the photo's
+    own classification.
+    """
     _send(task, requests, "task-succeeded", {"runtime": runtime_s}, results)
-
-
-class _ResultRequest:
-    """The attributes result backends read from a request (`task` is the task name)."""
-
-    def __init__(self, request: SimpleRequest) -> None:
-        self.id = request.id
-        self.task = request.name
-        self.args = request.args
-        self.kwargs = request.kwargs
-        self.hostname = request.hostname
-        self.delivery_info = request.delivery_info or {}
-        self.retries = (request.request_dict or {}).get("retries", 0)
-        self.ignore_result = request.ignore_result
-        self.group = None
-        self.parent_id = None
-        self.root_id = None
 
 
 def _send(
