@@ -30,6 +30,7 @@ _classifier: ImageClassifier | None = None
 # The classifier of the active version and when the active version was last looked up.
 _serving: ImageClassifier | None = None
 _checked_at = 0.0
+_shipped_attached = False
 _batchers: dict[str, BatchClassifier] = {}
 _by_version: dict[str, ImageClassifier] = {}
 _AUTO_THREADS_ENV = "CLASSIFIER_THREADS_AUTO"
@@ -152,6 +153,7 @@ def follow_active(base: ImageClassifier) -> ImageClassifier:
 
     current = _serving or base
     try:
+        _attach_shipped(base)
         active = ModelVersion.objects.filter(is_active=True).values_list("pk", "name").first()
         _checked_at = now
         if active is None or active[1] == base.model_version:
@@ -169,6 +171,31 @@ def follow_active(base: ImageClassifier) -> ImageClassifier:
         return current
     _serving = chosen
     return chosen
+
+
+def _attach_shipped(base: ImageClassifier) -> None:
+    """Store the shipped head's artifact and figures on its version row once the row exists, so
+    the registry can compare with it, show it and activate it again like any trained version."""
+    global _shipped_attached
+    if _shipped_attached:
+        return
+    from catalog import services
+    from catalog.models import ModelVersion
+
+    row = ModelVersion.objects.filter(name=base.model_version).only("pk", "head_npz").first()
+    if row is None:
+        return
+    if not bytes(row.head_npz or b""):
+        manifest, payload = base.head.to_bytes()
+        services.model_version_artifact_attach(
+            version=row,
+            head_manifest=manifest,
+            head_npz=payload,
+            metrics=dict(base.head.metrics),
+            auto_accept_thresholds={},
+            auto_accept_precision=None,
+        )
+    _shipped_attached = True
 
 
 def taxonomy() -> Taxonomy:
@@ -237,9 +264,10 @@ def batch_classifier_for(classifier: ImageClassifier) -> BatchClassifier:
 
 def reset_after_fork() -> None:
     """Forget a classifier inherited from the parent (never used across fork)."""
-    global _classifier, _serving, _checked_at
+    global _classifier, _serving, _checked_at, _shipped_attached
     _classifier = None
     _serving = None
     _checked_at = 0.0
+    _shipped_attached = False
     _batchers.clear()
     _by_version.clear()
