@@ -161,6 +161,8 @@ class OnnxBackbone:
     ``num_threads``: intra-op threads (default ``os.cpu_count()``). ``providers``: onnxruntime
     execution providers in order of preference (default CPU); ``CUDAExecutionProvider`` is used only
     when asked for and available in the installed onnxruntime, otherwise it is dropped.
+    ``spin``: let idle intra-op threads busy-wait for the next operator (onnxruntime's default);
+    pass False when other threads of the process (photo decoding) need those cores meanwhile.
     """
 
     def __init__(
@@ -168,12 +170,16 @@ class OnnxBackbone:
         path: str | os.PathLike[str],
         num_threads: int | None = None,
         providers: list[str] | None = None,
+        *,
+        spin: bool = True,
     ) -> None:
         import onnxruntime
 
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = num_threads or os.cpu_count() or 1
         options.inter_op_num_threads = 1
+        if not spin:
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
         available = set(onnxruntime.get_available_providers())
         chosen = [p for p in (providers or ["CPUExecutionProvider"]) if p in available]

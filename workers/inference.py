@@ -110,7 +110,8 @@ def _load() -> ImageClassifier:
 
     head = LinearHead.load(settings.CLASSIFIER_HEAD_PATH or None)
     path = backbone_path(precision(), settings.CLASSIFIER_CACHE_DIR or None, views=head.views)
-    backbone = OnnxBackbone(path, num_threads=threads_per_process(), providers=providers())
+    # Decoding threads share the cores with onnxruntime's: no busy-waiting between operators.
+    backbone = OnnxBackbone(path, num_threads=threads_per_process(), providers=providers(), spin=False)
     return ImageClassifier(head=head, taxonomy=load_taxonomy(), backbone=backbone)
 
 

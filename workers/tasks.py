@@ -18,7 +18,7 @@ from django.db import InterfaceError, OperationalError
 from catalog import services
 from catalog.models import CategorySuggestion, ClassificationStatus, ListingImage, ModelVersion
 from workers import inference
-from workers.batches import AckLateBatches, report_done, report_started
+from workers.batches import AckLateBatches, report_succeeded
 from workers.celery import app
 
 logger = logging.getLogger("workers.tasks")
@@ -73,14 +73,26 @@ def image_classify_task(self: Any, requests: list[SimpleRequest]) -> None:
     with exponential backoff (at most `max_retries` times).
     """
     started = time.perf_counter()
-    report_started(self, requests)
     image_ids = [_image_id(request) for request in requests]
     try:
         outcomes = classify_images(image_ids=list(dict.fromkeys(image_ids)), batch_size=len(requests))
     except RETRYABLE_ERRORS as error:
         _retry_later(self, requests, image_ids, error)
         return
-    report_done(self, requests, [outcomes.get(pk, "done") for pk in image_ids], time.perf_counter() - started)
+    classified = time.perf_counter()
+    report_succeeded(self, requests, [outcomes.get(pk, "done") for pk in image_ids], classified - started)
+    logger.info(
+        json.dumps(
+            {
+                "event": "image_batch_classified",
+                "photos": len(requests),
+                "ms": {
+                    "classify": round((classified - started) * 1000, 1),
+                    "events": round((time.perf_counter() - classified) * 1000, 1),
+                },
+            }
+        )
+    )
 
 
 def _image_id(request: SimpleRequest) -> int:

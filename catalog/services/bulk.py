@@ -401,41 +401,53 @@ def _top_k_json(entries: Sequence[ScoredCategory]) -> list[dict[str, Any]]:
 def suggestions_record_many(
     *, model_version: ModelVersion, scores: Sequence[PhotoScores], write: bool = True
 ) -> tuple[dict[int, list[dict[str, Any]]], dict[int, str]]:
-    """Upsert one suggestion per photo for `model_version` (one statement per 1,000 photos, unique
-    on image + model version, so a repeated run rewrites the same rows).
+    """Upsert one suggestion per photo for `model_version`, unique on image + model version, so a
+    repeated run rewrites the same rows.
 
+    One `INSERT ... SELECT FROM unnest(...) ON CONFLICT DO UPDATE` for all the photos, the arrays
+    bound server-side: the same upsert as `bulk_create(update_conflicts=True)`, which spent
+    ~0.3 ms per row building and quoting its SQL in Python, more than the head's scoring.
     Categories the database does not know are dropped from each top-k, as in
     `image_classification_record`. With `write=False` (dry run) nothing is written. Returns
     `(top_k JSON by image id, reasons by image id for photos with no known category)`.
     """
+    import json
+
+    import psycopg
+
     known = {slug: pk for slug, pk in Category.objects.values_list("slug", "pk")}
     stored: dict[int, list[dict[str, Any]]] = {}
     failed: dict[int, str] = {}
-    rows: list[CategorySuggestion] = []
+    categories: list[int] = []
+    confidences: list[float] = []
     for photo in scores:
         entries = [entry for entry in photo.top_k if entry.slug in known]
         if not entries:
             failed[photo.image_id] = NO_KNOWN_CATEGORY
             continue
-        top_k = _top_k_json(entries)
-        stored[photo.image_id] = top_k
-        rows.append(
-            CategorySuggestion(
-                image_id=photo.image_id,
-                model_version=model_version,
-                category_id=known[entries[0].slug],
-                confidence=float(entries[0].confidence),
-                top_k=top_k,
+        stored[photo.image_id] = _top_k_json(entries)
+        categories.append(known[entries[0].slug])
+        confidences.append(float(entries[0].confidence))
+    if write and stored:
+        connection.ensure_connection()
+        with psycopg.Cursor(connection.connection) as cursor:
+            cursor.execute(
+                f"INSERT INTO {CategorySuggestion._meta.db_table} "
+                "(image_id, model_version_id, category_id, confidence, top_k, created_at, updated_at) "
+                "SELECT v.image_id, %s, v.category_id, v.confidence, v.top_k::jsonb, now(), now() "
+                # %b: arrays sent in binary, not escaped into text
+                "FROM unnest(%b::bigint[], %b::bigint[], %b::float8[], %b::text[]) "
+                "AS v(image_id, category_id, confidence, top_k) "
+                "ON CONFLICT (image_id, model_version_id) DO UPDATE SET category_id = EXCLUDED.category_id, "
+                "confidence = EXCLUDED.confidence, top_k = EXCLUDED.top_k, updated_at = EXCLUDED.updated_at",
+                [
+                    model_version.pk,
+                    list(stored),
+                    categories,
+                    confidences,
+                    [json.dumps(top_k) for top_k in stored.values()],
+                ],
             )
-        )
-    if write and rows:
-        CategorySuggestion.objects.bulk_create(
-            rows,
-            batch_size=1000,
-            update_conflicts=True,
-            unique_fields=["image", "model_version"],
-            update_fields=["category", "confidence", "top_k", "updated_at"],
-        )
     return stored, failed
 
 
@@ -458,8 +470,9 @@ def bulk_errors_record(*, chunk: BulkJobChunk, errors: Mapping[int, str]) -> Non
 def bulk_errors_clear(*, job_id: int, image_ids: Iterable[int]) -> None:
     """Remove classified photos from the job's ledger (a retry that succeeded)."""
     ids = list(image_ids)
-    if ids:
-        BulkJobError.objects.filter(job_id=job_id, image_id__in=ids).delete()
+    errors = BulkJobError.objects.filter(job_id=job_id)
+    if ids and errors.exists():
+        errors.filter(image_id__in=ids).delete()
 
 
 @dataclass
