@@ -73,6 +73,22 @@ def _load_at_precision(
     )
 
 
+def _finetune(args: argparse.Namespace) -> int:
+    from classifier.finetune import finetune
+
+    report = finetune(
+        args.data,
+        tail_name=args.tail,
+        head_version=args.version,
+        out_dir=args.out,
+        cache_dir=args.cache_dir,
+        views=args.views,
+        passes=args.passes,
+    )
+    print(f"wrote {report.head_manifest}; seconds {report.seconds}")
+    return 0
+
+
 def _export(args: argparse.Namespace) -> int:
     from classifier.backbone import backbone_version
     from classifier.head import LinearHead
@@ -121,6 +137,21 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--model", default=None)
     predict.add_argument("--top-k", type=int, default=5)
     predict.set_defaults(handler=_predict)
+
+    finetune = commands.add_parser(
+        "finetune", help="tune the backbone's last blocks on cached trunk activations, then fit a head on it"
+    )
+    finetune.add_argument(
+        "--data",
+        default=None,
+        help="folder with train/, validation/, test/ (default: ../shared/datasets/clothing-small)",
+    )
+    finetune.add_argument("--out", default=str(ARTIFACTS_DIR), help="artifact folder")
+    finetune.add_argument("--tail", default="fashion-tail-v1", help="tail artifact name")
+    finetune.add_argument("--version", default="fashion-linear-v2", help="head version name")
+    finetune.add_argument("--views", type=int, default=4, help="augmented crops per photo (cached)")
+    finetune.add_argument("--passes", type=float, default=1.0, help="passes over the cached crops")
+    finetune.set_defaults(handler=_finetune)
 
     export = commands.add_parser("export", help="export the ONNX backbone into the cache")
     export.add_argument(

