@@ -21,15 +21,27 @@ from config.embedded import BASE_DIR, DEFAULT_RUN_DIR, missing_services
 
 PYTHON = sys.executable
 DEMO_PHOTOS = BASE_DIR / "demo" / "photos"
+# A staff account for the review and model registry pages; its password changes every run.
+STAFF_ACCOUNT = """
+from django.contrib.auth import get_user_model
+user, _ = get_user_model().objects.get_or_create(username="admin", defaults={{"email": "admin@example.com"}})
+user.is_staff = user.is_superuser = True
+user.set_password("{password}")
+user.save()
+"""
 
 
 def _spawn(args: list[str], log: Path | None = None) -> subprocess.Popen:
     out = open(log, "ab") if log else None  # noqa: SIM115 - owned by the child for its lifetime
-    return subprocess.Popen(args, cwd=BASE_DIR, stdout=out, stderr=subprocess.STDOUT if out else None)
+    # A session of its own: Ctrl-C reaches only this process, which then stops the children in
+    # order (worker first, so it can finish or hand back its tasks).
+    return subprocess.Popen(
+        args, cwd=BASE_DIR, stdout=out, stderr=subprocess.STDOUT if out else None, start_new_session=True
+    )
 
 
 def _stop(processes: list[subprocess.Popen]) -> None:
-    for proc in reversed(processes):
+    for proc in processes:
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
     deadline = time.monotonic() + 20
@@ -41,7 +53,15 @@ def _stop(processes: list[subprocess.Popen]) -> None:
             proc.wait()
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main() -> int:
+    # Explicit handlers: a shell may start this with SIGINT ignored, and SIGTERM (a supervisor's
+    # stop) must shut down as cleanly as Ctrl-C.
+    signal.signal(signal.SIGINT, _interrupt)
+    signal.signal(signal.SIGTERM, _interrupt)
     run_dir = Path(os.environ.get("RUN_DIR") or DEFAULT_RUN_DIR)
     run_dir.mkdir(parents=True, exist_ok=True)
     once = os.environ.get("DEMO_ONCE") == "1"
@@ -76,6 +96,11 @@ def main() -> int:
             if once:
                 return 0
             password = secrets.token_urlsafe(12)
+            subprocess.run(
+                [PYTHON, "manage.py", "shell", "-c", STAFF_ACCOUNT.format(password=password)],
+                cwd=BASE_DIR,
+                check=True,
+            )
             processes.append(
                 _spawn(
                     [PYTHON, "manage.py", "runserver", "--noreload", f"0.0.0.0:{web_port}"],
@@ -91,6 +116,7 @@ def main() -> int:
             )  # fmt: skip
             print(f"\nweb app:  http://127.0.0.1:{web_port}/")
             print(f"Flower:   http://127.0.0.1:{flower_port}/  (user demo, password {password})")
+            print(f"staff:    http://127.0.0.1:{web_port}/staff/review/  (user admin, password {password})")
             print(f"logs:     {run_dir}/*.log\nCtrl-C stops everything.")
             while all(proc.poll() is None for proc in processes):
                 time.sleep(0.5)
@@ -102,6 +128,9 @@ def main() -> int:
             print(f"demo step failed: {error}", file=sys.stderr)
             return 1
         finally:
+            # A second Ctrl-C must not cut the shutdown short.
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
             _stop(processes)
 
 

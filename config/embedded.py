@@ -125,6 +125,7 @@ def start_redis(run_dir: Path, port: int | None = None) -> tuple[subprocess.Pope
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.STDOUT,
+        start_new_session=True,  # stopped by its owner, after the workers, not by a terminal's Ctrl-C
     )  # fmt: skip
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
