@@ -28,6 +28,11 @@ test: $(BIN)/.installed-dev
 	$(BIN)/mypy
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+## make bench: throughput and latency of the whole system (embedded servers when no URLs are set);
+## BENCH_ARGS=--quick for smaller sizes. Writes bench/results.json and docs/BENCHMARKS.md.
+bench: $(BIN)/.installed-dev
+	$(BIN)/python -m bench $(BENCH_ARGS)
+
 lint: $(BIN)/.installed-dev
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .

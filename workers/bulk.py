@@ -19,6 +19,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 from django.core.files.storage import default_storage
 
 from catalog import services
@@ -50,10 +51,25 @@ def bulk_job_plan_task(job_id: int) -> int:
     return bulk.bulk_job_plan(job_id=job_id)
 
 
+CHUNK_FAILED = "Chunk {index} stopped on an unexpected error ({error}); resume the job once it is fixed."
+
+
 @app.task(name="workers.bulk.bulk_chunk_task", **_RETRY)
 def bulk_chunk_task(job_id: int, chunk_id: int) -> str:
-    """Reclassify one chunk of a bulk job. Returns a short outcome word (for Flower)."""
-    return chunk_run(chunk_id=chunk_id)
+    """Reclassify one chunk of a bulk job. Returns a short outcome word (for Flower).
+
+    A database, storage or broker error is retried; any other error fails the job with a reason
+    staff can read (instead of leaving it running forever) and gives the chunk back for a resume.
+    """
+    try:
+        return chunk_run(chunk_id=chunk_id)
+    except RETRYABLE_ERRORS:
+        raise
+    except Exception as error:
+        index = bulk.BulkJobChunk.objects.filter(pk=chunk_id).values_list("index", flat=True).first()
+        bulk.bulk_job_fail(job_id=job_id, reason=CHUNK_FAILED.format(index=index, error=type(error).__name__))
+        bulk.bulk_chunk_release(chunk_id=chunk_id)
+        raise
 
 
 def _reader(name: str) -> Any:
@@ -117,13 +133,17 @@ def chunk_run(*, chunk_id: int) -> str:
         ids, embeddings, logits = bulk.embeddings_cached(
             image_ids=[photo.image_id for photo in todo], backbone_version=backbone_version
         )
-        cached_ids = set(ids)
         for start in range(0, len(ids), HEAD_ONLY_BATCH):
+            batch_ids = ids[start : start + HEAD_ONLY_BATCH]
             scores = classifier.scores_from_outputs(
                 embeddings[start : start + HEAD_ONLY_BATCH], logits[start : start + HEAD_ONLY_BATCH]
             )
-            record(_photo_scores(ids[start : start + HEAD_ONLY_BATCH], classifier.top_k_from_scores(scores)))
-        counts.cached = len(ids)
+            # A damaged cache row (NaN, inf) scores nothing sensible: that photo takes the CNN path.
+            usable = np.isfinite(scores).all(axis=1)
+            kept = [image_id for image_id, ok in zip(batch_ids, usable, strict=True) if ok]
+            record(_photo_scores(kept, classifier.top_k_from_scores(scores[usable])))
+            cached_ids.update(kept)
+        counts.cached = len(cached_ids)
     timings["head_only_ms"] = (time.perf_counter() - began) * 1000
 
     # 2. The rest through the CNN; photos in flight when an earlier attempt died go one at a time.

@@ -258,7 +258,9 @@ def batch_classifier_for(classifier: ImageClassifier) -> BatchClassifier:
         from classifier.batching import BatchClassifier
 
         with _lock:
-            batcher = BatchClassifier(classifier, decode_threads=decode_threads())
+            batcher = BatchClassifier(
+                classifier, decode_threads=decode_threads(), batch_size=settings.CLASSIFIER_BATCH_SIZE
+            )
             _batchers[classifier.model_version] = batcher
     return batcher
 

@@ -374,15 +374,17 @@ def embeddings_cached(
 
 
 def embeddings_record_many(*, backbone_version: str, rows: Iterable[tuple[int, bytes, bytes]]) -> None:
-    """Cache backbone outputs `(image_id, embedding float32 LE bytes, logits float32 LE bytes)`;
-    a photo that already has one for `backbone_version` keeps it."""
+    """Cache backbone outputs `(image_id, embedding float32 LE bytes, logits float32 LE bytes)`,
+    replacing a photo's earlier row for `backbone_version` (e.g. a damaged one)."""
     ImageEmbedding.objects.bulk_create(
         [
             ImageEmbedding(image_id=image_id, backbone_version=backbone_version, embedding=emb, logits=log)
             for image_id, emb, log in rows
         ],
         batch_size=500,
-        ignore_conflicts=True,
+        update_conflicts=True,
+        unique_fields=["image", "backbone_version"],
+        update_fields=["embedding", "logits"],
     )
 
 

@@ -115,6 +115,32 @@ def test_planning_walks_listings_by_primary_key_in_bounded_chunks(version: Model
     )
 
 
+def test_a_category_job_covers_only_listings_in_that_subtree(version: ModelVersion) -> None:
+    # given listings chosen as shoes and as a dress, one only suggested as shoes, one elsewhere
+    fashion, shoes, dress, books = (
+        Category.objects.get(slug=s) for s in ("fashion", "shoes", "dress", "books")
+    )
+    chosen_shoes = _listing([b"x"], category=shoes)
+    chosen_dress = _listing([b"x", b"y"], category=dress)
+    suggested_shoes = _listing([b"x"], suggested_category=shoes)
+    elsewhere = _listing([b"x"], category=books, suggested_category=shoes)
+
+    # when jobs for the shoes and the fashion subtrees are planned
+    jobs = {}
+    for category in (shoes, fashion):
+        jobs[category.slug] = BulkJob.objects.create(model_version=version, category=category, chunk_size=1)
+        bulk.bulk_job_plan(job_id=jobs[category.slug].pk)
+
+    # then each covers the listings whose category (or, without one, suggestion) lies in it
+    def listings(job: BulkJob) -> list[int]:
+        return list(job.chunks.order_by("index").values_list("first_listing_id", flat=True))
+
+    assert listings(jobs["shoes"]) == [chosen_shoes.pk, suggested_shoes.pk]
+    assert listings(jobs["fashion"]) == [chosen_shoes.pk, chosen_dress.pk, suggested_shoes.pk]
+    assert elsewhere.pk not in listings(jobs["fashion"])
+    assert BulkJob.objects.get(pk=jobs["fashion"].pk).total_images == 4
+
+
 def test_dry_run_reports_exactly_the_listings_that_would_change_and_writes_nothing(
     version: ModelVersion,
 ) -> None:
@@ -186,6 +212,29 @@ def test_apply_from_cached_embeddings_writes_one_suggestion_per_photo_without_de
     _run(rerun)
     assert _suggestions_per_photo(version) == Counter({image.pk: 1 for image in images})
     assert (rerun.skipped_images, rerun.cached_images) == (7, 0)
+
+
+def test_a_damaged_cached_embedding_falls_back_to_the_cnn(
+    version: ModelVersion, photo_paths: list[Path]
+) -> None:
+    # given a real photo whose cached backbone outputs are not numbers
+    _listing([photo_paths[0].read_bytes()])
+    image = ListingImage.objects.get()
+    nan = np.full(1280, np.nan, np.float32).tobytes()
+    ImageEmbedding.objects.create(
+        image=image,
+        backbone_version=version.backbone_version,
+        embedding=nan,
+        logits=np.zeros(1000, np.float32).tobytes(),
+    )
+
+    # when the job runs, then the photo is classified through the CNN instead, and its cache repaired
+    job = BulkJob.objects.create(model_version=version, chunk_size=10)
+    assert _run(job) == ["done"]
+    assert (job.cached_images, job.cnn_images, job.failed_images) == (0, 1, 0)
+    assert CategorySuggestion.objects.get(image=image).confidence > 0
+    repaired = np.frombuffer(ImageEmbedding.objects.get(image=image).embedding, dtype=np.float32)
+    assert np.isfinite(repaired).all()
 
 
 def test_a_killed_job_resumes_and_finishes_only_what_is_missing(version: ModelVersion) -> None:

@@ -1,0 +1,752 @@
+"""The benchmark's phases. See `bench/__init__.py` and docs/BENCHMARKS.md ("Throughput and latency").
+
+Each phase builds its catalogue in a dedicated database (`marketplace_bench`, dropped and created
+at start) and a dedicated Redis database (`BENCH_REDIS_DB`, default 14, flushed at start), so a
+running system or test session on the same servers is neither disturbed nor measured.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import hashlib
+import math
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DATASET = REPO_ROOT.parent / "shared" / "datasets" / "clothing-small"
+BENCH_DATABASE = "marketplace_bench"
+BENCH_REDIS_DB = int(os.environ.get("BENCH_REDIS_DB", "14"))
+LARGE_PIXELS = 12_000_000
+#: CPU priority of the bulk worker while uploads are measured: a bulk worker that shares a host
+#: with a classify worker runs niced (see README, deployment), so uploads take the CPU first.
+BULK_NICE = 10
+#: Pool processes of the bulk worker (`celery worker -c`); threads per process follow (cores / this).
+BULK_PROCESSES = int(os.environ.get("BENCH_BULK_PROCESSES", "1"))
+
+SIZES: dict[str, dict[str, Any]] = {
+    "full": {
+        "raw": 1000, "raw_reps": 3, "pipeline": 2000, "pipeline_reps": 3, "large": 192,
+        "large_unique": 24, "large_reps": 2, "baseline": 100, "head_only": [1000, 10_000, 100_000],
+        "latency_s": 60, "latency_rate": 10.0,
+    },
+    "quick": {
+        "raw": 256, "raw_reps": 2, "pipeline": 400, "pipeline_reps": 2, "large": 48,
+        "large_unique": 8, "large_reps": 1, "baseline": 40, "head_only": [1000, 10_000],
+        "latency_s": 15, "latency_rate": 10.0,
+    },
+    "smoke": {
+        "raw": 8, "raw_reps": 1, "pipeline": 12, "pipeline_reps": 1, "large": 2,
+        "large_unique": 1, "large_reps": 1, "baseline": 2, "head_only": [50],
+        "latency_s": 2, "latency_rate": 4.0,
+    },
+}  # fmt: skip
+PHASES = ("raw", "head_only", "pipeline", "baseline", "large", "latency")
+
+
+def log(message: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def _with_path(url: str, path: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc, path, parts.query, parts.fragment))
+
+
+def dataset_photos() -> list[Path]:
+    """Every photo of clothing-small (train, validation, test), in a fixed order."""
+    return sorted(DATASET.glob("*/*/*.jpg"))
+
+
+# --- servers, database, workers -----------------------------------------------------------------
+
+
+def prepare_environment(media_root: Path) -> None:
+    """Point this process (and the workers it starts) at the bench database and Redis database,
+    create the database afresh, migrate it and flush the Redis database. Needs DATABASE_URL and
+    CELERY_BROKER_URL set (the embedded servers' when none were given)."""
+    import psycopg
+
+    server = os.environ["DATABASE_URL"]
+    with psycopg.connect(_with_path(server, "/postgres"), autocommit=True) as connection:
+        connection.execute(f"DROP DATABASE IF EXISTS {BENCH_DATABASE} WITH (FORCE)")
+        connection.execute(f"CREATE DATABASE {BENCH_DATABASE}")
+    os.environ["DATABASE_URL"] = _with_path(server, f"/{BENCH_DATABASE}")
+    os.environ["CELERY_BROKER_URL"] = _with_path(os.environ["CELERY_BROKER_URL"], f"/{BENCH_REDIS_DB}")
+    os.environ["MEDIA_ROOT"] = str(media_root)
+    os.environ["DJANGO_SETTINGS_MODULE"] = "config.settings"
+    os.environ.setdefault("LOG_LEVEL", "WARNING")
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+
+    from workers.celery import app
+
+    call_command("migrate", verbosity=0)
+    with app.connection_for_write() as connection:
+        connection.default_channel.client.flushdb()
+
+
+def drop_database() -> None:
+    import psycopg
+    from django.db import connections
+
+    connections.close_all()
+    with psycopg.connect(_with_path(os.environ["DATABASE_URL"], "/postgres"), autocommit=True) as connection:
+        connection.execute(f"DROP DATABASE IF EXISTS {BENCH_DATABASE} WITH (FORCE)")
+
+
+@dataclass
+class Worker:
+    process: subprocess.Popen[bytes]
+    name: str
+    log: Path
+    peak_rss_mb: float = 0.0
+
+    def pool_pids(self) -> list[int]:
+        pid = self.process.pid
+        with contextlib.suppress(OSError):
+            return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+        return []
+
+    def sample_rss(self) -> float:
+        """Peak resident size (VmHWM) of the pool processes so far, MB; kept in `peak_rss_mb`."""
+        for pid in self.pool_pids():
+            with contextlib.suppress(OSError, StopIteration, ValueError):
+                line = next(
+                    x for x in Path(f"/proc/{pid}/status").read_text().splitlines() if x.startswith("VmHWM")
+                )
+                self.peak_rss_mb = max(self.peak_rss_mb, int(line.split()[1]) / 1024)
+        return self.peak_rss_mb
+
+
+def start_worker(*, app: str, queues: str, logs: Path, nice: int = 0, concurrency: int = 1) -> Worker:
+    """A `celery worker` subprocess on the bench servers; returns once it answers a ping."""
+    from workers.celery import app as control
+
+    name = f"bench-{queues.replace(',', '-')}-{uuid.uuid4().hex[:6]}@localhost"
+    log_path = logs / f"{name.split('@')[0]}.log"
+    command = [sys.executable, "-m", "celery", "-A", app, "worker", "-Q", queues, "-c", str(concurrency),
+               "-n", name, "-l", "INFO", "--without-gossip", "--without-mingle"]  # fmt: skip
+    if nice:
+        command = ["nice", "-n", str(nice), *command]
+    process = subprocess.Popen(
+        command, cwd=REPO_ROOT, env={**os.environ, "LOG_LEVEL": "INFO"}, stdout=log_path.open("ab"),
+        stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    worker = Worker(process=process, name=name, log=log_path)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"worker {name} exited with {process.returncode}; see {log_path}")
+        if control.control.ping(destination=[name], timeout=0.5):
+            return worker
+    stop_worker(worker)
+    raise RuntimeError(f"worker {name} did not answer within 300 s; see {log_path}")
+
+
+def stop_worker(worker: Worker) -> None:
+    worker.sample_rss()
+    if worker.process.poll() is None:
+        worker.process.terminate()
+        try:
+            worker.process.wait(60)
+        except subprocess.TimeoutExpired:
+            worker.process.kill()
+            worker.process.wait()
+
+
+def wait_until(predicate: Callable[[], object], *, timeout: float, what: str, interval: float = 0.2) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(interval)
+    raise TimeoutError(f"{what}: not done within {timeout:.0f} s")
+
+
+# --- catalogue ------------------------------------------------------------------------------------
+
+
+def reset_catalogue() -> None:
+    """Empty listings (with their photos, suggestions, embeddings) and bulk jobs; delete files."""
+    from django.conf import settings
+    from django.db import connection
+
+    from catalog.models import BulkJob, Listing
+
+    with connection.cursor() as cursor:
+        cursor.execute(f"TRUNCATE {Listing._meta.db_table}, {BulkJob._meta.db_table} CASCADE")
+    media = Path(settings.MEDIA_ROOT)
+    for child in media.iterdir() if media.exists() else []:
+        shutil.rmtree(child) if child.is_dir() else child.unlink()
+
+
+def _seller() -> Any:
+    from catalog import services
+
+    return services.user_get_or_create(username="bench-seller")
+
+
+def make_catalogue(
+    sources: list[Path], count: int, *, per_listing: int = 2, prefix: str = "catalogue"
+) -> list[int]:
+    """`count` photos (copies of `sources`, cycled) in listings of `per_listing`, stored in
+    MEDIA_ROOT without queueing anything. Returns the photo ids."""
+    from django.conf import settings
+
+    from catalog.models import ClassificationStatus, Listing, ListingImage
+
+    seller = _seller()
+    listings = Listing.objects.bulk_create(
+        [Listing(seller=seller, title=f"{prefix} {n}") for n in range(math.ceil(count / per_listing))],
+        batch_size=2000,
+    )
+    checksums: dict[Path, tuple[str, int]] = {}
+    folder = Path(settings.MEDIA_ROOT) / prefix
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for number in range(count):
+        source = sources[number % len(sources)]
+        if source not in checksums:
+            data = source.read_bytes()
+            checksums[source] = (hashlib.sha256(data).hexdigest(), len(data))
+        target = folder / f"{number}{source.suffix}"
+        try:
+            os.link(source, target)
+        except OSError:
+            shutil.copyfile(source, target)
+        rows.append(
+            ListingImage(
+                listing=listings[number // per_listing],
+                file=f"{prefix}/{target.name}",
+                checksum=checksums[source][0],
+                size_bytes=checksums[source][1],
+                position=number % per_listing,
+                status=ClassificationStatus.DONE,
+            )
+        )
+    return [image.pk for image in ListingImage.objects.bulk_create(rows, batch_size=2000)]
+
+
+def shipped_version() -> Any:
+    """The ModelVersion row of the workers' classifier (shipped head), made active."""
+    from catalog import services
+    from classifier.backbone import backbone_version
+    from classifier.head import LinearHead
+
+    version = services.model_version_ensure(
+        name=f"{backbone_version()}+{LinearHead.load().version}", backbone_version=backbone_version()
+    )
+    activate(version)
+    return version
+
+
+def activate(version: Any) -> None:
+    from catalog.models import ModelVersion
+
+    ModelVersion.objects.exclude(pk=version.pk).update(is_active=False)
+    ModelVersion.objects.filter(pk=version.pk).update(is_active=True)
+
+
+def forget(version: Any) -> None:
+    """Drop the version's suggestions and every cached embedding: the next job starts cold."""
+    from django.db import connection
+
+    from catalog.models import CategorySuggestion, ImageEmbedding
+
+    CategorySuggestion.objects.filter(model_version=version).delete()
+    with connection.cursor() as cursor:
+        cursor.execute(f"TRUNCATE {ImageEmbedding._meta.db_table}")
+
+
+def run_job(version: Any, *, timeout: float, chunk_size: int | None = None) -> Any:
+    """Start a bulk job over the catalogue, wait for it, return the finished row."""
+    from catalog import services
+    from catalog.models import BulkJob, BulkJobStatus
+
+    job = services.bulk_job_start(model_version=version, chunk_size=chunk_size)
+    finished = {BulkJobStatus.DONE, BulkJobStatus.FAILED, BulkJobStatus.CANCELLED}
+    wait_until(
+        lambda: BulkJob.objects.filter(pk=job.pk, status__in=finished).exists(),
+        timeout=timeout,
+        what=f"job {job.pk}",
+    )
+    job.refresh_from_db()
+    if job.status != BulkJobStatus.DONE:
+        raise RuntimeError(f"job {job.pk} ended {job.status}: {job.failure_reason}")
+    return job
+
+
+def job_seconds(job: Any) -> float:
+    return float((job.finished_at - job.created_at).total_seconds())
+
+
+# --- the phases ------------------------------------------------------------------------------------
+
+
+@dataclass
+class Bench:
+    sizes: dict[str, Any]
+    logs: Path
+    results: dict[str, Any] = field(default_factory=dict)
+    workers: dict[str, Worker] = field(default_factory=dict)
+    _sample_outputs: list[tuple[bytes, bytes]] = field(default_factory=list)
+    _batchers: dict[str, Any] = field(default_factory=dict)
+
+    @contextlib.contextmanager
+    def phase(self, name: str) -> Iterator[dict[str, Any]]:
+        entry: dict[str, Any] = {"load_average_before": [round(x, 2) for x in os.getloadavg()]}
+        began = time.monotonic()
+        log(f"{name}: start (load average {entry['load_average_before'][0]})")
+        yield entry
+        entry["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
+        entry["phase_seconds"] = round(time.monotonic() - began, 1)
+        self.results[name] = entry
+        log(f"{name}: {summary_line(name, entry)} ({entry['phase_seconds']} s)")
+
+    def worker(
+        self, role: str, *, app: str = "workers", queues: str, nice: int = 0, concurrency: int = 1
+    ) -> Worker:
+        if role not in self.workers:
+            self.workers[role] = start_worker(
+                app=app, queues=queues, logs=self.logs, nice=nice, concurrency=concurrency
+            )
+        return self.workers[role]
+
+    def bulk_worker(self, *, nice: int = 0) -> Worker:
+        role = "bulk-niced" if nice else "bulk"
+        return self.worker(role, queues="bulk", nice=nice, concurrency=BULK_PROCESSES)
+
+    def retire(self, role: str) -> None:
+        worker = self.workers.pop(role, None)
+        if worker is not None:
+            stop_worker(worker)
+            self.results.setdefault("worker_peak_rss_mb", {})[role] = round(worker.peak_rss_mb, 1)
+
+    def close(self) -> None:
+        for role in list(self.workers):
+            self.retire(role)
+        for batcher in self._batchers.values():
+            batcher.close()
+
+    # 1. raw ---------------------------------------------------------------------------------------
+    def _raw_batchers(self) -> dict[str, Any]:
+        """In-process classifiers at the default precision and at fp32, loaded once."""
+        from django.conf import settings
+
+        from workers import inference
+
+        if not self._batchers:
+            default_precision = settings.CLASSIFIER_PRECISION
+            inference.set_process_count(1)
+            for precision in dict.fromkeys([default_precision, "fp32"]):
+                settings.CLASSIFIER_PRECISION = precision
+                inference.reset_after_fork()
+                self._batchers[precision] = inference.batch_classifier_for(inference.get_classifier())
+            settings.CLASSIFIER_PRECISION = default_precision
+            inference.reset_after_fork()
+        return self._batchers
+
+    def _raw_run(self, precision: str, photos: list[bytes]) -> tuple[float, list[Any]]:
+        batcher = self._raw_batchers()[precision]
+        began = time.perf_counter()
+        outcomes = batcher.classify_all([(n, _constant(data)) for n, data in enumerate(photos)])
+        return len(outcomes) / (time.perf_counter() - began), outcomes
+
+    def _keep_outputs(self, outcomes: list[Any]) -> None:
+        """Backbone outputs of up to 512 real photos, to synthesise a cached catalogue from."""
+        self._sample_outputs = [
+            (o.prediction.embedding.astype("<f4").tobytes(), o.prediction.logits.astype("<f4").tobytes())
+            for o in outcomes[:512]
+            if o.prediction is not None and o.prediction.logits is not None
+        ]
+
+    def raw(self) -> None:
+        """In-process limit: decode + batched onnxruntime, the workers' code without Celery or the
+        database, default precision and fp32 alternately so both see the same machine."""
+        from django.conf import settings
+
+        count, reps = self.sizes["raw"], self.sizes["raw_reps"]
+        photos = [path.read_bytes() for path in dataset_photos()[:count]]
+        default_precision = settings.CLASSIFIER_PRECISION
+        batchers = self._raw_batchers()
+        for precision in batchers:
+            self._raw_run(precision, photos[:32])  # warm-up
+        with self.phase("raw") as entry:
+            runs: dict[str, list[float]] = {precision: [] for precision in batchers}
+            for _ in range(reps):
+                for precision in batchers:
+                    rate, outcomes = self._raw_run(precision, photos)
+                    runs[precision].append(rate)
+                    if not self._sample_outputs:
+                        self._keep_outputs(outcomes)
+            entry.update(_throughput(count, runs[default_precision]), precision=default_precision)
+            if default_precision != "fp32":
+                entry["fp32"] = _throughput(count, runs["fp32"])
+
+    # 5. head only ----------------------------------------------------------------------------------
+    def head_only(self) -> None:
+        """Reclassification from cached embeddings at growing catalogue sizes; each size gets its
+        own version (same head, stored on the version) so every photo is scored and written."""
+        from django.db import connection
+
+        from catalog.models import ModelVersion
+        from classifier.backbone import backbone_version
+        from classifier.head import LinearHead
+
+        reset_catalogue()
+        self.bulk_worker()
+        manifest, payload = LinearHead.load().to_bytes()
+        backbone = backbone_version()
+        if not self._sample_outputs:  # the raw phase did not run: real outputs of 256 photos
+            from django.conf import settings
+
+            photos = [path.read_bytes() for path in dataset_photos()[:256]]
+            _, outcomes = self._raw_run(settings.CLASSIFIER_PRECISION, photos)
+            self._keep_outputs(outcomes)
+        outputs = self._sample_outputs
+        scaling = []
+        with self.phase("head_only") as entry:
+            have = 0
+            for size in self.sizes["head_only"]:
+                began = time.perf_counter()
+                ids = synthesise_catalogue(size - have, prefix=f"cached{size}")
+                with copy_embeddings() as write:
+                    for number, image_id in enumerate(ids):
+                        embedding, logits = outputs[number % len(outputs)]
+                        write((image_id, backbone, embedding, logits))
+                with connection.cursor() as cursor:
+                    cursor.execute("ANALYZE")
+                have = size
+                made = time.perf_counter() - began
+                log(f"head_only: catalogue of {size:,} photos with embeddings in {made:.1f} s")
+                version = ModelVersion.objects.create(
+                    name=f"bench-head-only-{size}",
+                    backbone_version=backbone,
+                    head_manifest=manifest,
+                    head_npz=payload,
+                )
+                activate(version)
+                job = run_job(version, timeout=1800)
+                seconds = job_seconds(job)
+                assert job.cached_images == size and job.cnn_images == 0, (job.cached_images, job.cnn_images)
+                scaling.append(
+                    {
+                        "images": size,
+                        "seconds": round(seconds, 2),
+                        "images_per_second": round(size / seconds, 1),
+                    }
+                )
+                log(f"head_only: {size:,} photos in {seconds:.1f} s")
+            entry.update(scaling[-1], scaling=scaling, chunk_size=job.chunk_size)
+        self.workers["bulk"].sample_rss()
+
+    # 2. pipeline and 3. baseline -------------------------------------------------------------------
+    def pipeline(self) -> None:
+        """A bulk job through the whole system on the CNN path: real photos, fresh catalogue rows,
+        no cached embeddings (dropped before each run). Each run follows an in-process raw run on
+        the same photos, and pipeline/raw is the median of those pairs, so a busy spell on the
+        shared machine weighs on both sides of the ratio."""
+        from django.conf import settings
+
+        reset_catalogue()
+        count, reps = self.sizes["pipeline"], self.sizes["pipeline_reps"]
+        sources = dataset_photos()
+        make_catalogue(sources, count)
+        photos = [sources[n % len(sources)].read_bytes() for n in range(count)]
+        bulk = self.bulk_worker()
+        version = shipped_version()
+        with self.phase("pipeline") as entry:
+            runs, paired, ratios = [], [], []
+            for _ in range(reps):
+                forget(version)
+                raw_rate, _ = self._raw_run(settings.CLASSIFIER_PRECISION, photos)
+                job = run_job(version, timeout=3600)
+                assert job.cnn_images == count and job.failed_images == 0, (job.cnn_images, job.failed_images)
+                runs.append(count / job_seconds(job))
+                paired.append(raw_rate)
+                ratios.append(runs[-1] / raw_rate)
+                bulk.sample_rss()
+            entry.update(
+                _throughput(count, runs),
+                chunk_size=job.chunk_size,
+                bulk_processes=BULK_PROCESSES,
+                paired_raw_images_per_second=[round(rate, 1) for rate in paired],
+                pipeline_over_paired_raw=round(statistics.median(ratios), 2),
+            )
+
+    def baseline(self) -> None:
+        """One task per photo, full decode, eager torchvision ResNet-50, on the pipeline's photos.
+
+        Run twice, with torch's default threads (one per core) and with one thread: eager torch's
+        OpenMP threads slow down badly on a busy machine, and the faster of the two is the
+        baseline the pipeline is compared with, so the comparison never flatters the pipeline.
+        """
+        from django.utils import timezone
+
+        from bench import naive
+        from catalog.models import CategorySuggestion, ListingImage, ModelVersion
+
+        count = self.sizes["baseline"]
+        version, _ = ModelVersion.objects.get_or_create(
+            name=naive.VERSION, defaults={"backbone_version": "resnet50"}
+        )
+        ids = list(ListingImage.objects.order_by("pk").values_list("pk", flat=True)[:count])
+        with self.phase("baseline") as entry:
+            variants = {}
+            for threads in (os.cpu_count() or 1, 1):
+                os.environ["NAIVE_THREADS"] = str(threads)
+                worker = self.worker(f"naive-{threads}", app="bench.naive", queues=naive.QUEUE)
+                CategorySuggestion.objects.filter(model_version=version).delete()
+                started = timezone.now()
+                for image_id in ids:
+                    naive.app.send_task(naive.TASK, args=[image_id], queue=naive.QUEUE)
+                done = CategorySuggestion.objects.filter(model_version=version, image_id__in=ids)
+                wait_until(_count_is(done, len(ids)), timeout=3600, what="baseline")
+                seconds = (max(done.values_list("updated_at", flat=True)) - started).total_seconds()
+                variants[f"torch_threads_{threads}"] = round(len(ids) / seconds, 2)
+                worker.sample_rss()
+                self.retire(f"naive-{threads}")
+            os.environ.pop("NAIVE_THREADS", None)
+            entry.update(images=len(ids), images_per_second=max(variants.values()), variants=variants)
+
+    # 4. large photos ------------------------------------------------------------------------------
+    def large(self) -> None:
+        """12 MP JPEGs (real photos upscaled, saved at quality 90) through a bulk job (CNN path)."""
+        from PIL import Image
+
+        reset_catalogue()
+        count, unique, reps = self.sizes["large"], self.sizes["large_unique"], self.sizes["large_reps"]
+        folder = Path(tempfile.mkdtemp(prefix="bench-large-"))
+        try:
+            began = time.perf_counter()
+            sources = []
+            for number, photo in enumerate(dataset_photos()[::97][:unique]):
+                with Image.open(photo) as image:
+                    scale = math.sqrt(LARGE_PIXELS / (image.width * image.height))
+                    big = image.convert("RGB").resize(
+                        (round(image.width * scale), round(image.height * scale)), Image.Resampling.BICUBIC
+                    )
+                target = folder / f"large-{number}.jpg"
+                big.save(target, quality=90)
+                sources.append(target)
+            megapixels = big.width * big.height / 1e6
+            log(f"large: {unique} photos of {megapixels:.1f} MP made in {time.perf_counter() - began:.1f} s")
+            make_catalogue(sources, count, prefix="large")
+            bulk = self.bulk_worker()
+            version = shipped_version()
+            with self.phase("large") as entry:
+                runs = []
+                for _ in range(reps):
+                    forget(version)
+                    job = run_job(version, timeout=3600)
+                    assert job.cnn_images == count and job.failed_images == 0, (
+                        job.cnn_images,
+                        job.failed_images,
+                    )
+                    runs.append(count / job_seconds(job))
+                    bulk.sample_rss()
+                mean_bytes = sum(p.stat().st_size for p in sources) / len(sources)
+                entry.update(
+                    _throughput(count, runs),
+                    megapixels=round(megapixels, 1),
+                    mean_file_mb=round(mean_bytes / 1e6, 2),
+                )
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+
+    # 6. latency ------------------------------------------------------------------------------------
+    def latency(self) -> None:
+        """Steady uploads to the classify worker while a bulk job keeps the bulk worker busy."""
+        import numpy as np
+
+        from catalog import services
+        from catalog.models import (
+            BulkJob,
+            BulkJobStatus,
+            CategorySuggestion,
+            ClassificationStatus,
+            Listing,
+            ListingImage,
+        )
+
+        seconds, rate = self.sizes["latency_s"], self.sizes["latency_rate"]
+        pipeline_rate = self.results.get("pipeline", {}).get("images_per_second", 100.0)
+        backlog = int(min(30_000, max(1000, pipeline_rate * (seconds + 60))))
+        reset_catalogue()
+        make_catalogue(dataset_photos(), backlog, prefix="backlog")
+        self.retire("bulk")  # the niced one below replaces it
+        self.worker("classify", queues="classify")
+        self.bulk_worker(nice=BULK_NICE)
+        version = shipped_version()
+        forget(version)
+        uploads = [path.read_bytes() for path in dataset_photos()[-200:]]
+        seller = _seller()
+        job = services.bulk_job_start(model_version=version)
+        wait_until(
+            lambda: BulkJob.objects.filter(pk=job.pk, processed_images__gt=0).exists(),
+            timeout=600,
+            what="job",
+        )
+        with self.phase("latency") as entry:
+            total = int(seconds * rate)
+            sent: list[int] = []
+            began = time.monotonic()
+            done_before = BulkJob.objects.get(pk=job.pk).processed_images
+            for number in range(total):
+                delay = began + number / rate - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
+                listing = Listing.objects.create(seller=seller, title=f"upload {number}")
+                image = services.image_add(
+                    listing=listing, upload=uploads[number % len(uploads)], filename=f"upload-{number}.jpg"
+                )
+                sent.append(image.pk)
+            window = time.monotonic() - began
+            state = BulkJob.objects.get(pk=job.pk)
+            finished = {ClassificationStatus.DONE, ClassificationStatus.FAILED}
+            images = ListingImage.objects.filter(pk__in=sent)
+            wait_until(
+                lambda: images.filter(status__in=finished).count() == len(sent), timeout=300, what="uploads"
+            )
+            created = dict(images.values_list("pk", "created_at"))
+            stored = dict(
+                CategorySuggestion.objects.filter(image_id__in=sent, model_version=version).values_list(
+                    "image_id", "created_at"
+                )
+            )
+            milliseconds = np.array(
+                [(stored[pk] - created[pk]).total_seconds() * 1000 for pk in sent if pk in stored]
+            )
+            entry.update(
+                uploads=len(sent),
+                classified=len(milliseconds),
+                window_seconds=round(window, 1),
+                achieved_rate_per_s=round(len(sent) / window, 2),
+                p50_ms=round(float(np.percentile(milliseconds, 50, method="inverted_cdf")), 1),
+                p95_ms=round(float(np.percentile(milliseconds, 95, method="inverted_cdf")), 1),
+                p99_ms=round(float(np.percentile(milliseconds, 99, method="inverted_cdf")), 1),
+                max_ms=round(float(milliseconds.max()), 1),
+                bulk_job_running_throughout=state.status == BulkJobStatus.RUNNING,
+                bulk_photos_during_window=state.processed_images - done_before,
+                bulk_worker_nice=BULK_NICE,
+            )
+            for role in ("classify", "bulk-niced"):
+                self.workers[role].sample_rss()
+        with contextlib.suppress(services.BulkJobRefused):
+            services.bulk_job_cancel(job=BulkJob.objects.get(pk=job.pk))
+
+
+def _count_is(queryset: Any, count: int) -> Callable[[], bool]:
+    return lambda: bool(queryset.count() == count)
+
+
+def _constant(data: bytes) -> Callable[[], bytes]:
+    return lambda: data
+
+
+def _throughput(images: int, runs: list[float]) -> dict[str, Any]:
+    return {
+        "images": images,
+        "runs_images_per_second": [round(run, 1) for run in runs],
+        "images_per_second": round(statistics.median(runs), 1),
+    }
+
+
+def synthesise_catalogue(count: int, *, prefix: str, per_listing: int = 10) -> list[int]:
+    """`count` photo rows in listings of `per_listing` (files never read: their embeddings are
+    cached). Returns the photo ids."""
+    from catalog.models import ClassificationStatus, Listing, ListingImage
+
+    if count <= 0:
+        return []
+    seller = _seller()
+    listings = Listing.objects.bulk_create(
+        [Listing(seller=seller, title=f"{prefix} {n}") for n in range(math.ceil(count / per_listing))],
+        batch_size=5000,
+    )
+    rows = [
+        ListingImage(
+            listing=listings[number // per_listing],
+            file=f"{prefix}/{number}.jpg",
+            checksum="0" * 64,
+            size_bytes=1,
+            position=number % per_listing,
+            status=ClassificationStatus.DONE,
+        )
+        for number in range(count)
+    ]
+    return [image.pk for image in ListingImage.objects.bulk_create(rows, batch_size=5000)]
+
+
+@contextlib.contextmanager
+def copy_embeddings() -> Iterator[Callable[[tuple[int, str, bytes, bytes]], None]]:
+    """COPY (binary) rows `(image_id, backbone_version, embedding, logits)` into the cache."""
+    import psycopg
+    from django.db import connection
+    from django.utils import timezone
+
+    from catalog.models import ImageEmbedding
+
+    now = timezone.now()
+    connection.ensure_connection()
+    with psycopg.Cursor(connection.connection) as cursor:
+        cursor.execute("SET synchronous_commit = off")
+        columns = "image_id, backbone_version, embedding, logits, created_at"
+        with cursor.copy(
+            f"COPY {ImageEmbedding._meta.db_table} ({columns}) FROM STDIN (FORMAT BINARY)"
+        ) as copy:
+            copy.set_types(["bigint", "text", "bytea", "bytea", "timestamptz"])
+
+            def write(row: tuple[int, str, bytes, bytes]) -> None:
+                copy.write_row((*row, now))
+
+            yield write
+
+
+def summary_line(name: str, entry: dict[str, Any]) -> str:
+    if name == "latency":
+        return f"p50 {entry['p50_ms']} ms, p95 {entry['p95_ms']} ms, p99 {entry['p99_ms']} ms"
+    return f"{entry.get('images_per_second')} images/s over {entry.get('images')} photos"
+
+
+def machine() -> dict[str, Any]:
+    from importlib.metadata import version
+
+    model = platform.processor()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    flags = ""
+    with contextlib.suppress(OSError):
+        flags = Path("/proc/cpuinfo").read_text()
+    return {
+        "cores": os.cpu_count(),
+        "cpu_model": model,
+        "int8_instructions": [f for f in ("avx512_vnni", "amx_int8") if f in flags],
+        "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1e9, 1),
+        "python": platform.python_version(),
+        "onnxruntime": version("onnxruntime"),
+        "torch": version("torch"),
+    }
+
+
+def now_iso() -> str:
+    return dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat()
