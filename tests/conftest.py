@@ -30,6 +30,23 @@ def wait_for(predicate: Callable[[], object], *, timeout: float = 90.0, interval
     pytest.fail(f"condition not met within {timeout:.0f} s")
 
 
+def point_celery_app_at(url: str) -> str:
+    """Send this process's tasks to the broker at `url` from now on; returns the previous URL.
+
+    Resets kombu's connection and producer pools, which would otherwise keep the old broker.
+    """
+    from kombu import pools
+
+    from workers.celery import app
+
+    previous = str(app.conf.broker_write_url)
+    app.conf.broker_url = app.conf.broker_write_url = app.conf.broker_read_url = url
+    pools.reset()
+    app._pool = None
+    app.amqp._producer_pool = None
+    return previous
+
+
 def fixture_photo_paths() -> list[Path]:
     """Real CC0 photos shipped with the tests (tests/fixtures/photos/<slug>/*.jpg)."""
     return sorted(p for p in FIXTURE_PHOTOS.rglob("*") if p.suffix.lower() in {".jpg", ".jpeg", ".png"})

@@ -16,6 +16,7 @@ from catalog.models import (
     ListingImage,
 )
 from config.embedded import free_port
+from tests.conftest import point_celery_app_at
 from tests.factories import ListingFactory, UserFactory
 
 pytestmark = pytest.mark.django_db
@@ -26,21 +27,9 @@ S = ClassificationStatus
 @pytest.fixture
 def broker_down() -> Iterator[None]:
     """Point the Celery app at a port where nothing listens, then restore it."""
-    from kombu import pools
-
-    from workers.celery import app
-
-    previous = app.conf.broker_write_url
-
-    def reconnect(url: str) -> None:
-        app.conf.broker_url = app.conf.broker_write_url = app.conf.broker_read_url = url
-        pools.reset()
-        app._pool = None
-        app.amqp._producer_pool = None
-
-    reconnect(f"redis://127.0.0.1:{free_port()}/0")
+    previous = point_celery_app_at(f"redis://127.0.0.1:{free_port()}/0")
     yield
-    reconnect(previous)
+    point_celery_app_at(previous)
 
 
 def _photo_bytes() -> bytes:

@@ -15,7 +15,7 @@ from django.db import transaction
 from catalog import services
 from catalog.models import CategorySuggestion, ClassificationStatus, ListingImage
 from config.embedded import start_redis
-from tests.conftest import WorkerProcess, start_worker, stop_worker, wait_for
+from tests.conftest import WorkerProcess, point_celery_app_at, start_worker, stop_worker, wait_for
 from tests.factories import ListingFactory
 
 pytestmark = [pytest.mark.worker, pytest.mark.usefixtures("taxonomy")]
@@ -27,26 +27,14 @@ def private_broker(tmp_path: Path) -> Iterator[dict]:
 
     No other worker listens there, so the test decides exactly which worker sees which task.
     """
-    from kombu import pools
-
-    from workers.celery import app
-
     proc, port = start_redis(tmp_path / "redis")
     url = f"redis://127.0.0.1:{port}/0"
-    previous = app.conf.broker_write_url
-
-    def point_app_at(target: str) -> None:
-        app.conf.broker_url = app.conf.broker_write_url = app.conf.broker_read_url = target
-        pools.reset()
-        app._pool = None
-        app.amqp._producer_pool = None
-
-    point_app_at(url)
+    previous = point_celery_app_at(url)
     state = {"process": proc, "port": port, "url": url, "dir": tmp_path / "redis"}
     try:
         yield state
     finally:
-        point_app_at(previous)
+        point_celery_app_at(previous)
         state["process"].kill()
         state["process"].wait()
 
