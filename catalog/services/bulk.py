@@ -54,6 +54,9 @@ ACTIVE_STATES = (_J.PLANNING, _J.RUNNING)
 PLAN_PAGE = 10_000
 EMBEDDING_DIM = 1280
 LOGITS_DIM = 1000
+#: A photo with cached backbone outputs counts as this fraction of one to decode when chunks are
+#: laid out: scoring it is ~30x cheaper, so bigger chunks spread the per-chunk queries further.
+CACHED_PHOTO_COST = 0.25
 #: Dry-run sample size kept per chunk and per job.
 SAMPLE_PER_CHUNK = 5
 SAMPLE_PER_JOB = 20
@@ -131,6 +134,9 @@ def _scope_images(*, job: BulkJob) -> QuerySet[ListingImage]:
 def bulk_job_plan(*, job_id: int, page: int = PLAN_PAGE) -> int:
     """Lay out the job's remaining chunks, walking listings by primary key `page` at a time.
 
+    A chunk closes once it holds `chunk_size` photos to decode, a photo whose backbone outputs
+    are cached for the version's backbone counting as `CACHED_PHOTO_COST` of one.
+
     Each page is one transaction holding the job row's lock (concurrent planners of one job
     wait, and never lay out a listing twice); the cursor `planned_until_listing` makes a killed
     planner resume where it stopped. Returns the number of chunks created. An empty scope
@@ -142,20 +148,25 @@ def bulk_job_plan(*, job_id: int, page: int = PLAN_PAGE) -> int:
             job = BulkJob.objects.select_for_update().filter(pk=job_id).first()
             if job is None or job.planning_done or job.status not in ACTIVE_STATES:
                 break
+            backbone = job.model_version.backbone_version
             rows = list(
                 _scope_images(job=job)
                 .filter(listing_id__gt=job.planned_until_listing)
                 .values("listing_id")
-                .annotate(photos=Count("id"))
+                .annotate(
+                    photos=Count("id", distinct=True),
+                    cached=Count("embeddings", filter=Q(embeddings__backbone_version=backbone)),
+                )
                 .order_by("listing_id")[:page]
             )
             chunks: list[BulkJobChunk] = []
             first: int | None = None
-            photos = 0
+            photos, cost = 0, 0.0
             for position, row in enumerate(rows):
                 first = row["listing_id"] if first is None else first
                 photos += row["photos"]
-                if photos >= job.chunk_size or position == len(rows) - 1:
+                cost += row["photos"] - row["cached"] + row["cached"] * CACHED_PHOTO_COST
+                if cost >= job.chunk_size or position == len(rows) - 1:
                     chunks.append(
                         BulkJobChunk(
                             job=job,
@@ -165,7 +176,7 @@ def bulk_job_plan(*, job_id: int, page: int = PLAN_PAGE) -> int:
                             planned_images=photos,
                         )
                     )
-                    first, photos = None, 0
+                    first, photos, cost = None, 0, 0.0
             BulkJobChunk.objects.bulk_create(chunks)
             BulkJob.objects.filter(pk=job.pk).update(
                 planned_until_listing=rows[-1]["listing_id"] if rows else job.planned_until_listing,

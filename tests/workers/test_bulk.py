@@ -93,7 +93,7 @@ def test_planning_walks_listings_by_primary_key_in_bounded_chunks(version: Model
     listings = [_listing([photo] * n) for n in (1, 3, 1, 2, 1, 1, 1)]
     _listing([photo], is_probe=True)
 
-    # when a job with chunks of 3 photos is planned, twice (a re-run after a crash)
+    # when a job with chunks of 3 photos to decode is planned, twice (a re-run after a crash)
     job = BulkJob.objects.create(model_version=version, chunk_size=3)
     created = bulk.bulk_job_plan(job_id=job.pk)
     again = bulk.bulk_job_plan(job_id=job.pk)
@@ -113,6 +113,15 @@ def test_planning_walks_listings_by_primary_key_in_bounded_chunks(version: Model
         True,
         BulkJobStatus.RUNNING,
     )
+
+    # when the photos' backbone outputs are cached, then a chunk holds four times as many photos
+    _cache_embeddings(list(ListingImage.objects.filter(listing__is_probe=False)))
+    cached = BulkJob.objects.create(model_version=version, chunk_size=2)
+    bulk.bulk_job_plan(job_id=cached.pk)
+    planned = list(
+        cached.chunks.order_by("index").values_list("first_listing_id", "last_listing_id", "planned_images")
+    )
+    assert planned == [(ids[0], ids[4], 8), (ids[5], ids[6], 2)]
 
 
 def test_a_category_job_covers_only_listings_in_that_subtree(version: ModelVersion) -> None:
@@ -243,9 +252,9 @@ def test_a_killed_job_resumes_and_finishes_only_what_is_missing(version: ModelVe
     for _ in range(6):
         _listing([b"x"])
     images = list(ListingImage.objects.order_by("pk"))
-    _cache_embeddings(images)
     job = BulkJob.objects.create(model_version=version, chunk_size=2)
     bulk.bulk_job_plan(job_id=job.pk)
+    _cache_embeddings(images)
     first, second, _ = job.chunks.order_by("index")
     assert chunk_run(chunk_id=first.pk) == "done"
     begun = bulk.bulk_chunk_begin(chunk_id=second.pk)
@@ -272,9 +281,9 @@ def test_a_cancelled_job_stops_and_resume_finishes_it(version: ModelVersion) -> 
     for _ in range(4):
         _listing([b"x"])
     images = list(ListingImage.objects.order_by("pk"))
-    _cache_embeddings(images)
     job = BulkJob.objects.create(model_version=version, chunk_size=2)
     bulk.bulk_job_plan(job_id=job.pk)
+    _cache_embeddings(images)
     first, second = job.chunks.order_by("index")
     chunk_run(chunk_id=first.pk)
 
