@@ -84,6 +84,7 @@ def _finetune(args: argparse.Namespace) -> int:
         cache_dir=args.cache_dir,
         views=args.views,
         passes=args.passes,
+        seeds=args.seeds,
     )
     print(f"wrote {report.head_manifest}; seconds {report.seconds}")
     return 0
@@ -151,6 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
     finetune.add_argument("--version", default="fashion-linear-v2", help="head version name")
     finetune.add_argument("--views", type=int, default=4, help="augmented crops per photo (cached)")
     finetune.add_argument("--passes", type=float, default=1.0, help="passes over the cached crops")
+    finetune.add_argument("--seeds", type=int, default=2, help="tails averaged into one (a model soup)")
     finetune.set_defaults(handler=_finetune)
 
     export = commands.add_parser("export", help="export the ONNX backbone into the cache")

@@ -47,7 +47,7 @@ def weights_path() -> Path:
 
 #: The tuned tail the served network uses (``classifier/artifacts/<name>``, see
 #: ``classifier.finetune``); ``None`` serves the ImageNet network unchanged.
-DEFAULT_TAIL: str | None = None
+DEFAULT_TAIL: str | None = "fashion-tail-v1"
 
 
 @lru_cache(maxsize=1)

@@ -19,7 +19,7 @@ import numpy as np
 from classifier.preprocess import CENTRE_VIEW, View
 
 ARTIFACTS_DIR = Path(__file__).resolve().parent / "artifacts"
-DEFAULT_HEAD_VERSION = "fashion-linear-v1"
+DEFAULT_HEAD_VERSION = "fashion-linear-v2"
 FEATURE_TRANSFORMS = ("none", "l2", "sqrt-l2")
 
 

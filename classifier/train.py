@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from classifier.backbone import OnnxBackbone, ensure_onnx
+from classifier.backbone import OnnxBackbone, ensure_onnx, tail_trained_on
 from classifier.features import LabelledFeatures, extract_features
 from classifier.head import (
     ARTIFACTS_DIR,
@@ -54,6 +54,12 @@ class TrainingReport:
     manifest_path: Path | None
     extract_seconds: float
     fit_seconds: float
+
+
+def _sha256(path: str) -> str:
+    import hashlib
+
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def _fold_indices(labels: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -124,12 +130,15 @@ def fit_head(
     taxonomy: Taxonomy,
     backbone_version: str,
     version: str = DEFAULT_HEAD_VERSION,
+    calibration: np.ndarray | None = None,
     log: Callable[[str], None] = lambda message: None,
 ) -> LinearHead:
     """Fits a ``LinearHead`` (weights, temperature, centroids, gate) on labelled features.
 
-    Class order is sorted slugs. Raises ``ValueError`` when a label is not a taxonomy slug or
-    fewer than two classes are present.
+    Class order is sorted slugs. ``calibration`` (bool (N,), default all): the photos that pick C
+    and fit the temperature and the gate; leave out those a tuned backbone tail trained on (their
+    embeddings look easier than new photos'). Raises ``ValueError`` when a label is not a taxonomy
+    slug or fewer than two classes are present.
     """
     classes = sorted(set(fit.labels))
     if len(classes) < 2:
@@ -140,6 +149,7 @@ def fit_head(
     targets = np.array([classes.index(label) for label in fit.labels])
     features = transform_embeddings(fit.embeddings, FEATURE_TRANSFORM).astype(np.float64)
     folds = _fold_indices(targets)
+    calibrating = np.ones(len(targets), bool) if calibration is None else np.asarray(calibration, bool)
 
     # Out-of-fold scores for every C: the best C by accuracy, its scores for the temperature.
     best_c, best_accuracy, best_scores = C_GRID[0], -1.0, np.zeros((len(targets), len(classes)))
@@ -148,11 +158,11 @@ def fit_head(
         for fit_rows, held_rows in folds:
             model = _logistic_regression(c).fit(features[fit_rows], targets[fit_rows])
             scores[held_rows] = model.decision_function(features[held_rows])
-        accuracy = float(np.mean(scores.argmax(axis=1) == targets))
+        accuracy = float(np.mean(scores[calibrating].argmax(axis=1) == targets[calibrating]))
         log(f"  C={c:g}: cross-validated accuracy {accuracy:.4f}")
         if accuracy > best_accuracy:
             best_c, best_accuracy, best_scores = c, accuracy, scores
-    temperature = _fit_temperature(best_scores, targets)
+    temperature = _fit_temperature(best_scores[calibrating], targets[calibrating])
     log(f"  chose C={best_c:g}; temperature {temperature:.3f}")
     model = _logistic_regression(best_c).fit(features, targets)
 
@@ -166,7 +176,7 @@ def fit_head(
     if domain is None:
         raise ValueError(f"Categories {classes} share no taxonomy ancestor.")
     share = scorer.domain_evidence(fit.logits, scorer.subtree_mask(domain))
-    weight, threshold = fit_gate(similarity, share)
+    weight, threshold = fit_gate(similarity[calibrating], share[calibrating])
     log(f"  gate: cosine threshold {threshold:.4f}, weight {weight:g}")
 
     return LinearHead(
@@ -250,7 +260,18 @@ def train_head(
         log(f"{split}: {len(features[split])} photos, {len(features[split].rejected)} rejected")
     extracted = time.perf_counter()
     fit = LabelledFeatures.concatenate([features["train"], features["validation"]])
-    head = fit_head(fit, taxonomy=taxonomy, backbone_version=backbone.version, version=version, log=log)
+    seen = tail_trained_on()
+    calibration = np.array([_sha256(path) not in seen for path in fit.paths], dtype=bool)
+    if seen:
+        log(f"{int(calibration.sum())} photos the backbone's tuned tail never saw calibrate the head")
+    head = fit_head(
+        fit,
+        taxonomy=taxonomy,
+        backbone_version=backbone.version,
+        version=version,
+        calibration=calibration if calibration.any() else None,
+        log=log,
+    )
     fitted = time.perf_counter()
     head.metrics = {"clothing-small/test": evaluate_head(head, features["test"], taxonomy)}
     head.hyperparameters["fit_seconds"] = round(fitted - extracted, 1)

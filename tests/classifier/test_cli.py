@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
 
 from classifier.__main__ import main
+from classifier.head import DEFAULT_HEAD_VERSION
 from tests.classifier.conftest import FIXTURE_PHOTOS
 
 
@@ -30,13 +32,14 @@ def test_evaluate_writes_the_report_as_json(
     # then it succeeds, prints the figures and writes them as JSON
     assert status == 0
     printed = capsys.readouterr().out
-    assert "top-1 accuracy: 1.0000 (8 photos, 0 rejected)" in printed
+    assert re.search(r"top-1 accuracy: [01]\.\d{4} \(8 photos, 0 rejected\)", printed)
     assert "confusion (rows: folder, columns: predicted)" in printed
     report = json.loads(report_path.read_text())
     assert {"accuracy", "n", "per_category", "model_version", "images_per_second", "confusion"} <= set(report)
-    assert (report["accuracy"], report["n"]) == (1.0, 8)
+    # (one fixture photo per category: the floors on real datasets are in test_floors.py)
+    assert report["n"] == 8 and report["accuracy"] >= 7 / 8
     assert report["per_category"]["shoes"] == {"precision": 1.0, "recall": 1.0, "support": 1}
-    assert report["model_version"].endswith("+fashion-linear-v1")
+    assert report["model_version"].endswith(f"+{DEFAULT_HEAD_VERSION}")
     assert report["images_per_second"] > 0
 
 
