@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+from django.conf import settings
 from django.core.files.storage import default_storage
 
 from catalog import services
@@ -141,7 +142,7 @@ def chunk_run(*, chunk_id: int) -> str:
             # A damaged cache row (NaN, inf) scores nothing sensible: that photo takes the CNN path.
             usable = np.isfinite(scores).all(axis=1)
             kept = [image_id for image_id, ok in zip(batch_ids, usable, strict=True) if ok]
-            record(_photo_scores(kept, classifier.top_k_from_scores(scores[usable])))
+            record(_top_k_arrays(kept, scores[usable], classifier.slugs))
             cached_ids.update(kept)
         counts.cached = len(cached_ids)
     timings["head_only_ms"] = (time.perf_counter() - began) * 1000
@@ -185,14 +186,20 @@ def chunk_run(*, chunk_id: int) -> str:
     return "done"
 
 
-def _photo_scores(image_ids: Sequence[int], tops: Sequence[Sequence[Any]]) -> list[PhotoScores]:
+def _top_k_arrays(image_ids: Sequence[int], scores: np.ndarray, slugs: Sequence[str]) -> list[PhotoScores]:
+    """Top-k of each row of `scores` (N, K), as `ImageClassifier.top_k_from_scores` orders them,
+    without building an object per category (this runs for every photo of a head-only job)."""
+    keep = max(1, min(settings.SUGGESTION_TOP_K, len(slugs)))
+    order = np.argsort(-scores, axis=1, kind="stable")[:, :keep]
+    values = np.take_along_axis(scores, order, axis=1)
     return [
-        PhotoScores(
-            image_id=image_id,
-            top_k=[services.ScoredCategory(slug=s.slug, confidence=float(s.confidence)) for s in top],
-        )
-        for image_id, top in zip(image_ids, tops, strict=True)
+        PhotoScores(image_id=image_id, top_k=[(slugs[c], v) for c, v in zip(columns, row, strict=True)])
+        for image_id, columns, row in zip(image_ids, order.tolist(), values.tolist(), strict=True)
     ]
+
+
+def _photo_scores(image_id: int, top_k: Sequence[Any]) -> PhotoScores:
+    return PhotoScores(image_id=image_id, top_k=[(s.slug, float(s.confidence)) for s in top_k])
 
 
 def _run_cnn(
@@ -220,6 +227,7 @@ def _run_cnn(
 
     outcomes = batcher.classify(
         ((photo.image_id, _reader(photo.file_name)) for photo in photos),
+        top_k=settings.SUGGESTION_TOP_K,
         batch_size=batch_size,
         on_batch=lambda keys: bulk.bulk_chunk_inflight_set(chunk_id=chunk_id, image_ids=keys),
     )
@@ -229,7 +237,7 @@ def _run_cnn(
             continue
         counts.cnn += 1
         prediction = outcome.prediction
-        scores.extend(_photo_scores([outcome.key], [prediction.top_k]))
+        scores.append(_photo_scores(outcome.key, prediction.top_k))
         if prediction.logits is not None:
             cached.append(
                 (

@@ -40,7 +40,7 @@ from catalog.models import (
     ModelVersion,
 )
 from catalog.queueing import BULK_CHUNK_TASK, BULK_PLAN_TASK, enqueue_on_commit
-from catalog.services.suggestions import NO_KNOWN_CATEGORY, ScoredCategory
+from catalog.services.suggestions import NO_KNOWN_CATEGORY
 
 if TYPE_CHECKING:
     import numpy as np
@@ -384,31 +384,41 @@ def embeddings_cached(
     return ids, embeddings, logits
 
 
-def embeddings_record_many(*, backbone_version: str, rows: Iterable[tuple[int, bytes, bytes]]) -> None:
+def embeddings_record_many(*, backbone_version: str, rows: Sequence[tuple[int, bytes, bytes]]) -> None:
     """Cache backbone outputs `(image_id, embedding float32 LE bytes, logits float32 LE bytes)`,
-    replacing a photo's earlier row for `backbone_version` (e.g. a damaged one)."""
-    ImageEmbedding.objects.bulk_create(
-        [
-            ImageEmbedding(image_id=image_id, backbone_version=backbone_version, embedding=emb, logits=log)
-            for image_id, emb, log in rows
-        ],
-        batch_size=500,
-        update_conflicts=True,
-        unique_fields=["image", "backbone_version"],
-        update_fields=["embedding", "logits"],
-    )
+    replacing a photo's earlier row for `backbone_version` (e.g. a damaged one).
+
+    One upsert with the arrays bound in binary: a `bulk_create` quoted ~9 KB of bytea per photo
+    into hex SQL text, which cost the CNN path a few percent of its throughput.
+    """
+    import psycopg
+
+    if not rows:
+        return
+    connection.ensure_connection()
+    with psycopg.Cursor(connection.connection) as cursor:
+        cursor.execute(
+            f"INSERT INTO {ImageEmbedding._meta.db_table} "
+            "(image_id, backbone_version, embedding, logits, created_at) "
+            "SELECT v.image_id, %s, v.embedding, v.logits, now() "
+            "FROM unnest(%b::bigint[], %b::bytea[], %b::bytea[]) AS v(image_id, embedding, logits) "
+            "ON CONFLICT (image_id, backbone_version) DO UPDATE SET "
+            "embedding = EXCLUDED.embedding, logits = EXCLUDED.logits",
+            [
+                backbone_version,
+                [image_id for image_id, _, _ in rows],
+                [embedding for _, embedding, _ in rows],
+                [logits for _, _, logits in rows],
+            ],
+        )
 
 
 @dataclass(frozen=True)
 class PhotoScores:
-    """A photo's top-k, best first."""
+    """A photo's top-k as `(category slug, confidence)` pairs, best first."""
 
     image_id: int
-    top_k: Sequence[ScoredCategory]
-
-
-def _top_k_json(entries: Sequence[ScoredCategory]) -> list[dict[str, Any]]:
-    return [{"slug": e.slug, "confidence": round(float(e.confidence), 6)} for e in entries]
+    top_k: Sequence[tuple[str, float]]
 
 
 def suggestions_record_many(
@@ -434,13 +444,13 @@ def suggestions_record_many(
     categories: list[int] = []
     confidences: list[float] = []
     for photo in scores:
-        entries = [entry for entry in photo.top_k if entry.slug in known]
+        entries = [(slug, float(confidence)) for slug, confidence in photo.top_k if slug in known]
         if not entries:
             failed[photo.image_id] = NO_KNOWN_CATEGORY
             continue
-        stored[photo.image_id] = _top_k_json(entries)
-        categories.append(known[entries[0].slug])
-        confidences.append(float(entries[0].confidence))
+        stored[photo.image_id] = [{"slug": slug, "confidence": round(value, 6)} for slug, value in entries]
+        categories.append(known[entries[0][0]])
+        confidences.append(entries[0][1])
     if write and stored:
         connection.ensure_connection()
         with psycopg.Cursor(connection.connection) as cursor:
