@@ -6,7 +6,6 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
@@ -15,111 +14,250 @@ class Migration(migrations.Migration):
 
     operations = [
         migrations.CreateModel(
-            name='Category',
+            name="Category",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('slug', models.SlugField(max_length=64, unique=True)),
-                ('name', models.CharField(max_length=128)),
-                ('imagenet_ids', models.JSONField(blank=True, default=list)),
-                ('is_active', models.BooleanField(default=True)),
-                ('parent', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, related_name='children', to='catalog.category')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("slug", models.SlugField(max_length=64, unique=True)),
+                ("name", models.CharField(max_length=128)),
+                ("imagenet_ids", models.JSONField(blank=True, default=list)),
+                ("is_active", models.BooleanField(default=True)),
+                (
+                    "parent",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="children",
+                        to="catalog.category",
+                    ),
+                ),
             ],
             options={
-                'verbose_name_plural': 'categories',
-                'ordering': ['slug'],
+                "verbose_name_plural": "categories",
+                "ordering": ["slug"],
             },
         ),
         migrations.CreateModel(
-            name='Listing',
+            name="Listing",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('title', models.CharField(max_length=200)),
-                ('description', models.TextField(blank=True)),
-                ('price', models.DecimalField(blank=True, decimal_places=2, max_digits=12, null=True)),
-                ('category_source', models.CharField(blank=True, choices=[('', 'not set'), ('seller', 'seller'), ('reviewer', 'reviewer'), ('auto', 'auto-accepted suggestion')], default='', max_length=16)),
-                ('suggested_confidence', models.FloatField(blank=True, null=True)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
-                ('category', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, related_name='listings', to='catalog.category')),
-                ('seller', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='listings', to=settings.AUTH_USER_MODEL)),
-                ('suggested_category', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to='catalog.category')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("title", models.CharField(max_length=200)),
+                ("description", models.TextField(blank=True)),
+                ("price", models.DecimalField(blank=True, decimal_places=2, max_digits=12, null=True)),
+                (
+                    "category_source",
+                    models.CharField(
+                        blank=True,
+                        choices=[
+                            ("", "not set"),
+                            ("seller", "seller"),
+                            ("reviewer", "reviewer"),
+                            ("auto", "auto-accepted suggestion"),
+                        ],
+                        default="",
+                        max_length=16,
+                    ),
+                ),
+                ("suggested_confidence", models.FloatField(blank=True, null=True)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
+                (
+                    "category",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="listings",
+                        to="catalog.category",
+                    ),
+                ),
+                (
+                    "seller",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="listings",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "suggested_category",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to="catalog.category",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-created_at', '-id'],
+                "ordering": ["-created_at", "-id"],
             },
         ),
         migrations.CreateModel(
-            name='ListingImage',
+            name="ListingImage",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('file', models.FileField(max_length=255, upload_to='listings/%Y/%m/')),
-                ('checksum', models.CharField(help_text='SHA-256 of the stored bytes, hex', max_length=64)),
-                ('size_bytes', models.PositiveBigIntegerField()),
-                ('position', models.PositiveSmallIntegerField(default=0)),
-                ('status', models.CharField(choices=[('pending', 'pending'), ('queued', 'queued'), ('done', 'done'), ('failed', 'failed')], db_index=True, default='pending', max_length=16)),
-                ('failure_reason', models.TextField(blank=True)),
-                ('deliveries', models.PositiveIntegerField(default=0)),
-                ('status_changed_at', models.DateTimeField(auto_now_add=True)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('listing', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='images', to='catalog.listing')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("file", models.FileField(max_length=255, upload_to="listings/%Y/%m/")),
+                ("checksum", models.CharField(help_text="SHA-256 of the stored bytes, hex", max_length=64)),
+                ("size_bytes", models.PositiveBigIntegerField()),
+                ("position", models.PositiveSmallIntegerField(default=0)),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("pending", "pending"),
+                            ("queued", "queued"),
+                            ("done", "done"),
+                            ("failed", "failed"),
+                        ],
+                        db_index=True,
+                        default="pending",
+                        max_length=16,
+                    ),
+                ),
+                ("failure_reason", models.TextField(blank=True)),
+                ("deliveries", models.PositiveIntegerField(default=0)),
+                ("status_changed_at", models.DateTimeField(auto_now_add=True)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "listing",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="images",
+                        to="catalog.listing",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['listing_id', 'position', 'id'],
+                "ordering": ["listing_id", "position", "id"],
             },
         ),
         migrations.CreateModel(
-            name='ImageEmbedding',
+            name="ImageEmbedding",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('backbone_version', models.CharField(max_length=128)),
-                ('embedding', models.BinaryField(help_text='float32 little-endian, shape (1280,)')),
-                ('logits', models.BinaryField(help_text='float32 little-endian ImageNet logits, shape (1000,)')),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('image', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='embeddings', to='catalog.listingimage')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("backbone_version", models.CharField(max_length=128)),
+                ("embedding", models.BinaryField(help_text="float32 little-endian, shape (1280,)")),
+                (
+                    "logits",
+                    models.BinaryField(help_text="float32 little-endian ImageNet logits, shape (1000,)"),
+                ),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "image",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="embeddings",
+                        to="catalog.listingimage",
+                    ),
+                ),
             ],
         ),
         migrations.CreateModel(
-            name='ModelVersion',
+            name="ModelVersion",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(max_length=128, unique=True)),
-                ('backbone_version', models.CharField(blank=True, max_length=128)),
-                ('is_active', models.BooleanField(default=False)),
-                ('metrics', models.JSONField(blank=True, default=dict)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("name", models.CharField(max_length=128, unique=True)),
+                ("backbone_version", models.CharField(blank=True, max_length=128)),
+                ("is_active", models.BooleanField(default=False)),
+                ("metrics", models.JSONField(blank=True, default=dict)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
             ],
             options={
-                'ordering': ['-created_at'],
-                'constraints': [models.UniqueConstraint(condition=models.Q(('is_active', True)), fields=('is_active',), name='one_active_model_version')],
+                "ordering": ["-created_at"],
+                "constraints": [
+                    models.UniqueConstraint(
+                        condition=models.Q(("is_active", True)),
+                        fields=("is_active",),
+                        name="one_active_model_version",
+                    )
+                ],
             },
         ),
         migrations.CreateModel(
-            name='CategorySuggestion',
+            name="CategorySuggestion",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('confidence', models.FloatField(help_text='Calibrated probability of the top-1 category, 0..1')),
-                ('top_k', models.JSONField(default=list)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
-                ('category', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='+', to='catalog.category')),
-                ('image', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='suggestions', to='catalog.listingimage')),
-                ('model_version', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='suggestions', to='catalog.modelversion')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "confidence",
+                    models.FloatField(help_text="Calibrated probability of the top-1 category, 0..1"),
+                ),
+                ("top_k", models.JSONField(default=list)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
+                (
+                    "category",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT, related_name="+", to="catalog.category"
+                    ),
+                ),
+                (
+                    "image",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="suggestions",
+                        to="catalog.listingimage",
+                    ),
+                ),
+                (
+                    "model_version",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="suggestions",
+                        to="catalog.modelversion",
+                    ),
+                ),
             ],
         ),
         migrations.AddIndex(
-            model_name='listing',
-            index=models.Index(fields=['seller', '-created_at'], name='catalog_lis_seller__17db46_idx'),
+            model_name="listing",
+            index=models.Index(fields=["seller", "-created_at"], name="catalog_lis_seller__17db46_idx"),
         ),
         migrations.AddIndex(
-            model_name='listingimage',
-            index=models.Index(fields=['status', 'status_changed_at'], name='catalog_lis_status_996c63_idx'),
+            model_name="listingimage",
+            index=models.Index(fields=["status", "status_changed_at"], name="catalog_lis_status_996c63_idx"),
         ),
         migrations.AddConstraint(
-            model_name='imageembedding',
-            constraint=models.UniqueConstraint(fields=('image', 'backbone_version'), name='one_embedding_per_image_and_backbone'),
+            model_name="imageembedding",
+            constraint=models.UniqueConstraint(
+                fields=("image", "backbone_version"), name="one_embedding_per_image_and_backbone"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='categorysuggestion',
-            constraint=models.UniqueConstraint(fields=('image', 'model_version'), name='one_suggestion_per_image_and_version'),
+            model_name="categorysuggestion",
+            constraint=models.UniqueConstraint(
+                fields=("image", "model_version"), name="one_suggestion_per_image_and_version"
+            ),
         ),
     ]
