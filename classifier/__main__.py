@@ -85,6 +85,7 @@ def _finetune(args: argparse.Namespace) -> int:
         views=args.views,
         passes=args.passes,
         seeds=args.seeds,
+        head_only=args.head_only,
     )
     print(f"wrote {report.head_manifest}; seconds {report.seconds}")
     return 0
@@ -153,6 +154,9 @@ def build_parser() -> argparse.ArgumentParser:
     finetune.add_argument("--views", type=int, default=4, help="augmented crops per photo (cached)")
     finetune.add_argument("--passes", type=float, default=1.0, help="passes over the cached crops")
     finetune.add_argument("--seeds", type=int, default=2, help="tails averaged into one (a model soup)")
+    finetune.add_argument(
+        "--head-only", action="store_true", help="keep the tail in --out, fit the head on it again"
+    )
     finetune.set_defaults(handler=_finetune)
 
     export = commands.add_parser("export", help="export the ONNX backbone into the cache")

@@ -102,6 +102,48 @@ def auto_accept_thresholds(
     return thresholds
 
 
+def pooled_threshold(
+    true: Sequence[str],
+    predicted: Sequence[str],
+    confidence: Sequence[float] | np.ndarray,
+    *,
+    precision: float,
+) -> float | None:
+    """The lowest confidence ``t`` at which all predictions with confidence ``≥ t``, whatever
+    their category, are right in a share ``≥ precision``; None when none qualifies."""
+    pooled = auto_accept_thresholds(
+        ["right" if t == p else "wrong" for t, p in zip(true, predicted, strict=True)],
+        ["right"] * len(true),
+        confidence,
+        precision=precision,
+    )
+    return pooled.get("right")
+
+
+def shrink_thresholds(
+    thresholds: dict[str, float],
+    predicted: Sequence[str],
+    confidence: Sequence[float] | np.ndarray,
+    *,
+    floor: float | None,
+    strong_support: int,
+) -> dict[str, float]:
+    """Raise to ``floor`` (the pooled threshold) every category threshold supported by fewer
+    than ``strong_support`` predictions at or above it: a precision measured on a few dozen
+    photos is too rough to trust below the pooled one. With no floor, such categories are
+    dropped. Returns the new ``{slug: threshold}``."""
+    predicted_array = np.asarray(list(predicted), dtype=object)
+    scores = np.asarray(confidence, dtype=np.float64)
+    result = {}
+    for slug, threshold in thresholds.items():
+        support = int(np.sum((predicted_array == slug) & (scores >= threshold)))
+        if support >= strong_support:
+            result[slug] = threshold
+        elif floor is not None:
+            result[slug] = max(threshold, floor)
+    return result
+
+
 def auto_accept_summary(
     true: Sequence[str],
     predicted: Sequence[str],

@@ -368,19 +368,17 @@ def finetune(
     passes: float = 1.0,
     seeds: int = SOUP_SEEDS,
     precision: float = 0.97,
+    head_only: bool = False,
     log: Callable[[str], None] = print,
 ) -> FinetuneReport:
     """The whole recipe on ``data_dir/{train,validation,test}`` (default: clothing-small beside
     the repository): tune the tail on ``train/`` (see the module docstring), build the tuned
     backbone, fit a head on the tuned embeddings of ``train/`` + ``validation/`` with
     ``validation/`` alone calibrating (the tail never saw it), measure it on ``test/``, and write
-    both artifacts to ``out_dir``. Raises ``FileNotFoundError`` for a missing split folder."""
-    from classifier.backbone import OnnxBackbone, _export_key, _tail_sha, ensure_onnx
-    from classifier.calibration import evaluation_metrics
-    from classifier.features import LabelledFeatures, extract_features, list_labelled_photos
-    from classifier.retrain import LabelledOutputs, score_head, train_candidate
-    from classifier.taxonomy import load_taxonomy
-    from classifier.train import DEFAULT_DATA_DIR, SPLITS, TRAINING_VIEWS
+    both artifacts to ``out_dir``. ``head_only``: keep the tail already in ``out_dir`` and only
+    fit the head again. Raises ``FileNotFoundError`` for a missing split folder."""
+    from classifier.features import list_labelled_photos
+    from classifier.train import DEFAULT_DATA_DIR, SPLITS
 
     root = Path(data_dir) if data_dir is not None else DEFAULT_DATA_DIR
     for split in SPLITS:
@@ -390,6 +388,22 @@ def finetune(
     photos = list_labelled_photos(root / "train")
     classes = sorted({photo.label for photo in photos})
     targets = np.array([classes.index(photo.label) for photo in photos])
+    if head_only:
+        tail = TailArtifact.load(tail_name, out_dir)
+        cached = tuned = time.perf_counter()
+        return _fit_head(
+            tail,
+            Path(out_dir) / tail_name,
+            root,
+            head_version,
+            out_dir,
+            cache_dir,
+            precision,
+            log,
+            began,
+            cached,
+            tuned,
+        )
     activations = cached_activations([p.path for p in photos], views=views, cache_dir=cache_dir, log=log)
     cached = time.perf_counter()
     log(f"trunk activations of {len(photos)} photos × {views} views in {cached - began:.0f} s")
@@ -416,12 +430,50 @@ def finetune(
     hashes = frozenset(hashlib.sha256(p.path.read_bytes()).hexdigest() for p in photos)
     tail = TailArtifact(name=tail_name, state=state, trained_on=hashes, recipe=recipe)
     tail_path = tail.save(out_dir)
+    return _fit_head(
+        tail,
+        tail_path.with_suffix(""),
+        root,
+        head_version,
+        out_dir,
+        cache_dir,
+        precision,
+        log,
+        began,
+        cached,
+        tuned,
+    )
+
+
+def _fit_head(
+    tail: TailArtifact,
+    tail_base: Path,
+    root: Path,
+    head_version: str,
+    out_dir: str | os.PathLike[str],
+    cache_dir: str | os.PathLike[str] | None,
+    precision: float,
+    log: Callable[[str], None],
+    began: float,
+    cached: float,
+    tuned: float,
+) -> FinetuneReport:
+    from classifier.backbone import OnnxBackbone, _export_key, _tail_sha, ensure_onnx
+    from classifier.calibration import evaluation_metrics
+    from classifier.features import LabelledFeatures, extract_features
+    from classifier.retrain import LabelledOutputs, score_head, train_candidate
+    from classifier.taxonomy import load_taxonomy
+    from classifier.train import SPLITS, TRAINING_VIEWS
+
     _tail_sha.cache_clear()
     _export_key.cache_clear()
-    tail_ref = str(tail_path.with_suffix(""))
+    tail_ref = str(tail_base)
+    from classifier.backbone import default_cache_dir
+
+    features_cache = cache_dir if cache_dir is not None else default_cache_dir()
     backbone = OnnxBackbone(ensure_onnx(cache_dir, tail=tail_ref))
     features = {
-        split: extract_features(root / split, backbone, views=TRAINING_VIEWS, cache_dir=cache_dir)
+        split: extract_features(root / split, backbone, views=TRAINING_VIEWS, cache_dir=features_cache)
         for split in SPLITS
     }
     fit = LabelledFeatures.concatenate([features["train"], features["validation"]])
@@ -459,7 +511,7 @@ def finetune(
         "held_out": figures,
         "auto_accept_thresholds": candidate.auto_accept_thresholds,
     }
-    head.hyperparameters["backbone_tail"] = tail_name
+    head.hyperparameters["backbone_tail"] = tail.name
     head_manifest = head.save(out_dir)
     finished = time.perf_counter()
     seconds = {

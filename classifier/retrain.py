@@ -17,6 +17,7 @@ zero-shot together, as served), so the held-out photos stay untouched for the re
 
 from __future__ import annotations
 
+import math
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -25,7 +26,12 @@ from typing import Any
 
 import numpy as np
 
-from classifier.calibration import auto_accept_thresholds, evaluation_metrics
+from classifier.calibration import (
+    auto_accept_thresholds,
+    evaluation_metrics,
+    pooled_threshold,
+    shrink_thresholds,
+)
 from classifier.head import GateParameters, LinearHead, softmax, transform_embeddings
 from classifier.model import ImageClassifier, ZeroShotScorer
 from classifier.preprocess import View
@@ -40,6 +46,9 @@ DEFAULT_MIN_PHOTOS = 20
 #: best on clothing-small/test with the tuned backbone (0.935 vs 0.930 at 0.5 and 0.925 at 1);
 #: a new category with 20 labelled photos among ~300 per category still reaches 0.79 recall.
 CLASS_BALANCE = 0.0
+#: A category's own threshold is trusted once this many errors' worth of photos support it
+#: (STRONG_SUPPORT / (1 − precision): 100 photos at 0.97); below, the pooled threshold is a floor.
+STRONG_SUPPORT = 3
 #: With fewer unbiased photos than this (see ``train_candidate``), every photo calibrates.
 MIN_CALIBRATION_PHOTOS = 100
 
@@ -393,6 +402,17 @@ def train_candidate(
         precision=precision,
         min_support=min_support,
         prior_errors=prior_errors,
+    )
+    # Precision measured on a few dozen photos of a category is rough: below STRONG_SUPPORT / (1 −
+    # precision) supporting photos, a category's threshold is at least the pooled one.
+    thresholds = shrink_thresholds(
+        thresholds,
+        calibration_predicted,
+        oof_confidence[rows],
+        floor=pooled_threshold(
+            calibration_labels, calibration_predicted, oof_confidence[rows], precision=precision
+        ),
+        strong_support=math.ceil(STRONG_SUPPORT / (1.0 - precision)) if precision < 1 else len(rows) + 1,
     )
     thresholds = {slug: round(value, 6) for slug, value in thresholds.items() if slug in classes}
     cross_validated = evaluation_metrics(

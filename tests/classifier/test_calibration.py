@@ -147,3 +147,27 @@ def test_evaluation_metrics_are_json_ready() -> None:
         "auto_accept",
     }
     assert metrics["auto_accept"]["accepted"] == 1 and metrics["auto_accept"]["precision"] == 1.0
+
+
+def test_pooled_threshold_and_shrinking_thin_categories() -> None:
+    from classifier.calibration import pooled_threshold, shrink_thresholds
+
+    # given predictions of two categories: "a" well supported, "b" from a handful of photos
+    true = ["a"] * 6 + ["x"] + ["b"] * 2
+    predicted = ["a"] * 7 + ["b"] * 2
+    confidence = [0.99, 0.98, 0.97, 0.96, 0.95, 0.94, 0.93, 0.5, 0.4]
+
+    # when the pooled threshold is taken at precision 0.85 (all photos together)
+    floor = pooled_threshold(true, predicted, confidence, precision=0.85)
+
+    # then it is the lowest confidence keeping 85 %: down to 0.4 it is 8 right of 9 (0.889)
+    assert floor == 0.4
+
+    # when "b" (2 photos at its threshold) needs 5 to stand on its own, and the floor is 0.9
+    shrunk = shrink_thresholds({"a": 0.94, "b": 0.4}, predicted, confidence, floor=0.9, strong_support=5)
+
+    # then "a" keeps its own threshold and "b" is raised to the floor; without a floor "b" goes
+    assert shrunk == {"a": 0.94, "b": 0.9}
+    assert shrink_thresholds({"a": 0.94, "b": 0.4}, predicted, confidence, floor=None, strong_support=5) == {
+        "a": 0.94
+    }
