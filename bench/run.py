@@ -1,8 +1,9 @@
 """The benchmark's phases. See `bench/__init__.py` and docs/BENCHMARKS.md ("Throughput and latency").
 
-Each phase builds its catalogue in a dedicated database (`marketplace_bench`, dropped and created
-at start) and a dedicated Redis database (`BENCH_REDIS_DB`, default 14, flushed at start), so a
-running system or test session on the same servers is neither disturbed nor measured.
+Each phase builds its catalogue in a dedicated database (`BENCH_DATABASE`, default
+`marketplace_bench`, dropped and created at start) and a dedicated Redis database
+(`BENCH_REDIS_DB`, default 14, flushed at start), so a running system or test session on the
+same servers is neither disturbed nor measured. Two runs at once need different values.
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DATASET = REPO_ROOT.parent / "shared" / "datasets" / "clothing-small"
-BENCH_DATABASE = "marketplace_bench"
+# Another run on the same servers must use other names (the smoke test does).
+BENCH_DATABASE = os.environ.get("BENCH_DATABASE", "marketplace_bench")
 BENCH_REDIS_DB = int(os.environ.get("BENCH_REDIS_DB", "14"))
 LARGE_PIXELS = 12_000_000
 #: CPU priority of the bulk worker while uploads are measured: a bulk worker that shares a host

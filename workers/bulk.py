@@ -119,12 +119,14 @@ def chunk_run(*, chunk_id: int) -> str:
     timings: dict[str, float] = {}
 
     def record(scores: Sequence[PhotoScores]) -> None:
+        began = time.perf_counter()
         stored, failed = bulk.suggestions_record_many(
             model_version=job.model_version, scores=scores, write=not job.dry_run
         )
         new_top_k.update(stored)
         errors.update(failed)
         counts.suggested += len(stored)
+        timings["write_ms"] = timings.get("write_ms", 0.0) + (time.perf_counter() - began) * 1000
 
     # 1. Cached backbone outputs: the head alone.
     began = time.perf_counter()
@@ -134,6 +136,7 @@ def chunk_run(*, chunk_id: int) -> str:
         ids, embeddings, logits = bulk.embeddings_cached(
             image_ids=[photo.image_id for photo in todo], backbone_version=backbone_version
         )
+        timings["fetch_ms"] = (time.perf_counter() - began) * 1000
         for start in range(0, len(ids), HEAD_ONLY_BATCH):
             batch_ids = ids[start : start + HEAD_ONLY_BATCH]
             scores = classifier.scores_from_outputs(

@@ -4,6 +4,7 @@ the run must finish and write its results and its markdown section."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -31,6 +32,8 @@ def test_the_benchmark_runs_end_to_end_at_tiny_sizes(tmp_path: Path) -> None:
         [sys.executable, "-m", "bench", "--smoke", "--phases", "raw,head_only,pipeline",
          "--out", str(out), "--doc", str(doc)],
         cwd=REPO_ROOT, capture_output=True, text=True, timeout=600,
+        # its own database and Redis database: a real benchmark may be running on these servers
+        env={**os.environ, "BENCH_DATABASE": "marketplace_bench_smoke", "BENCH_REDIS_DB": "13"},
     )  # fmt: skip
 
     # then it wrote every figure of those phases, the machine, the ratio, and the section
