@@ -113,14 +113,17 @@ def start_worker(
         cwd=REPO_ROOT, env=worker_env, stdout=log.open("ab"), stderr=subprocess.STDOUT,
     )  # fmt: skip
     worker = WorkerProcess(process=process, name=name, log=log)
-    deadline = time.monotonic() + 180
+    deadline = time.monotonic() + 600
     while time.monotonic() < deadline:
         if process.poll() is not None:
             pytest.fail(f"worker exited with {process.returncode}:\n{worker.log_text()[-4000:]}")
-        if app.control.ping(destination=[name], timeout=0.5):
+        # Ready once it answers and its pool process has loaded the model (a first run may export
+        # and quantize the backbone), so a test's first photo never waits for that.
+        if "classifier loaded" in worker.log_text() and app.control.ping(destination=[name], timeout=0.5):
             return worker
+        time.sleep(0.2)
     stop_worker(worker)
-    pytest.fail(f"worker did not answer within 180 s:\n{worker.log_text()[-4000:]}")
+    pytest.fail(f"worker not ready within 600 s:\n{worker.log_text()[-4000:]}")
 
 
 def stop_worker(worker: WorkerProcess, timeout: float = 30.0) -> None:
