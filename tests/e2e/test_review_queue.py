@@ -4,10 +4,20 @@ decision and moves to the next listing."""
 
 from __future__ import annotations
 
+import hashlib
+
 import pytest
+from django.core.files.base import ContentFile
 
 from catalog import services
-from catalog.models import CategoryDecision, CategorySource, DecisionAction, Listing, ModelVersion
+from catalog.models import (
+    CategoryDecision,
+    CategorySource,
+    DecisionAction,
+    Listing,
+    ListingImage,
+    ModelVersion,
+)
 from tests.conftest import fixture_photo_paths
 from tests.e2e.conftest import DESKTOP, PASSWORD, screenshot
 from tests.factories import ListingFactory, UserFactory
@@ -26,7 +36,11 @@ def _queue() -> list[Listing]:
         zip(photos, [(0.45, 0.40), (0.50, 0.40), (0.55, 0.35)], strict=False)
     ):
         listing = ListingFactory(title=f"Review item {index + 1}")
-        image = services.image_add(listing=listing, upload=photo.read_bytes(), filename=photo.name)
+        # Stored without queueing: a worker running in this session must not replace these scores.
+        data = photo.read_bytes()
+        image = ListingImage(listing=listing, checksum=hashlib.sha256(data).hexdigest(), size_bytes=len(data))
+        image.file.save(photo.name, ContentFile(data), save=False)
+        image.save()
         services.image_classification_record(
             image=image,
             model_version=version,
