@@ -12,6 +12,7 @@ from catalog.models import (
     BulkJobError,
     BulkJobStatus,
     Category,
+    CategoryDecision,
     CategorySuggestion,
     Listing,
     ListingImage,
@@ -32,6 +33,38 @@ class ListingImageInline(admin.TabularInline):
     readonly_fields = ["checksum", "size_bytes", "status", "failure_reason", "deliveries"]
 
 
+class CategoryDecisionInline(admin.TabularInline):
+    """The listing's audit trail, read-only: categories change through the review pages and the
+    seller's pages, which record each decision (`services.listing_category_set`)."""
+
+    model = CategoryDecision
+    extra = 0
+    can_delete = False
+    fields = [
+        "created_at",
+        "action",
+        "source",
+        "actor",
+        "category",
+        "model_version",
+        "confidence",
+        "threshold",
+    ]
+    readonly_fields = (
+        "created_at",
+        "action",
+        "source",
+        "actor",
+        "category",
+        "model_version",
+        "confidence",
+        "threshold",
+    )
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
 @admin.register(Listing)
 class ListingAdmin(admin.ModelAdmin):
     list_display = [
@@ -44,7 +77,17 @@ class ListingAdmin(admin.ModelAdmin):
     ]
     list_filter = ["category_source", "category"]
     search_fields = ["title"]
-    inlines = [ListingImageInline]
+    # The category is set only through services that audit it (review pages, seller pages).
+    readonly_fields = [
+        "category",
+        "category_source",
+        "suggested_category",
+        "suggested_confidence",
+        "suggested_top_k",
+        "suggested_margin",
+        "suggested_model_version",
+    ]
+    inlines = [ListingImageInline, CategoryDecisionInline]
 
 
 @admin.register(ListingImage)
@@ -62,6 +105,22 @@ class CategorySuggestionAdmin(admin.ModelAdmin):
 @admin.register(ModelVersion)
 class ModelVersionAdmin(admin.ModelAdmin):
     list_display = ["name", "backbone_version", "is_active", "created_at"]
+    # Activation and rollback go through the registry pages (a comparison, a permission, a record).
+    exclude = ["head_npz"]
+    readonly_fields = [
+        "name",
+        "backbone_version",
+        "is_active",
+        "activated_at",
+        "training_photos",
+        "held_out_photos",
+        "auto_accept_precision",
+        "auto_accept_thresholds",
+        "hyperparameters",
+        "metrics",
+        "head_manifest",
+        "held_out_images",
+    ]
 
 
 # --- bulk reclassification ---------------------------------------------------------------------

@@ -199,3 +199,23 @@ def test_a_listing_shows_its_audit_trail(staff_client: Client) -> None:
     assert active.name in page
     assert "90%" in page
     assert "reviewer" in page
+
+
+def test_the_admin_shows_the_audit_trail_and_cannot_set_a_category(client: Client) -> None:
+    # given an auto-accepted listing and a superuser
+    listing, _ = classified_listing(
+        [("shoes", 0.96), ("hat", 0.02)], model_version=version(active=True, thresholds={"shoes": 0.9})
+    )
+    client.force_login(UserFactory(username="root", is_staff=True, is_superuser=True))
+    url = reverse("admin:catalog_listing_change", args=[listing.pk])
+
+    # when they open the listing in the admin and post another category
+    page = client.get(url).content.decode()
+    client.post(
+        url, {"title": listing.title, "description": "", "category": Category.objects.get(slug="hat").pk}
+    )
+
+    # then the decision is listed, and the category did not change (read-only there)
+    assert "auto-accepted suggestion" in page
+    assert Listing.objects.get(pk=listing.pk).category.slug == "shoes"
+    assert CategoryDecision.objects.filter(listing=listing).count() == 1
