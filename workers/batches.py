@@ -2,14 +2,18 @@
 guarantees kept.
 
 celery-batches buffers a task's messages in the worker's main process and hands them to a pool
-process together, when `flush_every` have arrived or every `flush_interval` seconds. Two gaps of
-the stock class are closed here:
+process together, when `flush_every` have arrived or every `flush_interval` seconds. Three gaps
+of the stock class are closed here:
 
 - Redelivery when the pool process dies. Stock batches leave the messages unacknowledged until
   the Redis visibility timeout (an hour); here a lost pool process requeues them at once, like
   Celery's `reject_on_worker_lost`, and the per-photo delivery counter bounds a poison photo.
   Other failures (a hard time limit) acknowledge, as Celery does; the sweeper re-sends photos
   left QUEUED.
+- One batch per pool process at a time. Stock batches hand the pool a batch every
+  `flush_interval` even while it is busy, so under load a queue of one-photo batches forms and
+  batching never raises throughput; here the buffer waits for a free process and the next batch
+  takes everything that arrived meanwhile.
 - Prefetch. With `acks_late`, a worker holds at most `prefetch_multiplier × concurrency`
   unacknowledged messages, so at the project's multiplier of 1 a batch could never grow past one
   photo. On its first message the task raises its worker's prefetch by `2 × flush_every − 1`:
@@ -54,15 +58,27 @@ class AckLateBatches(Batches):
 
         return on_message
 
+    def _do_flush(self) -> None:
+        # While every pool process is busy, let the buffer grow: the next batch then takes all
+        # that arrived meanwhile. (Stock batches send a batch every tick, which under load makes
+        # a queue of one-photo batches behind the running one, and batching never helps.)
+        slots = max(1, int(getattr(self._pool, "num_processes", 1) or 1))
+        if getattr(self, "_running", 0) >= slots:
+            return
+        super()._do_flush()
+
     def flush(self, requests: Collection[Any]) -> Any:
         pending = list(requests)
         serializable = ([SimpleRequest.from_request(r) for r in pending],)
+        self._running = getattr(self, "_running", 0) + 1
 
         def on_return(result: Any) -> None:
+            self._running -= 1
             for request in pending:
                 request.acknowledge()
 
         def on_error(exc_info: Any) -> None:
+            self._running -= 1
             exception = getattr(exc_info, "exception", exc_info)
             # billiard hands a lost pool process over as ExceptionWithTraceback(WorkerLostError).
             exception = getattr(exception, "exc", exception)
