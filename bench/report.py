@@ -53,24 +53,27 @@ def render(results: dict[str, Any]) -> str:
         SECTION,
         "",
         "Bulk reclassification and uploads through the whole system: real PostgreSQL, Redis and Celery",
-        "workers (one prefork process per queue, as deployed), on the photos of",
+        "workers as `docker/compose.yml` runs them (a classify worker with one process, a bulk worker",
+        f"with {c.get('bulk_worker_processes', 1)}), on the photos of",
         "`../shared/datasets/clothing-small` (~400 px JPEGs) and copies of them. Everything below comes",
         "from one run of the command, phase after phase on the same machine; the machine is shared, so",
         "the load average during each phase is given (it moves absolute figures by 2-4x; ratios measured",
         "side by side move much less).",
         "",
         "```sh",
-        "make bench                        # full run (about 15-20 minutes on 2 cores)",
+        "make bench                        # full run (7-10 minutes on 2 cores)",
         "make bench BENCH_ARGS=--quick     # smaller sizes, a few minutes",
         "```",
         "",
         f"Run of {results['date']} ({results['mode']} mode, {results.get('total_seconds', 0):.0f} s): "
         f"{m['cores']} cores, {m['cpu_model']}"
         + (f" ({', '.join(m['int8_instructions'])})" if m.get("int8_instructions") else "")
-        + f", onnxruntime {m['onnxruntime']}. Backbone precision {c['precision']}, "
-        f"{c['onnx_threads_per_process']} onnxruntime and {c['decode_threads_per_process']} decoding "
-        f"threads per worker process, bulk chunks of {c['bulk_chunk_size']} photos, upload batches of up "
-        f"to {c['classify_batch_size']} every {c['classify_batch_interval_s']} s. "
+        + f", onnxruntime {m['onnxruntime']}. Backbone precision {c['precision']}; onnxruntime and decoding "
+        f"threads per process = cores / the worker's processes ({c['onnx_threads_per_process']} in the "
+        f"classify worker and in raw, {max(1, m['cores'] // c.get('bulk_worker_processes', 1))} in each bulk "
+        f"process); {c.get('worker_batch_size', 16)} photos per onnxruntime call; bulk chunks of "
+        f"{c['bulk_chunk_size']} photos to decode; upload batches of up to {c['classify_batch_size']} every "
+        f"{c['classify_batch_interval_s']} s. "
         "Figures: `bench/results.json`.",
         "",
         "| measure | figure | target | load average |",
@@ -170,7 +173,10 @@ def render(results: dict[str, Any]) -> str:
         "How each figure is taken:",
         "",
         "- raw: `classifier.batching.BatchClassifier` in the benchmark's process on photo bytes in memory;"
-        " photos/s over the whole set, the workers' threads and batch size.",
+        " photos/s over the whole set, one process with the workers' threads per core and batch size."
+        " The bulk worker's processes split the cores between them (one onnxruntime and one decoding"
+        " thread each), which parallelises a little better than two threads in one process: that is"
+        " how the pipeline can reach or pass raw.",
         "- pipeline, large, head_only: `BulkJob.created_at` to `finished_at` (planning, dispatch through"
         " Redis, reading files through Django's storage, decoding, inference, upserts of suggestions and"
         " embeddings, listing updates). Between runs the version's suggestions and all cached embeddings"
