@@ -43,7 +43,8 @@ def workers(
     deployment would send it."""
     from workers.celery import app
 
-    others = [name for reply in app.control.ping(timeout=1.0) for name in reply]
+    # Test workers only (tests.conftest names them test-...): a demo's worker is left alone.
+    others = [name for reply in app.control.ping(timeout=1.0) for name in reply if name.startswith("test-")]
     for queue in ("classify", "bulk"):
         if others:
             app.control.cancel_consumer(queue, destination=others, reply=True)
