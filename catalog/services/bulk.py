@@ -512,18 +512,23 @@ class ChunkCounts:
 
 @dataclass(frozen=True)
 class ListingOutcome:
-    """A listing's suggested category derived from its photos' top-k (None without any)."""
+    """A listing's suggestion derived from its photos' top-k: the best category, its mean
+    confidence, the averaged top-k (best first) and the margin between its first two confidences;
+    `slug` None when no photo has a suggestion."""
 
     listing_id: int
     slug: str | None
     confidence: float | None
+    top_k: list[dict[str, Any]] = field(default_factory=list)
+    margin: float | None = None
 
 
 def listing_outcomes(
     top_k_by_listing: Mapping[int, Sequence[Sequence[Mapping[str, Any]]]],
 ) -> list[ListingOutcome]:
-    """Per listing: the category with the best mean confidence over its photos' top-k, as
-    `listing_suggestion_refresh` derives it (ties go to the first seen)."""
+    """Per listing, what `listing_suggestion_refresh` derives: each category's confidences summed
+    over the photos' top-k and divided by the number of photos, ranked (ties by slug), the first
+    `SUGGESTION_TOP_K` kept."""
     outcomes = []
     for listing_id, photos in top_k_by_listing.items():
         totals: dict[str, float] = defaultdict(float)
@@ -533,27 +538,69 @@ def listing_outcomes(
         if not photos or not totals:
             outcomes.append(ListingOutcome(listing_id, None, None))
             continue
-        slug, total = max(totals.items(), key=lambda item: item[1])
-        outcomes.append(ListingOutcome(listing_id, slug, total / len(photos)))
+        ranked = sorted(totals.items(), key=lambda item: (-item[1], item[0]))[: settings.SUGGESTION_TOP_K]
+        means = [round(total / len(photos), 6) for _, total in ranked]
+        averaged: list[dict[str, Any]] = [
+            {"slug": slug, "confidence": mean} for (slug, _), mean in zip(ranked, means, strict=True)
+        ]
+        second = means[1] if len(means) > 1 else 0.0
+        outcomes.append(
+            ListingOutcome(
+                listing_id,
+                ranked[0][0],
+                ranked[0][1] / len(photos),
+                top_k=averaged,
+                margin=round(means[0] - second, 6),
+            )
+        )
     return outcomes
 
 
-def _listings_write(outcomes: Sequence[ListingOutcome], categories: Mapping[str, int]) -> None:
+def _listings_write(
+    outcomes: Sequence[ListingOutcome], categories: Mapping[str, int], model_version: ModelVersion
+) -> None:
+    """The listings' suggestion fields, as `listing_suggestion_refresh` sets them, in one UPDATE."""
+    import json
+
+    import psycopg
+
     if not outcomes:
         return
-    table = Listing._meta.db_table
-    with connection.cursor() as cursor:
+    connection.ensure_connection()
+    with psycopg.Cursor(connection.connection) as cursor:
         cursor.execute(
-            f"UPDATE {table} AS l SET suggested_category_id = v.category_id, "
-            "suggested_confidence = v.confidence, updated_at = now() "
-            "FROM unnest(%s::bigint[], %s::bigint[], %s::double precision[]) "
-            "AS v(id, category_id, confidence) WHERE l.id = v.id",
+            f"UPDATE {Listing._meta.db_table} AS l SET suggested_category_id = v.category_id, "
+            "suggested_confidence = v.confidence, suggested_top_k = v.top_k::jsonb, "
+            "suggested_margin = v.margin, suggested_model_version_id = "
+            "CASE WHEN v.category_id IS NULL THEN NULL ELSE %s::bigint END, updated_at = now() "
+            "FROM unnest(%b::bigint[], %b::bigint[], %b::float8[], %b::text[], %b::float8[]) "
+            "AS v(id, category_id, confidence, top_k, margin) WHERE l.id = v.id",
             [
+                model_version.pk,
                 [o.listing_id for o in outcomes],
                 [categories.get(o.slug) if o.slug else None for o in outcomes],
                 [o.confidence for o in outcomes],
+                [json.dumps(o.top_k) for o in outcomes],
+                [o.margin for o in outcomes],
             ],
         )
+
+
+def _listings_auto_accept(outcomes: Sequence[ListingOutcome], model_version: ModelVersion) -> None:
+    """Auto-accept, as after an upload, for the listings whose new suggestion clears its
+    category's threshold (the few that do are checked one by one by `listing_auto_accept`)."""
+    from catalog.services.decisions import listing_auto_accept
+
+    thresholds = model_version.auto_accept_thresholds or {}
+    if not settings.AUTO_ACCEPT_ENABLED or not thresholds:
+        return
+    candidates = [
+        o.listing_id
+        for o in outcomes
+        if o.slug in thresholds and o.confidence is not None and o.confidence >= float(thresholds[o.slug])
+    ]
+    for listing in Listing.objects.filter(pk__in=candidates):
+        listing_auto_accept(listing=listing, model_version=model_version)
 
 
 def bulk_chunk_finish(
@@ -568,9 +615,11 @@ def bulk_chunk_finish(
 
     `new_top_k`: this run's top-k by image id (in a dry run, never written). Photos that already
     had a suggestion for the version contribute their stored top-k. When the job applies the
-    active version, the listings' suggested category and confidence are rewritten in one
-    statement (a category a person chose is a different field and is never touched). Then the
-    job's counters are refreshed and, after its last chunk, the job is finished.
+    active version, the listings' suggestion fields are rewritten in one statement, as
+    `listing_suggestion_refresh` sets them, and listings whose suggestion clears its category's
+    auto-accept threshold get it as their category (never over a person's choice, see
+    `listing_auto_accept`). Then the job's counters are refreshed and, after its last chunk, the
+    job is finished.
     """
     listing_of = {photo.image_id: photo.listing_id for photo in photos}
     stored_ids = [
@@ -616,8 +665,11 @@ def bulk_chunk_finish(
                 }
             )
     with transaction.atomic():
-        if not job.dry_run and ModelVersion.objects.filter(pk=job.model_version_id, is_active=True).exists():
-            _listings_write([o for o in outcomes if o.listing_id in current], categories)
+        version = ModelVersion.objects.get(pk=job.model_version_id)
+        if not job.dry_run and version.is_active:
+            kept = [o for o in outcomes if o.listing_id in current]
+            _listings_write(kept, categories, version)
+            _listings_auto_accept(kept, version)
         BulkJobChunk.objects.filter(pk=chunk.pk).update(
             status=_C.DONE,
             inflight_image_ids=[],

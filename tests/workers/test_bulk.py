@@ -211,10 +211,16 @@ def test_apply_from_cached_embeddings_writes_one_suggestion_per_photo_without_de
         suggestion = CategorySuggestion.objects.get(image=image, model_version=version)
         assert suggestion.category.slug == _expected_category(*outputs[image.pk])
         assert len(suggestion.top_k) == 5
-    # and, the version being active, each listing's suggested category is derived from them
+    # and, the version being active, each listing's suggestion is derived from them exactly as
+    # the upload path derives it (refreshing it through that path changes nothing)
+    fields = ("suggested_category_id", "suggested_confidence", "suggested_top_k", "suggested_margin",
+              "suggested_model_version_id")  # fmt: skip
     for listing in listings:
-        listing.refresh_from_db()
-        assert listing.suggested_category is not None
+        after_job = Listing.objects.values(*fields).get(pk=listing.pk)
+        services.listing_suggestion_refresh(listing=listing, model_version=version)
+        assert Listing.objects.values(*fields).get(pk=listing.pk) == after_job
+        assert after_job["suggested_model_version_id"] == version.pk
+        assert len(after_job["suggested_top_k"]) == 5
 
     # when the same job is run again, then nothing is written twice
     rerun = BulkJob.objects.create(model_version=version, chunk_size=4)
