@@ -141,8 +141,7 @@ def classify_images(*, image_ids: Sequence[int], batch_size: int | None = None) 
             outcomes[pk] = "already-done"
     todo = [image for pk, image in images.items() if pk not in outcomes]
     fresh = [image for image in todo if image.deliveries == 0]
-    for image in fresh:
-        services.image_delivery_start(image_id=image.pk)
+    services.images_delivery_start(image_ids=[image.pk for image in fresh])
     outcomes.update(_classify_group(fresh, classifier, model_version, batch_size))
     for image in (image for image in todo if image.deliveries > 0):
         deliveries = services.image_delivery_start(image_id=image.pk)

@@ -107,9 +107,14 @@ def image_status_set(
     return bool(updated)
 
 
+def images_delivery_start(*, image_ids: Sequence[int]) -> None:
+    """Count one more delivery for each photo, in one UPDATE (a batch's photos together)."""
+    ListingImage.objects.filter(pk__in=image_ids).update(deliveries=F("deliveries") + 1)
+
+
 def image_delivery_start(*, image_id: int) -> int:
     """Count one more delivery of the photo's classification task; returns the new count."""
-    ListingImage.objects.filter(pk=image_id).update(deliveries=F("deliveries") + 1)
+    images_delivery_start(image_ids=[image_id])
     return ListingImage.objects.filter(pk=image_id).values_list("deliveries", flat=True).first() or 0
 
 
