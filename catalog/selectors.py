@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from django.contrib.auth.models import AbstractBaseUser
@@ -75,6 +76,22 @@ def images_stuck(*, older_than_s: int) -> QuerySet[ListingImage]:
         status__in=[ClassificationStatus.PENDING, ClassificationStatus.QUEUED],
         status_changed_at__lt=cutoff,
     ).order_by("pk")
+
+
+def images_for_classification(*, image_ids: Sequence[int]) -> dict[int, ListingImage]:
+    """The photos of `image_ids` that still exist, with their listings, by primary key."""
+    return {
+        image.pk: image for image in ListingImage.objects.select_related("listing").filter(pk__in=image_ids)
+    }
+
+
+def images_with_suggestion(*, image_ids: Sequence[int], model_version: ModelVersion) -> set[int]:
+    """Which of `image_ids` have a suggestion of `model_version`."""
+    return set(
+        CategorySuggestion.objects.filter(image_id__in=image_ids, model_version=model_version).values_list(
+            "image_id", flat=True
+        )
+    )
 
 
 def listing_list_recent(*, limit: int = 50) -> QuerySet[Listing]:

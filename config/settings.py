@@ -164,6 +164,11 @@ CELERY_TASK_SOFT_TIME_LIMIT_S = env.int("CELERY_TASK_SOFT_TIME_LIMIT_S", default
 CELERY_VISIBILITY_TIMEOUT_S = env.int("CELERY_VISIBILITY_TIMEOUT_S", default=3600)
 CELERY_WORKER_MAX_MEMORY_PER_CHILD_KB = env.int("CELERY_WORKER_MAX_MEMORY_PER_CHILD_KB", default=1_500_000)
 CLASSIFY_MAX_DELIVERIES = env.int("CLASSIFY_MAX_DELIVERIES", default=3)
+# One retry policy for every task (workers/retry.py): database, broker and storage errors are
+# retried this many times, after 0..min(max, backoff × 2^retry) seconds (exponential, full jitter).
+TASK_MAX_RETRIES = env.int("TASK_MAX_RETRIES", default=8)
+TASK_RETRY_BACKOFF_S = env.int("TASK_RETRY_BACKOFF_S", default=2)
+TASK_RETRY_BACKOFF_MAX_S = env.int("TASK_RETRY_BACKOFF_MAX_S", default=60)
 STUCK_IMAGE_AFTER_S = env.int("STUCK_IMAGE_AFTER_S", default=600)
 
 # --- Classifier (read only by worker processes) ---

@@ -8,8 +8,10 @@ of the stock class are closed here:
 - Redelivery when the pool process dies. Stock batches leave the messages unacknowledged until
   the Redis visibility timeout (an hour); here a lost pool process requeues them at once, like
   Celery's `reject_on_worker_lost`, and the per-photo delivery counter bounds a poison photo.
-  Other failures (a hard time limit) acknowledge, as Celery does; the sweeper re-sends photos
-  left QUEUED.
+  A hard time limit (which kills the pool process too) requeues them the same way: the photos
+  of that batch then run one at a time, so the slow one meets the soft time limit alone and
+  fails with the time-limit reason. Errors inside the task never reach here: the task settles
+  each photo itself (`workers.classify`).
 - One batch per pool process at a time. Stock batches hand the pool a batch every
   `flush_interval` even while it is busy, so under load a queue of one-photo batches forms and
   batching never raises throughput; here the buffer waits for a free process and the next batch
@@ -31,7 +33,7 @@ import logging
 from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
-from billiard.exceptions import WorkerLostError
+from billiard.exceptions import TimeLimitExceeded, WorkerLostError
 from celery_batches import Batches, SimpleRequest
 from celery_batches.trace import apply_batches_task
 
@@ -82,7 +84,7 @@ class AckLateBatches(Batches):
             exception = getattr(exc_info, "exception", exc_info)
             # billiard hands a lost pool process over as ExceptionWithTraceback(WorkerLostError).
             exception = getattr(exception, "exc", exception)
-            lost = isinstance(exception, WorkerLostError)
+            lost = isinstance(exception, (WorkerLostError, TimeLimitExceeded))
             logger.warning(
                 "batch of %d %s: %r", len(pending), "requeued" if lost else "acknowledged", exception
             )

@@ -21,14 +21,13 @@ from typing import Any
 
 import numpy as np
 from django.conf import settings
-from django.core.files.storage import default_storage
 
 from catalog import services
 from catalog.services import bulk
 from catalog.services.bulk import ChunkCounts, ChunkPhoto, PhotoScores
-from workers import inference
+from workers import inference, retry
 from workers.celery import app
-from workers.tasks import RETRYABLE_ERRORS
+from workers.storage import photo_reader
 
 logger = logging.getLogger("workers.bulk")
 
@@ -37,13 +36,7 @@ HEAD_ONLY_BATCH = 2048
 #: CNN results written to the database every this many photos (the resume granularity).
 WRITE_EVERY = 64
 
-_RETRY = {
-    "autoretry_for": RETRYABLE_ERRORS,
-    "retry_backoff": 2,
-    "retry_backoff_max": 60,
-    "retry_jitter": True,
-    "max_retries": 8,
-}
+_RETRY = retry.policy().task_options()
 
 
 @app.task(name="workers.bulk.bulk_job_plan_task", **_RETRY)
@@ -53,32 +46,38 @@ def bulk_job_plan_task(job_id: int) -> int:
 
 
 CHUNK_FAILED = "Chunk {index} stopped on an unexpected error ({error}); resume the job once it is fixed."
+CHUNK_UNAVAILABLE = (
+    "Chunk {index} could not reach a service it needs in {attempts} attempts ({error}); "
+    "resume the job once it answers again."
+)
 
 
-@app.task(name="workers.bulk.bulk_chunk_task", **_RETRY)
-def bulk_chunk_task(job_id: int, chunk_id: int) -> str:
+@app.task(name="workers.bulk.bulk_chunk_task", bind=True, **_RETRY)
+def bulk_chunk_task(self: Any, job_id: int, chunk_id: int) -> str:
     """Reclassify one chunk of a bulk job. Returns a short outcome word (for Flower).
 
-    A database, storage or broker error is retried; any other error fails the job with a reason
-    staff can read (instead of leaving it running forever) and gives the chunk back for a resume.
+    A database, storage or broker error is retried (`workers.retry`); when the retries run out,
+    or on any other error, the job fails with a reason staff can read (instead of staying
+    RUNNING forever) and the chunk is given back for a resume.
     """
     try:
         return chunk_run(chunk_id=chunk_id)
-    except RETRYABLE_ERRORS:
-        raise
+    except retry.RETRYABLE_ERRORS as error:
+        policy = retry.policy()
+        if not policy.exhausted(self.request.retries):
+            raise
+        reason = CHUNK_UNAVAILABLE.format(
+            index=_chunk_index(chunk_id), attempts=policy.max_retries + 1, error=retry.describe(error)
+        )
     except Exception as error:
-        index = bulk.BulkJobChunk.objects.filter(pk=chunk_id).values_list("index", flat=True).first()
-        bulk.bulk_job_fail(job_id=job_id, reason=CHUNK_FAILED.format(index=index, error=type(error).__name__))
-        bulk.bulk_chunk_release(chunk_id=chunk_id)
-        raise
+        reason = CHUNK_FAILED.format(index=_chunk_index(chunk_id), error=retry.describe(error))
+    bulk.bulk_job_fail(job_id=job_id, reason=reason)
+    bulk.bulk_chunk_release(chunk_id=chunk_id)
+    return "failed"
 
 
-def _reader(name: str) -> Any:
-    def read() -> bytes:
-        with default_storage.open(name, "rb") as handle:
-            return handle.read()
-
-    return read
+def _chunk_index(chunk_id: int) -> int | None:
+    return bulk.BulkJobChunk.objects.filter(pk=chunk_id).values_list("index", flat=True).first()
 
 
 def _reason(error: BaseException) -> str:
@@ -88,7 +87,7 @@ def _reason(error: BaseException) -> str:
         return error.reason
     if isinstance(error, FileNotFoundError):
         return services.PHOTO_MISSING_FROM_STORAGE
-    return f"The photo could not be read from storage ({type(error).__name__})."
+    return services.PHOTO_UNREADABLE.format(error=retry.describe(error))
 
 
 def chunk_run(*, chunk_id: int) -> str:
@@ -229,7 +228,7 @@ def _run_cnn(
         return bulk.bulk_job_is_active(job_id=job_id)
 
     outcomes = batcher.classify(
-        ((photo.image_id, _reader(photo.file_name)) for photo in photos),
+        ((photo.image_id, photo_reader(photo.file_name)) for photo in photos),
         top_k=settings.SUGGESTION_TOP_K,
         batch_size=batch_size,
         on_batch=lambda keys: bulk.bulk_chunk_inflight_set(chunk_id=chunk_id, image_ids=keys),

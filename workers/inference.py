@@ -44,6 +44,11 @@ class ModelVersionUnavailable(RuntimeError):
     """The worker cannot score with the requested model version; `str(error)` is shown to staff."""
 
 
+class ClassifierUnavailable(RuntimeError):
+    """This worker process cannot classify at all (its model failed to load or verify); `str(error)`
+    says why. Work handed to it goes back to the queue untouched."""
+
+
 def set_process_count(processes: int) -> None:
     """Record how many worker processes share this machine (called in the parent, before fork)."""
     cores = os.cpu_count() or 1
@@ -263,6 +268,15 @@ def batch_classifier_for(classifier: ImageClassifier) -> BatchClassifier:
             )
             _batchers[classifier.model_version] = batcher
     return batcher
+
+
+def batch_classifier_discard(classifier: ImageClassifier) -> None:
+    """Drop the decode pool of `classifier`'s version (a thread of it may be stuck in a read that
+    timed out); the next batch gets a fresh one."""
+    with _lock:
+        batcher = _batchers.pop(classifier.model_version, None)
+    if batcher is not None:
+        batcher.close()
 
 
 def reset_after_fork() -> None:

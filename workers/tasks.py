@@ -4,32 +4,25 @@ from __future__ import annotations
 
 import json
 import logging
-import random
 import time
-from collections.abc import Callable, Sequence
+from collections import Counter
+from collections.abc import Sequence
 from typing import Any
 
 from celery import signals
 from celery_batches import SimpleRequest
 from django.conf import settings
-from django.core.files.storage import default_storage
-from django.db import InterfaceError, OperationalError
 
 from catalog import services
-from catalog.models import CategorySuggestion, ClassificationStatus, ListingImage, ModelVersion
-from workers import inference
+from workers import inference, retry
 from workers.batches import AckLateBatches, report_succeeded
 from workers.celery import app
+from workers.classify import PhotoOutcome, PhotoResult, classify_images, settle
 
 logger = logging.getLogger("workers.tasks")
 
-# Storage, database and broker hiccups are retried; a photo that is not an image is not.
-RETRYABLE_ERRORS: tuple[type[BaseException], ...] = (
-    OperationalError,
-    InterfaceError,
-    ConnectionError,
-    TimeoutError,
-)
+#: Seconds before a request that a worker unable to classify sent back is delivered again.
+DEFER_S = 5.0
 
 
 @signals.worker_init.connect
@@ -45,47 +38,45 @@ def _load_model_after_fork(**_: Any) -> None:
     inference.get_classifier()
 
 
-def _reader(name: str) -> Callable[[], bytes]:
-    def read() -> bytes:
-        with default_storage.open(name, "rb") as handle:
-            return handle.read()
-
-    return read
-
-
 @app.task(
     name="workers.tasks.image_classify_task",
     base=AckLateBatches,
     bind=True,
     flush_every=settings.CLASSIFY_BATCH_SIZE,
     flush_interval=settings.CLASSIFY_BATCH_INTERVAL_S,
-    max_retries=8,
+    max_retries=retry.policy().max_retries,
 )
 def image_classify_task(self: Any, requests: list[SimpleRequest]) -> None:
     """Suggest categories for photos: each request is one call `image_classify_task(image_id)`.
 
     The worker groups requests (see `workers.batches`): a batch decodes its photos in parallel and
-    runs the network once. Per photo the behaviour is that of a single task: a deleted row is a
-    no-op ("gone"), a photo with a suggestion for the version is left alone ("already-done"), a
-    photo that is not an image ends FAILED with its reason and is not retried, and a photo whose
-    classification killed the worker before is retried alone and set aside after
-    `CLASSIFY_MAX_DELIVERIES`. Database, storage and broker errors re-send the batch's requests
-    with exponential backoff (at most `max_retries` times).
+    runs the network once, but each photo ends on its own (`workers.classify`): done, gone,
+    already done, FAILED with a readable reason, or sent again alone after a backoff when a
+    retryable error stopped it (`workers.retry`), so one photo's error never holds back its
+    batch-mates. A worker that cannot classify sends every request back untouched.
     """
     started = time.perf_counter()
     image_ids = [_image_id(request) for request in requests]
+    retries: dict[int, int] = {}
+    for request, image_id in zip(requests, image_ids, strict=True):
+        retries[image_id] = max(retries.get(image_id, 0), _retries(request))
+    unique = list(dict.fromkeys(image_ids))
     try:
-        outcomes = classify_images(image_ids=list(dict.fromkeys(image_ids)), batch_size=len(requests))
-    except RETRYABLE_ERRORS as error:
-        _retry_later(self, requests, image_ids, error)
-        return
+        results = classify_images(image_ids=unique, retries=retries, batch_size=len(requests))
+    except inference.ClassifierUnavailable as error:
+        results = {pk: PhotoResult(PhotoOutcome.DEFERRED, error) for pk in unique}
+    except Exception as error:  # before any photo was classified (loading the rows, say)
+        results = settle(unique, error, retries)
     classified = time.perf_counter()
-    report_succeeded(self, requests, [outcomes.get(pk, "done") for pk in image_ids], classified - started)
+    _send_again(self, requests, image_ids, results)
+    outcomes = [results[pk].outcome.value for pk in image_ids]
+    report_succeeded(self, requests, outcomes, classified - started)
     logger.info(
         json.dumps(
             {
                 "event": "image_batch_classified",
                 "photos": len(requests),
+                "outcomes": dict(Counter(outcomes)),
                 "ms": {
                     "classify": round((classified - started) * 1000, 1),
                     "events": round((time.perf_counter() - classified) * 1000, 1),
@@ -99,143 +90,38 @@ def _image_id(request: SimpleRequest) -> int:
     return int(request.args[0] if request.args else request.kwargs["image_id"])
 
 
-def _retry_later(
-    self: Any, requests: Sequence[SimpleRequest], image_ids: Sequence[int], error: BaseException
+def _retries(request: SimpleRequest) -> int:
+    return int((request.request_dict or {}).get("retries") or 0)
+
+
+def _send_again(
+    self: Any, requests: Sequence[SimpleRequest], image_ids: Sequence[int], results: dict[int, PhotoResult]
 ) -> None:
+    """Send RETRYING photos again after the policy's backoff (one retry more) and DEFERRED ones
+    after `DEFER_S` (no retry counted: the photo was not tried). A photo is sent once even when
+    the batch held it twice. When the broker is down too, the photo stays QUEUED for the sweeper."""
+    policy = retry.policy()
+    sent: set[int] = set()
     for request, image_id in zip(requests, image_ids, strict=True):
-        retries = int((request.request_dict or {}).get("retries") or 0)
-        if retries >= self.max_retries:
-            logger.error(
-                "image %s: giving up after %d retries (%r); left for the sweeper", image_id, retries, error
+        result = results[image_id]
+        if image_id in sent or result.outcome not in (PhotoOutcome.RETRYING, PhotoOutcome.DEFERRED):
+            continue
+        retries = _retries(request)
+        if result.outcome is PhotoOutcome.RETRYING:
+            countdown, retries = policy.countdown(retries), retries + 1
+        else:
+            countdown = DEFER_S
+        logger.warning(
+            "image %s: %s, sent again in %.1f s (retry %d) after %r",
+            image_id, result.outcome.value, countdown, retries, result.error,
+        )  # fmt: skip
+        try:
+            self.app.send_task(
+                self.name, args=[image_id], task_id=request.id, countdown=countdown, retries=retries
             )
-            continue
-        countdown = min(60.0, 2.0 ** (retries + 1)) * random.uniform(0.5, 1.0)
-        logger.warning("image %s: retry %d in %.1f s after %r", image_id, retries + 1, countdown, error)
-        self.app.send_task(
-            self.name, args=[image_id], task_id=request.id, countdown=countdown, retries=retries + 1
-        )
-
-
-def classify_images(*, image_ids: Sequence[int], batch_size: int | None = None) -> dict[int, str]:
-    """Classify photos by id; returns an outcome word per id ("done", "failed", "gone",
-    "already-done"). Photos never tried before share one batch; photos whose earlier delivery
-    did not finish (a crash, a retry) are tried one at a time, so a photo that kills the process
-    is found and set aside without taking the others with it."""
-    images = {
-        image.pk: image for image in ListingImage.objects.select_related("listing").filter(pk__in=image_ids)
-    }
-    outcomes = {pk: "gone" for pk in image_ids if pk not in images}
-    if not images:
-        return outcomes
-    classifier = inference.get_classifier()
-    model_version = services.model_version_ensure(
-        name=classifier.model_version, backbone_version=classifier.backbone_version
-    )
-    suggested = set(
-        CategorySuggestion.objects.filter(image_id__in=images, model_version=model_version).values_list(
-            "image_id", flat=True
-        )
-    )
-    for pk, image in images.items():
-        if image.status == ClassificationStatus.DONE and pk in suggested:
-            outcomes[pk] = "already-done"
-    todo = [image for pk, image in images.items() if pk not in outcomes]
-    fresh = [image for image in todo if image.deliveries == 0]
-    services.images_delivery_start(image_ids=[image.pk for image in fresh])
-    outcomes.update(_classify_group(fresh, classifier, model_version, batch_size))
-    for image in (image for image in todo if image.deliveries > 0):
-        deliveries = services.image_delivery_start(image_id=image.pk)
-        if deliveries > settings.CLASSIFY_MAX_DELIVERIES:
-            services.image_classification_fail(
-                image=image, reason=services.WORKER_CRASHED_REPEATEDLY.format(deliveries=deliveries - 1)
-            )
-            outcomes[image.pk] = "failed"
-            continue
-        outcomes.update(_classify_group([image], classifier, model_version, 1))
-    return outcomes
-
-
-def _classify_group(
-    images: Sequence[ListingImage], classifier: Any, model_version: ModelVersion, batch_size: int | None
-) -> dict[int, str]:
-    from classifier import ImageRejected
-
-    if not images:
-        return {}
-    by_id = {image.pk: image for image in images}
-    outcomes: dict[int, str] = {}
-    began = time.perf_counter()
-    batcher = inference.batch_classifier_for(classifier)
-    for outcome in batcher.classify(
-        ((image.pk, _reader(str(image.file.name))) for image in images),
-        top_k=settings.SUGGESTION_TOP_K,
-        batch_size=batch_size,
-    ):
-        image = by_id[outcome.key]
-        result = outcome.prediction
-        if result is None:
-            if isinstance(outcome.error, FileNotFoundError):
-                reason = services.PHOTO_MISSING_FROM_STORAGE
-            elif isinstance(outcome.error, ImageRejected):
-                reason = outcome.error.reason
-            else:
-                raise outcome.error or RuntimeError("no prediction")
-            services.image_classification_fail(image=image, reason=reason)
-            _log(image.pk, model_version.name, None, None, began, {}, outcome="rejected", batch=len(images))
-            outcomes[image.pk] = "failed"
-            continue
-        services.image_classification_record(
-            image=image,
-            model_version=model_version,
-            top_k=[
-                services.ScoredCategory(slug=s.slug, confidence=float(s.confidence)) for s in result.top_k
-            ],
-            embedding=result.embedding.astype("<f4").tobytes(),
-            logits=result.logits.astype("<f4").tobytes() if result.logits is not None else None,
-            backbone_version=classifier.backbone_version,
-        )
-        top = result.top_k[0]
-        _log(
-            image.pk,
-            model_version.name,
-            top.slug,
-            top.confidence,
-            began,
-            result.timings_ms,
-            outcome="done",
-            batch=len(images),
-        )
-        outcomes[image.pk] = "done"
-    return outcomes
-
-
-def _log(
-    image_id: int,
-    model_version: str,
-    category: str | None,
-    confidence: float | None,
-    started: float,
-    phases_ms: dict[str, float],
-    *,
-    outcome: str,
-    batch: int = 1,
-) -> None:
-    phases = {key: round(value, 1) for key, value in phases_ms.items()}
-    phases["total"] = round((time.perf_counter() - started) * 1000, 1)
-    logger.info(
-        json.dumps(
-            {
-                "event": "image_classified",
-                "outcome": outcome,
-                "image_id": image_id,
-                "batch": batch,
-                "model_version": model_version,
-                "category": category,
-                "confidence": None if confidence is None else round(float(confidence), 4),
-                "ms": phases,
-            }
-        )
-    )
+        except Exception:  # the broker is down as well: the sweeper re-sends QUEUED photos
+            logger.error("image %s: could not be sent again; left QUEUED for the sweeper", image_id)
+        sent.add(image_id)
 
 
 @app.task(name="workers.tasks.images_requeue_stuck_task")

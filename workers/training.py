@@ -21,14 +21,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from django.conf import settings
-from django.core.files.storage import default_storage
-from django.db import InterfaceError, OperationalError
 from django.utils import timezone
 
 from catalog import selectors, services
 from catalog.models import ModelComparison, ModelVersion
-from workers import inference
+from workers import inference, retry
 from workers.celery import app
+from workers.storage import photo_read
 
 if TYPE_CHECKING:
     from classifier.head import LinearHead
@@ -38,11 +37,11 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("workers.training")
 
-RETRYABLE_ERRORS: tuple[type[BaseException], ...] = (OperationalError, InterfaceError, ConnectionError)
 EMBED_BATCH = 16
 # User-facing messages; tests reuse them.
 NOT_COMPARABLE = "{name} was trained on backbone {backbone}; this worker runs {serving}."
 NO_HELD_OUT_PHOTOS = "{name} has no held-out photos to compare on."
+TRAINING_UNAVAILABLE = "Training could not reach a service it needs in {attempts} attempts ({error})."
 
 
 def held_out(checksum: str, percent: int) -> bool:
@@ -51,16 +50,11 @@ def held_out(checksum: str, percent: int) -> bool:
     return int(checksum[:8], 16) % 100 < percent
 
 
-def _read(name: str) -> bytes:
-    with default_storage.open(name, "rb") as handle:
-        return handle.read()
-
-
 def embed_missing(
     *,
     photos: Sequence[selectors.LabelledPhoto],
     classifier: ImageClassifier,
-    read: Callable[[str], bytes] = _read,
+    read: Callable[[str], bytes] = photo_read,
 ) -> tuple[dict[int, tuple[np.ndarray, np.ndarray]], list[int]]:
     """Backbone outputs for `photos`: cached rows for this backbone version, and the CNN (with
     the serving head's views) only for photos without one, whose outputs are then cached.
@@ -265,22 +259,28 @@ def train(*, run_id: int, classifier: ImageClassifier | None = None) -> ModelVer
     return version
 
 
-@app.task(
-    name="workers.training.model_train_task",
-    bind=True,
-    autoretry_for=RETRYABLE_ERRORS,
-    retry_backoff=5,
-    retry_backoff_max=120,
-    max_retries=5,
-    soft_time_limit=settings.TRAINING_SOFT_TIME_LIMIT_S,
-    time_limit=settings.TRAINING_HARD_TIME_LIMIT_S,
-)
+_TRAINING = {
+    **retry.policy().task_options(),
+    "soft_time_limit": settings.TRAINING_SOFT_TIME_LIMIT_S,
+    "time_limit": settings.TRAINING_HARD_TIME_LIMIT_S,
+}
+
+
+@app.task(name="workers.training.model_train_task", bind=True, **_TRAINING)
 def model_train_task(self: Any, run_id: int) -> str:
-    """Train a candidate version for training run `run_id`. Returns an outcome word."""
+    """Train a candidate version for training run `run_id`. Returns an outcome word.
+
+    Database, storage and broker errors are retried (`workers.retry`); when the retries run out,
+    or on any other error, the run ends FAILED with a reason staff can read."""
     try:
         version = train(run_id=run_id)
-    except RETRYABLE_ERRORS:
-        raise
+    except retry.RETRYABLE_ERRORS as error:
+        policy = retry.policy()
+        if not policy.exhausted(self.request.retries):
+            raise
+        reason = TRAINING_UNAVAILABLE.format(attempts=policy.max_retries + 1, error=retry.describe(error))
+        services.training_run_fail(run_id=run_id, reason=reason)
+        return "failed"
     except Exception as error:  # a permanent failure: record it for staff, do not retry
         logger.exception("training run %s failed", run_id)
         services.training_run_fail(run_id=run_id, reason=str(error) or error.__class__.__name__)
@@ -288,15 +288,7 @@ def model_train_task(self: Any, run_id: int) -> str:
     return "gone" if version is None else "done"
 
 
-@app.task(
-    name="workers.training.model_compare_task",
-    bind=True,
-    autoretry_for=RETRYABLE_ERRORS,
-    retry_backoff=5,
-    max_retries=5,
-    soft_time_limit=settings.TRAINING_SOFT_TIME_LIMIT_S,
-    time_limit=settings.TRAINING_HARD_TIME_LIMIT_S,
-)
+@app.task(name="workers.training.model_compare_task", bind=True, **_TRAINING)
 def model_compare_task(self: Any, version_id: int) -> str:
     """Compare version `version_id` with the active version on its held-out photos."""
     candidate = ModelVersion.objects.filter(pk=version_id).first()

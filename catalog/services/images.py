@@ -32,6 +32,19 @@ PHOTO_MISSING_FROM_STORAGE = "The photo file is missing from storage."
 WORKER_CRASHED_REPEATEDLY = (
     "Classification stopped the worker {deliveries} times in a row; the photo was set aside."
 )
+PHOTO_UNREADABLE = "The photo could not be read from storage ({error})."
+PHOTO_UNREADABLE_AFTER_RETRIES = "The photo could not be read from storage in {attempts} attempts ({error})."
+DATABASE_UNAVAILABLE_AFTER_RETRIES = (
+    "The classification result could not be saved: the database did not answer in {attempts} attempts "
+    "({error})."
+)
+SERVICE_UNAVAILABLE_AFTER_RETRIES = (
+    "Classification could not reach a service it needs in {attempts} attempts ({error})."
+)
+CLASSIFICATION_TIMED_OUT = (
+    "Classifying this photo took longer than the {seconds} s time limit; it was set aside."
+)
+CLASSIFICATION_ERROR = "Classification stopped on an unexpected error ({error}); the photo was set aside."
 
 
 class ListingRuleBroken(ValueError):
@@ -40,6 +53,10 @@ class ListingRuleBroken(ValueError):
 
 class IllegalTransition(RuntimeError):
     """A classification status change that the state machine does not allow."""
+
+
+class ImageGone(LookupError):
+    """The photo, or its listing, was deleted while it was being classified: nothing to record."""
 
 
 _S = ClassificationStatus
@@ -119,12 +136,27 @@ def image_delivery_start(*, image_id: int) -> int:
 
 
 def image_classification_fail(*, image: ListingImage, reason: str) -> None:
-    """Mark the photo FAILED with a reason a person can read, and refresh its listing."""
-    if not image_status_set(image_id=image.pk, status=_S.FAILED, reason=reason):
-        current = ListingImage.objects.filter(pk=image.pk).values_list("status", flat=True).first()
-        if current is not None and current != _S.FAILED:
-            raise IllegalTransition(f"image {image.pk} cannot fail from {current!r}")
-    logger.info("image %s failed: %s", image.pk, reason)
+    """Mark the photo FAILED with a reason a person can read. A deleted photo is left alone;
+    raises `IllegalTransition` when the photo is DONE meanwhile (another delivery finished it)."""
+    images_classification_fail(image_ids=[image.pk], reason=reason)
+
+
+def images_classification_fail(*, image_ids: Sequence[int], reason: str) -> None:
+    """Mark photos FAILED with the same readable reason, in one UPDATE. Photos deleted meanwhile
+    are left alone; raises `IllegalTransition` if one of them is DONE (nothing is changed then)."""
+    sources = {src for src, targets in ALLOWED_TRANSITIONS.items() if _S.FAILED in targets}
+    with transaction.atomic():
+        rows = dict(
+            ListingImage.objects.select_for_update().filter(pk__in=image_ids).values_list("pk", "status")
+        )
+        refused = {pk: status for pk, status in rows.items() if status not in sources}
+        if refused:
+            raise IllegalTransition(f"images cannot fail from their state: {refused}")
+        ListingImage.objects.filter(pk__in=rows).update(
+            status=_S.FAILED, failure_reason=reason, status_changed_at=timezone.now()
+        )
+    for pk in rows:
+        logger.info("image %s failed: %s", pk, reason)
 
 
 def images_requeue_stuck(*, older_than_s: int | None = None, limit: int = 1000) -> int:

@@ -20,7 +20,7 @@ from catalog.models import (
     ListingImage,
     ModelVersion,
 )
-from catalog.services.images import image_classification_fail, image_status_set
+from catalog.services.images import ImageGone, image_classification_fail, image_status_set
 
 _S = ClassificationStatus
 NO_KNOWN_CATEGORY = "None of the suggested categories exist in the taxonomy."
@@ -65,14 +65,42 @@ def image_classification_record(
     A duplicate delivery updates the same row (unique on image + model version). Categories the
     database does not know (taxonomy out of sync) are dropped from the top-k. Returns None when
     no category of the top-k is known; the photo then fails with a reason.
+
+    Raises `ImageGone` when the photo or its listing was deleted meanwhile (PostgreSQL checks the
+    foreign keys at commit, so a seller deleting the listing mid-classification shows up as an
+    `IntegrityError` there); nothing is written then.
     """
     known = selectors.categories_by_slug()
     entries = [entry for entry in top_k if entry.slug in known]
     if not entries:
-        image_classification_fail(
-            image=image, reason="None of the suggested categories exist in the taxonomy."
-        )
+        image_classification_fail(image=image, reason=NO_KNOWN_CATEGORY)
         return None
+    try:
+        return _suggestion_write(
+            image=image,
+            model_version=model_version,
+            entries=entries,
+            known=known,
+            embedding=embedding,
+            logits=logits,
+            backbone_version=backbone_version,
+        )
+    except IntegrityError:
+        if not ListingImage.objects.filter(pk=image.pk).exists():
+            raise ImageGone(f"image {image.pk} was deleted while it was classified") from None
+        raise
+
+
+def _suggestion_write(
+    *,
+    image: ListingImage,
+    model_version: ModelVersion,
+    entries: Sequence[ScoredCategory],
+    known: dict[str, Category],
+    embedding: bytes | None,
+    logits: bytes | None,
+    backbone_version: str,
+) -> CategorySuggestion:
     best = entries[0]
     with transaction.atomic():
         suggestion, _ = CategorySuggestion.objects.update_or_create(

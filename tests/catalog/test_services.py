@@ -13,6 +13,7 @@ from catalog.models import (
     CategorySource,
     CategorySuggestion,
     ClassificationStatus,
+    Listing,
     ListingImage,
 )
 from config.embedded import free_port
@@ -223,3 +224,21 @@ def test_settings_keep_visibility_timeout_longer_than_the_hard_time_limit() -> N
     assert settings.CELERY_VISIBILITY_TIMEOUT_S > settings.CELERY_TASK_HARD_TIME_LIMIT_S
     assert app.conf.task_acks_late and app.conf.task_reject_on_worker_lost
     assert app.conf.accept_content == ["json"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_recording_for_a_listing_deleted_meanwhile_raises_image_gone_and_writes_nothing() -> None:
+    # given a photo loaded by a worker, whose seller then deletes the listing
+    services.taxonomy_load()
+    image = services.image_add(listing=ListingFactory(), upload=_photo_bytes(), filename="p.jpg")
+    version = services.model_version_ensure(name="v1")
+    services.listing_delete(listing=Listing.objects.get(pk=image.listing_id))
+
+    # when the worker records the photo's suggestion (the foreign key fails at commit)
+    with pytest.raises(services.ImageGone):
+        services.image_classification_record(
+            image=image, model_version=version, top_k=[services.ScoredCategory(slug="shoes", confidence=0.9)]
+        )
+
+    # then nothing was written
+    assert not CategorySuggestion.objects.filter(image_id=image.pk).exists()

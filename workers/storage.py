@@ -1,0 +1,35 @@
+"""Reading photos through Django's storage API (local disk or S3), with errors sorted for the
+retry policy (`workers.retry`): the bytes never travel through the broker."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from django.core.files.storage import default_storage
+
+from workers.retry import StorageUnavailable, describe, storage_error_is_missing, storage_error_is_transient
+
+
+def photo_read(name: str) -> bytes:
+    """The stored file `name`, whole.
+
+    Raises FileNotFoundError when it is missing (also S3's 404), `StorageUnavailable` when a
+    retry may succeed (connection, timeout, throttling, 5xx, an OSError such as EIO or a
+    permission problem), and anything else unchanged.
+    """
+    try:
+        with default_storage.open(name, "rb") as handle:
+            return bytes(handle.read())
+    except Exception as error:
+        if storage_error_is_missing(error):
+            if isinstance(error, FileNotFoundError):
+                raise
+            raise FileNotFoundError(name) from error
+        if storage_error_is_transient(error):
+            raise StorageUnavailable(describe(error)) from error
+        raise
+
+
+def photo_reader(name: str) -> Callable[[], bytes]:
+    """A loader for `classifier.batching.BatchClassifier`: reads `name` when called."""
+    return lambda: photo_read(name)
