@@ -7,6 +7,7 @@ model.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -18,6 +19,11 @@ logger = logging.getLogger(__name__)
 IMAGE_CLASSIFY_TASK = "workers.tasks.image_classify_task"
 BULK_PLAN_TASK = "workers.bulk.bulk_job_plan_task"
 BULK_CHUNK_TASK = "workers.bulk.bulk_chunk_task"
+
+#: Redis key where a worker publishes whether it can classify (`workers.readiness`), as JSON
+#: {"ready": bool, "reason": str}; its heartbeat keeps it from expiring while it runs.
+CLASSIFIER_READY_KEY = "marketplace:classifier-ready:{worker}"
+CLASSIFIER_READY_TTL_S = 120
 
 # Bounded: an upload must answer even when the broker is down (the sweeper re-sends later).
 PUBLISH_RETRY_POLICY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.5}
@@ -72,3 +78,29 @@ def queue_depths() -> dict[str, int] | None:
         logger.warning("could not read queue lengths", exc_info=True)
         return None
     return {name: int(sum(lengths[4 * i : 4 * i + 4])) for i, name in enumerate(names)}
+
+
+def classifier_readiness() -> dict[str, bool] | None:
+    """Whether each running worker can classify, by worker name (see `workers.readiness`), or
+    None when the broker cannot be reached. Workers that stopped publishing are absent."""
+    from workers.celery import app
+
+    try:
+        with app.connection_for_read() as connection:
+            client = connection.default_channel.client
+            keys = sorted(client.scan_iter(match=CLASSIFIER_READY_KEY.format(worker="*"), count=100))
+            values = client.mget(keys) if keys else []
+    except Exception:  # broker down: the metric says so instead of failing the scrape
+        logger.warning("could not read classifier readiness", exc_info=True)
+        return None
+    prefix = CLASSIFIER_READY_KEY.format(worker="")
+    readiness: dict[str, bool] = {}
+    for key, value in zip(keys, values, strict=True):
+        if value is None:  # expired between the scan and the read
+            continue
+        name = key.decode() if isinstance(key, bytes) else str(key)
+        try:
+            readiness[name.removeprefix(prefix)] = bool(json.loads(value)["ready"])
+        except (ValueError, KeyError, TypeError):
+            readiness[name.removeprefix(prefix)] = False
+    return readiness

@@ -98,7 +98,8 @@ def _export(args: argparse.Namespace) -> int:
 
     began = time.perf_counter()
     path = backbone_path(args.precision, args.cache_dir, views=LinearHead.load(args.model).views)
-    print(f"{path} ({backbone_version()}, {args.precision}) in {time.perf_counter() - began:.2f} s")
+    seconds = time.perf_counter() - began
+    print(f"{path} ({backbone_version()}, {args.precision}, verified) in {seconds:.2f} s")
     return 0
 
 
@@ -159,7 +160,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     finetune.set_defaults(handler=_finetune)
 
-    export = commands.add_parser("export", help="export the ONNX backbone into the cache")
+    export = commands.add_parser(
+        "export", help="export the ONNX backbone into the cache, or verify it there (rebuilt if it fails)"
+    )
     export.add_argument(
         "--precision",
         choices=PRECISIONS,
@@ -173,10 +176,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the process exit status."""
+    from classifier.integrity import ModelCacheError
+
     args = build_parser().parse_args(argv)
     try:
         return int(args.handler(args))
-    except (FileNotFoundError, ValueError) as error:
+    except (OSError, ValueError, ModelCacheError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 import warnings
 from collections.abc import Sequence
 from functools import lru_cache
@@ -22,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from PIL import Image
 
+from classifier import integrity
 from classifier.preprocess import CENTRE_VIEW, INPUT_SIZE, View, to_view_batch
 
 if TYPE_CHECKING:
@@ -36,6 +36,8 @@ OPSET = 17
 INPUT_NAME = "input"
 OUTPUT_NAMES = ("embedding", "logits")
 CACHE_DIR_ENV = "CLASSIFIER_CACHE_DIR"
+#: A new export must answer the smoke photo like the torch network it came from, this closely.
+EXPORT_MIN_COSINE = 0.999
 
 
 def weights_path() -> Path:
@@ -169,18 +171,21 @@ def build_torch_model(tail: str | None = DEFAULT_TAIL) -> torch.nn.Module:
     return _TunedTail(network, tuned).eval()
 
 
-def export_onnx(path: str | os.PathLike[str], tail: str | None = DEFAULT_TAIL) -> Path:
+def export_onnx(
+    path: str | os.PathLike[str], tail: str | None = DEFAULT_TAIL, *, model: torch.nn.Module | None = None
+) -> Path:
     """Exports the backbone to ``path`` (ONNX, opset 17, dynamic batch axis) and returns it.
 
     Uses torch's TorchScript-based exporter: it takes under a second and writes one self-contained
     file, where the dynamo exporter takes several seconds and splits weights into a side file.
-    The file's metadata records ``backbone_version``.
+    The file's metadata records ``backbone_version``. ``model``: the network of
+    ``build_torch_model(tail)``, when the caller has it already.
     """
     import onnx
     import torch
 
     target = Path(path)
-    model = build_torch_model(tail)
+    model = model if model is not None else build_torch_model(tail)
     example = torch.zeros(1, 3, INPUT_SIZE, INPUT_SIZE)
     batch_axis = {0: "batch"}
     with warnings.catch_warnings(), torch.no_grad():
@@ -201,28 +206,48 @@ def export_onnx(path: str | os.PathLike[str], tail: str | None = DEFAULT_TAIL) -
     return target
 
 
-def ensure_onnx(cache_dir: str | os.PathLike[str] | None = None, tail: str | None = DEFAULT_TAIL) -> Path:
-    """Returns the path of the cached ONNX backbone, exporting it first if missing.
+def torch_runner(model: torch.nn.Module) -> integrity.Runner:
+    """``model`` (from ``build_torch_model``) as a runner on float32 numpy batches."""
+    import torch
+
+    def run(batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        with torch.no_grad():
+            embeddings, logits = model(torch.from_numpy(batch))
+        return embeddings.numpy(), logits.numpy()
+
+    return run
+
+
+def ensure_onnx(
+    cache_dir: str | os.PathLike[str] | None = None, tail: str | None = DEFAULT_TAIL, *, rebuild: bool = True
+) -> Path:
+    """Returns the path of the cached ONNX backbone, verified, exporting it first if missing.
 
     The file is ``<cache_dir>/efficientnet-lite0-<sha12>.onnx``, where the hash covers the weights
-    and the export recipe. It is written to a temporary file in the same directory and renamed into
-    place, so concurrent processes never see a partial file (the last rename wins; both are equal).
-    Exporting needs torch; a cache hit does not.
+    and the export recipe. It is checked against its manifest (SHA-256, smoke inference; see
+    ``classifier.integrity``) and exported again when it fails; a new export must answer the smoke
+    photo as the torch network does. It is written to a temporary file and renamed into place
+    under a lock, so concurrent processes never see a partial file. Exporting needs torch; a
+    verified cache hit does not. With ``rebuild=False`` a file that fails raises
+    ``integrity.ModelCacheError`` instead.
     """
     directory = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     target = directory / onnx_filename(tail)
-    if target.is_file():
-        return target
-    directory.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=directory, prefix=f".{target.name}.", suffix=".tmp")
-    os.close(handle)
-    try:
-        export_onnx(temporary, tail)
-        os.replace(temporary, target)
-    finally:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-    return target
+    network: list[Any] = []
+
+    def model() -> Any:
+        if not network:
+            network.append(build_torch_model(tail))
+        return network[0]
+
+    return integrity.ensure(
+        target,
+        build=lambda path: export_onnx(path, tail, model=model()),
+        reference=lambda: integrity.smoke_run(torch_runner(model())),
+        runner=lambda data: OnnxBackbone(target, num_threads=1, model_bytes=data).run,
+        min_cosine=EXPORT_MIN_COSINE,
+        rebuild=rebuild,
+    )
 
 
 class OnnxBackbone:
@@ -233,6 +258,7 @@ class OnnxBackbone:
     when asked for and available in the installed onnxruntime, otherwise it is dropped.
     ``spin``: let idle intra-op threads busy-wait for the next operator (onnxruntime's default);
     pass False when other threads of the process (photo decoding) need those cores meanwhile.
+    ``model_bytes``: the file's content, already read (and verified, see ``verified``).
     """
 
     def __init__(
@@ -242,6 +268,7 @@ class OnnxBackbone:
         providers: list[str] | None = None,
         *,
         spin: bool = True,
+        model_bytes: bytes | None = None,
     ) -> None:
         import onnxruntime
 
@@ -256,9 +283,30 @@ class OnnxBackbone:
         if "CPUExecutionProvider" not in chosen:
             chosen.append("CPUExecutionProvider")
         self.path = Path(path)
-        self.session = onnxruntime.InferenceSession(str(self.path), sess_options=options, providers=chosen)
+        model = model_bytes if model_bytes is not None else str(self.path)
+        self.session = onnxruntime.InferenceSession(model, sess_options=options, providers=chosen)
         metadata = self.session.get_modelmeta().custom_metadata_map
         self.version: str = metadata.get("backbone_version", f"{ARCHITECTURE}@unknown")
+
+    @classmethod
+    def verified(
+        cls,
+        path: str | os.PathLike[str],
+        num_threads: int | None = None,
+        providers: list[str] | None = None,
+        *,
+        spin: bool = True,
+    ) -> OnnxBackbone:
+        """The backbone of a cached file that passes its checks: the bytes onnxruntime loads match
+        the manifest's SHA-256, and the session answers the smoke photo as recorded at build time.
+        Raises ``integrity.ModelCacheError`` (never rebuilds: see ``ensure_onnx``)."""
+        data, manifest = integrity.load_verified(Path(path))
+        try:
+            backbone = cls(path, num_threads, providers, spin=spin, model_bytes=data)
+        except Exception as error:  # onnxruntime refusing a file whose checksum matched
+            raise integrity.ModelCacheError(f"{Path(path).name} does not load ({error})") from error
+        integrity.check_smoke(backbone.run, manifest)
+        return backbone
 
     @property
     def providers(self) -> list[str]:

@@ -94,8 +94,10 @@ def start_worker(
     queues: str = "classify,bulk,training,maintenance",
     concurrency: int = 1,
     env: dict | None = None,
+    ready_line: str = "classifier loaded",
 ) -> WorkerProcess:
-    """Start `celery worker` on the test database; returns once it answers a ping."""
+    """Start `celery worker` on the test database; returns once it answers a ping and its log
+    shows `ready_line` (by default: its pool process has loaded the model)."""
     from django.db import connection
 
     from workers.celery import app
@@ -119,7 +121,7 @@ def start_worker(
             pytest.fail(f"worker exited with {process.returncode}:\n{worker.log_text()[-4000:]}")
         # Ready once it answers and its pool process has loaded the model (a first run may export
         # and quantize the backbone), so a test's first photo never waits for that.
-        if "classifier loaded" in worker.log_text() and app.control.ping(destination=[name], timeout=0.5):
+        if ready_line in worker.log_text() and app.control.ping(destination=[name], timeout=0.5):
             return worker
         time.sleep(0.2)
     stop_worker(worker)

@@ -12,7 +12,6 @@ import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from django.conf import settings
@@ -33,6 +32,8 @@ _checked_at = 0.0
 _shipped_attached = False
 _batchers: dict[str, BatchClassifier] = {}
 _by_version: dict[str, ImageClassifier] = {}
+# Why this process cannot classify, once its model failed to load ("" while it can).
+_unavailable = ""
 _AUTO_THREADS_ENV = "CLASSIFIER_THREADS_AUTO"
 MODEL_VERSION_UNAVAILABLE = (
     "This worker serves model version {serving!r} and cannot load {name!r}; "
@@ -79,56 +80,68 @@ def precision() -> str:
     return "fp32" if settings.CLASSIFIER_DEVICE == "cuda" else settings.CLASSIFIER_PRECISION
 
 
-def prepare_backbone_files() -> None:
-    """Build the backbone files this worker will load (ONNX export, int8 quantization) if they
-    are not cached yet, in a child process: called in the worker's parent before the pool forks,
-    so pool processes load in seconds (within `worker_proc_alive_timeout`) and the parent never
-    imports torch or starts onnxruntime. Concurrent builders are serialised by a file lock."""
-    from classifier.backbone import default_cache_dir, onnx_filename
-    from classifier.head import LinearHead
-    from classifier.quantize import quantized_path
-
+def prepare_backbone_files() -> str | None:
+    """Verify the backbone files this worker will load, building or rebuilding what is missing
+    or fails its checks (ONNX export, int8 quantization; SHA-256 and smoke inference, see
+    `classifier.integrity`), in a child process: called in the worker's main process before the
+    pool forks, so pool processes load in seconds (within `worker_proc_alive_timeout`) and the
+    main process never imports torch or starts onnxruntime. Concurrent builders are serialised by
+    a file lock. Returns None when the files are good, else why not (the child's last words)."""
     cache_dir = settings.CLASSIFIER_CACHE_DIR or None
-    directory = Path(cache_dir) if cache_dir else default_cache_dir()
-    head = LinearHead.load(settings.CLASSIFIER_HEAD_PATH or None)
-    wanted = directory / onnx_filename()
-    if precision() == "int8":
-        wanted = quantized_path(cache_dir, views=head.views)
-    if wanted.is_file():
-        return
     command = [sys.executable, "-m", "classifier"]
     if cache_dir:
         command += ["--cache-dir", cache_dir]
     command += ["export", "--precision", precision()]
     if settings.CLASSIFIER_HEAD_PATH:
         command += ["--model", settings.CLASSIFIER_HEAD_PATH]
-    logger.info("building %s: %s", wanted.name, " ".join(command))
-    subprocess.run(command, check=True)
+    began = time.monotonic()
+    completed = subprocess.run(command, capture_output=True, text=True)
+    for line in completed.stderr.splitlines():
+        logger.warning("model files: %s", line)
+    if completed.returncode != 0:
+        said = [line.strip() for line in completed.stderr.splitlines() if line.strip()]
+        if not said:
+            return f"{' '.join(command)} exited with status {completed.returncode}"
+        return said[-1].removeprefix("error: ")
+    logger.info("model files verified in %.1f s: %s", time.monotonic() - began, completed.stdout.strip())
+    return None
 
 
 def _load() -> ImageClassifier:
     from classifier.backbone import OnnxBackbone
     from classifier.head import LinearHead
     from classifier.model import ImageClassifier
-    from classifier.quantize import backbone_path
+    from classifier.quantize import cached_path
     from classifier.taxonomy import load_taxonomy
 
     head = LinearHead.load(settings.CLASSIFIER_HEAD_PATH or None)
-    path = backbone_path(precision(), settings.CLASSIFIER_CACHE_DIR or None, views=head.views)
+    path = cached_path(precision(), settings.CLASSIFIER_CACHE_DIR or None, views=head.views)
     # Decoding threads share the cores with onnxruntime's: no busy-waiting between operators.
-    backbone = OnnxBackbone(path, num_threads=threads_per_process(), providers=providers(), spin=False)
+    backbone = OnnxBackbone.verified(
+        path, num_threads=threads_per_process(), providers=providers(), spin=False
+    )
     return ImageClassifier(head=head, taxonomy=load_taxonomy(), backbone=backbone)
 
 
 def base_classifier() -> ImageClassifier:
     """The process-wide classifier with the head this worker ships with (CLASSIFIER_HEAD_PATH or
-    the default artifact), loaded on first use (export cached on disk). Its backbone is shared by
-    every version this process serves."""
-    global _classifier
+    the default artifact), loaded on first use from the verified cache (its bytes match their
+    manifest, its smoke inference the one recorded at build time). Its backbone is shared by
+    every version this process serves.
+
+    Raises `ClassifierUnavailable` when the model does not load or verify; the process then
+    stays unavailable (it never retries a file that failed once)."""
+    global _classifier, _unavailable
     if _classifier is None:
         with _lock:
+            if _unavailable:
+                raise ClassifierUnavailable(_unavailable)
             if _classifier is None:
-                _classifier = _load()
+                try:
+                    _classifier = _load()
+                except Exception as error:  # ModelCacheError, a missing head, onnxruntime
+                    _unavailable = str(error) or type(error).__name__
+                    raise ClassifierUnavailable(_unavailable) from error
                 logger.info(
                     "classifier loaded: %s, %s, %d threads",
                     _classifier.model_version,
@@ -281,8 +294,9 @@ def batch_classifier_discard(classifier: ImageClassifier) -> None:
 
 def reset_after_fork() -> None:
     """Forget a classifier inherited from the parent (never used across fork)."""
-    global _classifier, _serving, _checked_at, _shipped_attached
+    global _classifier, _serving, _checked_at, _shipped_attached, _unavailable
     _classifier = None
+    _unavailable = ""
     _serving = None
     _checked_at = 0.0
     _shipped_attached = False

@@ -4,8 +4,9 @@ Errors fall in two families, as Celery's `autoretry_for` and `throws` separate t
 tasks do the same):
 
 - RETRYABLE_ERRORS: the database, the broker or the storage did not answer (a connection,
-  a timeout, throttling, a 5xx, an I/O error). The work is tried again after an exponential
-  backoff with full jitter, at most `max_retries` times; after that it fails with its reason.
+  a timeout, throttling, a 5xx, an I/O error), or this worker cannot classify (another may).
+  The work is tried again after an exponential backoff with full jitter, at most
+  `max_retries` times; after that it fails with its reason.
 - FINAL_ERRORS: the input itself is at fault (not an image, a file missing from storage). Never
   retried: the photo ends FAILED with a readable reason at once.
 
@@ -29,6 +30,7 @@ from django.conf import settings
 from django.db import InterfaceError, OperationalError
 
 from classifier.preprocess import ImageRejected
+from workers.inference import ClassifierUnavailable
 
 
 class StorageUnavailable(OSError):
@@ -42,6 +44,7 @@ RETRYABLE_ERRORS: tuple[type[BaseException], ...] = (
     ConnectionError,
     TimeoutError,
     StorageUnavailable,
+    ClassifierUnavailable,
 )
 FINAL_ERRORS: tuple[type[BaseException], ...] = (ImageRejected, FileNotFoundError)
 

@@ -14,7 +14,7 @@ from celery_batches import SimpleRequest
 from django.conf import settings
 
 from catalog import services
-from workers import inference, retry
+from workers import inference, readiness, retry
 from workers.batches import AckLateBatches, report_succeeded
 from workers.celery import app
 from workers.classify import PhotoOutcome, PhotoResult, classify_images, settle
@@ -26,16 +26,33 @@ DEFER_S = 5.0
 
 
 @signals.worker_init.connect
-def _record_process_count(sender: Any = None, **_: Any) -> None:
+def _prepare_model(sender: Any = None, **_: Any) -> None:
+    """In the main process, before the pool forks: check (or build) the model files; a worker
+    whose files fail and cannot be rebuilt does not consume the model queues."""
     concurrency = getattr(sender, "concurrency", None) or 1
     inference.set_process_count(int(concurrency))
-    inference.prepare_backbone_files()
+    readiness.set_hostname(str(getattr(sender, "hostname", "") or ""))
+    reason = inference.prepare_backbone_files()
+    if reason is None:
+        readiness.publish(app, ready=True)
+    else:
+        readiness.refuse_queues(app, reason)
 
 
 @signals.worker_process_init.connect
 def _load_model_after_fork(**_: Any) -> None:
     inference.reset_after_fork()
-    inference.get_classifier()
+    if readiness.refused():
+        return  # the main process found the model unusable: this process never classifies
+    try:
+        inference.get_classifier()
+    except inference.ClassifierUnavailable as error:
+        readiness.cancel_queues(app, str(error))
+
+
+@signals.heartbeat_sent.connect
+def _refresh_readiness(**_: Any) -> None:
+    readiness.refresh(app)
 
 
 @app.task(

@@ -17,7 +17,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, gen
 
 from catalog import selectors
 from catalog.models import BulkJob
-from catalog.queueing import queue_depths
+from catalog.queueing import classifier_readiness, queue_depths
 
 
 def _token_ok(request: HttpRequest) -> bool:
@@ -30,8 +30,8 @@ def _token_ok(request: HttpRequest) -> bool:
 
 @require_GET
 def metrics(request: HttpRequest) -> HttpResponse:
-    """Queue depth per queue, broker reachability, bulk jobs by status and the progress, rate
-    and ETA of every planning or running job."""
+    """Queue depth per queue, broker reachability, each worker's classifier readiness, bulk jobs
+    by status and the progress, rate and ETA of every planning or running job."""
     if not (_token_ok(request) or (request.user.is_authenticated and request.user.is_staff)):
         if request.user.is_authenticated:
             return HttpResponse("Staff only.\n", status=403, content_type="text/plain")
@@ -53,6 +53,14 @@ def _collect() -> CollectorRegistry:
     )  # fmt: skip
     for queue, length in (depths or {}).items():
         depth.labels(queue=queue).set(length)
+    ready = Gauge(
+        "marketplace_classifier_ready",
+        "1 when the worker's model passed its checks and it consumes the model queues; 0 when it refuses.",
+        ["worker"],
+        registry=registry,
+    )
+    for worker, is_ready in (classifier_readiness() or {}).items():
+        ready.labels(worker=worker).set(1 if is_ready else 0)
 
     jobs = Gauge(
         "marketplace_bulk_jobs", "Bulk reclassification jobs by status.", ["status"], registry=registry

@@ -94,12 +94,13 @@ def test_export_is_cached_under_a_versioned_name(onnx_path: Path, classifier_cac
     modified = onnx_path.stat().st_mtime_ns
     # when asked again
     again = ensure_onnx(classifier_cache_dir)
-    # then the same file is returned untouched, and no temporary file is left behind
+    # then the same file is returned untouched, beside its manifest, and no temporary file is left
     assert again == onnx_path
     assert again.stat().st_mtime_ns == modified
     assert again.name == onnx_filename()
     assert re.fullmatch(r"efficientnet-lite0-[0-9a-f]{12}\.onnx", again.name)
-    assert sorted(p.name for p in classifier_cache_dir.iterdir() if p.name.startswith(".")) == []
+    assert (classifier_cache_dir / f"{again.name}.manifest.json").is_file()
+    assert sorted(p.name for p in classifier_cache_dir.iterdir() if p.name.endswith(".tmp")) == []
 
 
 def test_backbone_version_is_recorded_in_the_onnx_file(backbone: OnnxBackbone) -> None:

@@ -179,3 +179,36 @@ def test_a_photo_deleted_meanwhile_is_gone_and_a_finished_one_stays_done(photo: 
     results = settle([photo.pk], KeyError("late"), {})
     assert results[photo.pk].outcome is PhotoOutcome.ALREADY_DONE
     assert ListingImage.objects.get(pk=photo.pk).status == ClassificationStatus.DONE
+
+
+def test_a_worker_that_cannot_classify_sends_its_requests_back_untouched(
+    monkeypatch: pytest.MonkeyPatch, photo: ListingImage
+) -> None:
+    from celery_batches import SimpleRequest
+
+    from workers import inference, tasks
+
+    # given a worker process whose model failed its checks
+    def unavailable() -> None:
+        raise inference.ClassifierUnavailable("efficientnet-lite0-x.onnx is truncated")
+
+    monkeypatch.setattr(inference, "get_classifier", unavailable)
+    sent: list[tuple[str, dict]] = []
+    monkeypatch.setattr(tasks.app, "send_task", lambda name, **options: sent.append((name, options)))
+    request = SimpleRequest(
+        "task-1", tasks.image_classify_task.name, (photo.pk,), {}, {}, "w1@host", True, None, None,
+        {"retries": 2},
+    )  # fmt: skip
+
+    # when a batch reaches it
+    tasks.image_classify_task.run([request])
+
+    # then the request goes back as it came (no retry counted), and the photo is untouched
+    assert sent == [
+        (
+            tasks.image_classify_task.name,
+            {"args": [photo.pk], "task_id": "task-1", "countdown": tasks.DEFER_S, "retries": 2},
+        )
+    ]
+    photo.refresh_from_db()
+    assert (photo.status, photo.deliveries) == (ClassificationStatus.PENDING, 0)
