@@ -170,6 +170,9 @@ TASK_MAX_RETRIES = env.int("TASK_MAX_RETRIES", default=8)
 TASK_RETRY_BACKOFF_S = env.int("TASK_RETRY_BACKOFF_S", default=2)
 TASK_RETRY_BACKOFF_MAX_S = env.int("TASK_RETRY_BACKOFF_MAX_S", default=60)
 STUCK_IMAGE_AFTER_S = env.int("STUCK_IMAGE_AFTER_S", default=600)
+# The sweeper sets aside a training run QUEUED this long (a new request supersedes it sooner) and
+# sends again the planning of a bulk job left PLANNING this long.
+STUCK_JOB_AFTER_S = env.int("STUCK_JOB_AFTER_S", default=1800)
 
 # --- Classifier (read only by worker processes) ---
 CLASSIFIER_HEAD_PATH = env.str("CLASSIFIER_HEAD_PATH", default="")

@@ -39,17 +39,34 @@ WRITE_EVERY = 64
 _RETRY = retry.policy().task_options()
 
 
-@app.task(name="workers.bulk.bulk_job_plan_task", **_RETRY)
-def bulk_job_plan_task(job_id: int) -> int:
-    """Lay out a job's chunks and send their tasks. Returns the number of chunks created."""
-    return bulk.bulk_job_plan(job_id=job_id)
-
-
-CHUNK_FAILED = "Chunk {index} stopped on an unexpected error ({error}); resume the job once it is fixed."
-CHUNK_UNAVAILABLE = (
-    "Chunk {index} could not reach a service it needs in {attempts} attempts ({error}); "
+# Reasons shown to staff (tests reuse them); {part} is "Planning" or "Chunk 3".
+JOB_PART_FAILED = "{part} stopped on an unexpected error ({error}); resume the job once it is fixed."
+JOB_PART_UNAVAILABLE = (
+    "{part} could not reach a service it needs in {attempts} attempts ({error}); "
     "resume the job once it answers again."
 )
+
+
+def _failure_reason(part: str, error: BaseException) -> str:
+    if isinstance(error, retry.RETRYABLE_ERRORS):
+        attempts = retry.policy().max_retries + 1
+        return JOB_PART_UNAVAILABLE.format(part=part, attempts=attempts, error=retry.describe(error))
+    return JOB_PART_FAILED.format(part=part, error=retry.describe(error))
+
+
+@app.task(name="workers.bulk.bulk_job_plan_task", bind=True, **_RETRY)
+def bulk_job_plan_task(self: Any, job_id: int) -> int:
+    """Lay out a job's chunks and send their tasks. Returns the number of chunks created.
+
+    Retried like every task (`workers.retry`); when the retries run out, or on any other error,
+    the job fails with a reason staff can read instead of staying PLANNING."""
+    try:
+        return bulk.bulk_job_plan(job_id=job_id)
+    except Exception as error:
+        if not retry.gave_up(self.request.retries, error):
+            raise
+        bulk.bulk_job_fail(job_id=job_id, reason=_failure_reason("Planning", error))
+        return 0
 
 
 @app.task(name="workers.bulk.bulk_chunk_task", bind=True, **_RETRY)
@@ -62,22 +79,13 @@ def bulk_chunk_task(self: Any, job_id: int, chunk_id: int) -> str:
     """
     try:
         return chunk_run(chunk_id=chunk_id)
-    except retry.RETRYABLE_ERRORS as error:
-        policy = retry.policy()
-        if not policy.exhausted(self.request.retries):
-            raise
-        reason = CHUNK_UNAVAILABLE.format(
-            index=_chunk_index(chunk_id), attempts=policy.max_retries + 1, error=retry.describe(error)
-        )
     except Exception as error:
-        reason = CHUNK_FAILED.format(index=_chunk_index(chunk_id), error=retry.describe(error))
-    bulk.bulk_job_fail(job_id=job_id, reason=reason)
-    bulk.bulk_chunk_release(chunk_id=chunk_id)
-    return "failed"
-
-
-def _chunk_index(chunk_id: int) -> int | None:
-    return bulk.BulkJobChunk.objects.filter(pk=chunk_id).values_list("index", flat=True).first()
+        if not retry.gave_up(self.request.retries, error):
+            raise
+        index = bulk.BulkJobChunk.objects.filter(pk=chunk_id).values_list("index", flat=True).first()
+        bulk.bulk_job_fail(job_id=job_id, reason=_failure_reason(f"Chunk {index}", error))
+        bulk.bulk_chunk_release(chunk_id=chunk_id)
+        return "failed"
 
 
 def _reason(error: BaseException) -> str:

@@ -78,6 +78,13 @@ class RetryPolicy:
         }
 
 
+def gave_up(retries: int, error: BaseException) -> bool:
+    """Whether a task that caught `error` on its attempt after `retries` retries should stop and
+    record a failure: a final or unexpected error, or a retryable one with no retry left. (When
+    False it re-raises, and Celery's autoretry schedules the next attempt.)"""
+    return not isinstance(error, RETRYABLE_ERRORS) or policy().exhausted(retries)
+
+
 def policy() -> RetryPolicy:
     """The policy from settings (TASK_MAX_RETRIES, TASK_RETRY_BACKOFF_S, TASK_RETRY_BACKOFF_MAX_S)."""
     return RetryPolicy(

@@ -145,3 +145,13 @@ def _send_again(
 def images_requeue_stuck_task() -> int:
     """Periodic sweeper: re-send photos a crash or a broker outage left PENDING/QUEUED."""
     return services.images_requeue_stuck()
+
+
+@app.task(name="workers.tasks.jobs_sweep_task")
+def jobs_sweep_task() -> dict[str, int]:
+    """Periodic sweeper of the other durable states: training runs that will never finish are
+    set aside with their reason, bulk jobs left PLANNING get their planning sent again."""
+    return {
+        "training_runs_set_aside": services.training_runs_sweep(),
+        "bulk_plans_sent": services.bulk_jobs_requeue_stuck(),
+    }

@@ -274,16 +274,16 @@ def model_train_task(self: Any, run_id: int) -> str:
     or on any other error, the run ends FAILED with a reason staff can read."""
     try:
         version = train(run_id=run_id)
-    except retry.RETRYABLE_ERRORS as error:
-        policy = retry.policy()
-        if not policy.exhausted(self.request.retries):
+    except Exception as error:
+        if not retry.gave_up(self.request.retries, error):
             raise
-        reason = TRAINING_UNAVAILABLE.format(attempts=policy.max_retries + 1, error=retry.describe(error))
+        if isinstance(error, retry.RETRYABLE_ERRORS):
+            attempts = retry.policy().max_retries + 1
+            reason = TRAINING_UNAVAILABLE.format(attempts=attempts, error=retry.describe(error))
+        else:  # a permanent failure: record it for staff
+            logger.exception("training run %s failed", run_id)
+            reason = str(error) or error.__class__.__name__
         services.training_run_fail(run_id=run_id, reason=reason)
-        return "failed"
-    except Exception as error:  # a permanent failure: record it for staff, do not retry
-        logger.exception("training run %s failed", run_id)
-        services.training_run_fail(run_id=run_id, reason=str(error) or error.__class__.__name__)
         return "failed"
     return "gone" if version is None else "done"
 

@@ -18,6 +18,7 @@ from catalog.services.bulk import (
     bulk_job_retry_failed,
     bulk_job_start,
     bulk_job_summary,
+    bulk_jobs_requeue_stuck,
 )
 from catalog.services.decisions import (
     CATEGORY_INACTIVE,
@@ -87,6 +88,7 @@ from catalog.services.registry import (
     training_run_finish,
     training_run_request,
     training_run_start,
+    training_runs_sweep,
 )
 from catalog.services.suggestions import (
     ScoredCategory,
@@ -110,6 +112,7 @@ __all__ = [
     "bulk_job_retry_failed",
     "bulk_job_start",
     "bulk_job_summary",
+    "bulk_jobs_requeue_stuck",
     "ALLOWED_TRANSITIONS",
     "CATEGORY_INACTIVE",
     "NO_SUCH_SUGGESTION",
@@ -134,6 +137,7 @@ __all__ = [
     "training_run_finish",
     "training_run_request",
     "training_run_start",
+    "training_runs_sweep",
     "LISTING_MAX_PHOTOS",
     "LISTING_NEEDS_A_PHOTO",
     "LISTING_TOO_MANY_PHOTOS",

@@ -17,6 +17,7 @@ import logging
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
@@ -39,7 +40,7 @@ from catalog.models import (
     ListingImage,
     ModelVersion,
 )
-from catalog.queueing import BULK_CHUNK_TASK, BULK_PLAN_TASK, enqueue_on_commit
+from catalog.queueing import BULK_CHUNK_TASK, BULK_PLAN_TASK, enqueue_on_commit, send_task
 from catalog.services.suggestions import NO_KNOWN_CATEGORY
 
 if TYPE_CHECKING:
@@ -204,6 +205,25 @@ def bulk_job_dispatch(*, job_id: int) -> int:
     for chunk_id in chunk_ids:
         enqueue_on_commit(BULK_CHUNK_TASK, args=[job_id, chunk_id], on_sent=_marker_queued(chunk_id))
     return len(chunk_ids)
+
+
+def bulk_jobs_requeue_stuck() -> int:
+    """Periodic sweeper: send the planning task again for jobs left PLANNING longer than
+    `STUCK_JOB_AFTER_S` (its message was lost to a broker outage at commit or a Redis restart;
+    a job leaves PLANNING with its first planned page). Planning is idempotent and serialised by
+    the job row's lock, so a duplicate planner does nothing; each job is sent again at most once
+    per `STUCK_JOB_AFTER_S`. Returns how many were sent."""
+    now = timezone.now()
+    cutoff = now - timedelta(seconds=settings.STUCK_JOB_AFTER_S)
+    sent = 0
+    for job_id in BulkJob.objects.filter(status=_J.PLANNING, updated_at__lt=cutoff).values_list(
+        "pk", flat=True
+    ):
+        if send_task(BULK_PLAN_TASK, args=[job_id]):
+            BulkJob.objects.filter(pk=job_id).update(updated_at=now)
+            logger.warning("bulk job %s: planning sent again", job_id)
+            sent += 1
+    return sent
 
 
 def _marker_queued(chunk_id: int) -> Callable[[], None]:

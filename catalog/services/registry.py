@@ -10,8 +10,10 @@ replaced, without one (it was active before).
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 from typing import Any
 
+from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import PermissionDenied
 from django.db import transaction
@@ -41,6 +43,17 @@ ACTIVATION_NEEDS_COMPARISON = (
 ALREADY_ACTIVE = "{version} is already the active version."
 NOTHING_TO_ROLL_BACK = "There is no earlier active version to roll back to."
 NOT_SERVABLE = "{version} has no head artifact, so no worker can serve it."
+TRAINING_RUN_LOST = (
+    "No worker started this run within {minutes} minutes of its request (its queue message was lost "
+    "or no training worker ran); it was set aside. Request training again."
+)
+TRAINING_RUN_SUPERSEDED = (
+    "A newer training request replaced this run, which no worker had started within {minutes} minutes."
+)
+TRAINING_RUN_STOPPED = (
+    "This run stopped without finishing (its worker was lost past the {minutes}-minute time limit); "
+    "request training again."
+)
 
 
 class RegistryRefused(ValueError):
@@ -55,12 +68,15 @@ def _require_staff(user: AbstractBaseUser | None) -> None:
 def training_run_request(*, requested_by: AbstractBaseUser | None) -> TrainingRun:
     """Queue a training run on the `training` queue (after commit) and return its row.
 
-    A run already queued or running is returned instead of a second one. `requested_by=None` is
-    the command line (`manage.py train`); a web user must be staff (else `PermissionDenied`).
+    A run already queued or running is returned instead of a second one, unless it is stale
+    (see `training_runs_sweep`): then it is set aside with its reason and a new run is queued.
+    `requested_by=None` is the command line (`manage.py train`); a web user must be staff (else
+    `PermissionDenied`).
     """
     if requested_by is not None:
         _require_staff(requested_by)
     with transaction.atomic():
+        _training_runs_set_aside(superseded=True)
         pending = (
             TrainingRun.objects.select_for_update()
             .filter(status__in=[TrainingStatus.QUEUED, TrainingStatus.RUNNING])
@@ -72,6 +88,35 @@ def training_run_request(*, requested_by: AbstractBaseUser | None) -> TrainingRu
         run = TrainingRun.objects.create(requested_by_id=getattr(requested_by, "pk", None))
         enqueue_on_commit(MODEL_TRAIN_TASK, args=[run.pk])
     return run
+
+
+def training_runs_sweep() -> int:
+    """Periodic sweeper: set aside training runs that will never finish, with a reason staff can
+    read. A run QUEUED for longer than `STUCK_JOB_AFTER_S` lost its message (or no training
+    worker runs); a run RUNNING for longer than the training hard time limit plus that much lost
+    its worker. Failing them, rather than sending them again, keeps two workers from ever
+    training the same run; the next request starts afresh. Returns how many were set aside."""
+    with transaction.atomic():
+        return _training_runs_set_aside(superseded=False)
+
+
+def _training_runs_set_aside(*, superseded: bool) -> int:
+    now = timezone.now()
+    waited = timedelta(seconds=settings.STUCK_JOB_AFTER_S)
+    ran = timedelta(seconds=settings.TRAINING_HARD_TIME_LIMIT_S + settings.STUCK_JOB_AFTER_S)
+    minutes = round(settings.STUCK_JOB_AFTER_S / 60)
+    queued = (TRAINING_RUN_SUPERSEDED if superseded else TRAINING_RUN_LOST).format(minutes=minutes)
+    stopped = TRAINING_RUN_STOPPED.format(minutes=round(settings.TRAINING_HARD_TIME_LIMIT_S / 60))
+    count = 0
+    for status, since, reason in (
+        (TrainingStatus.QUEUED, {"created_at__lt": now - waited}, queued),
+        (TrainingStatus.RUNNING, {"started_at__lt": now - ran}, stopped),
+    ):
+        stale = TrainingRun.objects.select_for_update().filter(status=status, **since)
+        for run_id in stale.values_list("pk", flat=True):
+            logger.warning("training run %s set aside: %s", run_id, reason)
+        count += stale.update(status=TrainingStatus.FAILED, failure_reason=reason, finished_at=now)
+    return count
 
 
 def training_run_start(*, run_id: int) -> TrainingRun | None:
