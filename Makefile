@@ -3,7 +3,7 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: install install-dev demo test lint bench clean
+.PHONY: install install-dev demo test lint bench chaos clean
 
 $(BIN)/.installed: requirements.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -32,6 +32,12 @@ test: $(BIN)/.installed-dev
 ## BENCH_ARGS=--quick for smaller sizes. Writes bench/results.json and docs/BENCHMARKS.md.
 bench: $(BIN)/.installed-dev
 	$(BIN)/python -m bench $(BENCH_ARGS)
+
+## make chaos: fault injection (kills, Redis restart, PostgreSQL outage, deleted listing, storage
+## error, corrupt model cache) against embedded servers; ends with one SQL check over every photo and
+## writes the table to docs/RELIABILITY.md. A few minutes on 2 cores.
+chaos: $(BIN)/.installed-dev
+	$(BIN)/python -m chaos $(CHAOS_ARGS)
 
 lint: $(BIN)/.installed-dev
 	$(BIN)/ruff check --fix .

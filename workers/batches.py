@@ -16,6 +16,12 @@ of the stock class are closed here:
   `flush_interval` even while it is busy, so under load a queue of one-photo batches forms and
   batching never raises throughput; here the buffer waits for a free process and the next batch
   takes everything that arrived meanwhile.
+- A lost broker connection. The worker's consumer restarts: the event loop's timers are
+  cleared, so the flush timer stock batches keep (`_tref`) is dead and never re-armed, and jobs
+  the pool had not accepted yet are discarded without a callback. Without a reset the buffer
+  would flush only every `flush_every`-th message, and the one-batch-per-process gate could stay
+  shut forever: a Redis restart left a running worker idle with photos queued. Both are reset
+  whenever the consumer (re)starts.
 - Prefetch. With `acks_late`, a worker holds at most `prefetch_multiplier × concurrency`
   unacknowledged messages, so at the project's multiplier of 1 a batch could never grow past one
   photo. On its first message the task raises its worker's prefetch by `2 × flush_every − 1`:
@@ -48,6 +54,9 @@ class AckLateBatches(Batches):
     reject_on_worker_lost = True
 
     def Strategy(self, task: Batches, app: Any, consumer: Any) -> Callable[..., None]:
+        # Called each time the consumer (re)starts, e.g. after the broker connection was lost.
+        self._tref = None
+        self._running = 0
         handler = super().Strategy(task, app, consumer)
         raised = False
 
@@ -75,12 +84,12 @@ class AckLateBatches(Batches):
         self._running = getattr(self, "_running", 0) + 1
 
         def on_return(result: Any) -> None:
-            self._running -= 1
+            self._running = max(0, self._running - 1)
             for request in pending:
                 request.acknowledge()
 
         def on_error(exc_info: Any) -> None:
-            self._running -= 1
+            self._running = max(0, self._running - 1)
             exception = getattr(exc_info, "exception", exc_info)
             # billiard hands a lost pool process over as ExceptionWithTraceback(WorkerLostError).
             exception = getattr(exception, "exc", exception)

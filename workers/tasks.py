@@ -114,10 +114,16 @@ def _retries(request: SimpleRequest) -> int:
 def _send_again(
     self: Any, requests: Sequence[SimpleRequest], image_ids: Sequence[int], results: dict[int, PhotoResult]
 ) -> None:
-    """Send RETRYING photos again after the policy's backoff (one retry more) and DEFERRED ones
-    after `DEFER_S` (no retry counted: the photo was not tried). A photo is sent once even when
-    the batch held it twice. When the broker is down too, the photo stays QUEUED for the sweeper."""
+    """Send RETRYING photos again after the policy's backoff (one retry more; their delivery
+    counts start over, a retry is not a crash) and DEFERRED ones after `DEFER_S` (no retry
+    counted: the photo was not tried). A photo is sent once even when the batch held it twice.
+    When the broker is down too, the photo stays QUEUED for the sweeper."""
     policy = retry.policy()
+    retrying = [pk for pk, result in results.items() if result.outcome is PhotoOutcome.RETRYING]
+    try:
+        services.images_delivery_release(image_ids=retrying)
+    except retry.RETRYABLE_ERRORS:  # the database is down: the counts stay, as after a crash
+        logger.warning("could not reset the delivery counts of %s", retrying)
     sent: set[int] = set()
     for request, image_id in zip(requests, image_ids, strict=True):
         result = results[image_id]

@@ -129,6 +129,14 @@ def images_delivery_start(*, image_ids: Sequence[int]) -> None:
     ListingImage.objects.filter(pk__in=image_ids).update(deliveries=F("deliveries") + 1)
 
 
+def images_delivery_release(*, image_ids: Sequence[int]) -> None:
+    """Start the photos' delivery counts over: their deliveries ended without a crash and they
+    are sent again on purpose (a retry after a storage or database error), so retries never
+    count towards `CLASSIFY_MAX_DELIVERIES`, which is for deliveries that killed the worker."""
+    if image_ids:
+        ListingImage.objects.filter(pk__in=image_ids).update(deliveries=0)
+
+
 def image_delivery_start(*, image_id: int) -> int:
     """Count one more delivery of the photo's classification task; returns the new count."""
     images_delivery_start(image_ids=[image_id])

@@ -4,13 +4,12 @@ that fails is built again, and a build that disagrees with its reference never e
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
-import numpy as np
 import pytest
 
+from chaos.cache import rewrite_checksum, scramble_weights
 from classifier import integrity
 from classifier.backbone import OnnxBackbone, ensure_onnx
 
@@ -21,30 +20,6 @@ def cache(tmp_path: Path, onnx_path: Path) -> Path:
     for source in (onnx_path, integrity.manifest_path(onnx_path)):
         shutil.copy2(source, tmp_path / source.name)
     return tmp_path / onnx_path.name
-
-
-def _scramble_weights(path: Path) -> None:
-    """Shuffle the values of the largest weight tensor, keeping the graph valid."""
-    import onnx
-    from onnx import numpy_helper
-
-    model = onnx.load(str(path))
-    largest = max(model.graph.initializer, key=lambda tensor: int(np.prod(tensor.dims)))
-    values = numpy_helper.to_array(largest).copy()
-    np.random.default_rng(0).shuffle(values.reshape(-1))
-    largest.CopyFrom(numpy_helper.from_array(values, largest.name))
-    onnx.save(model, str(path))
-
-
-def _rewrite_checksum(path: Path) -> None:
-    """Make the manifest agree with the file's current bytes (as a careless fix would)."""
-    import hashlib
-
-    manifest = integrity.manifest_path(path)
-    data = json.loads(manifest.read_text())
-    data["sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
-    data["bytes"] = path.stat().st_size
-    manifest.write_text(json.dumps(data))
 
 
 def test_a_verified_file_loads_and_answers_its_recorded_smoke(cache: Path) -> None:
@@ -77,8 +52,8 @@ def test_scrambled_weights_are_caught_by_the_smoke_inference_even_with_a_matchin
     cache: Path,
 ) -> None:
     # given a cached export whose weights were scrambled, and whose checksum was rewritten to match
-    _scramble_weights(cache)
-    _rewrite_checksum(cache)
+    scramble_weights(cache)
+    rewrite_checksum(cache)
 
     # when it is loaded, then the smoke inference gives it away
     with pytest.raises(integrity.ModelCacheError, match="smoke"):
@@ -93,8 +68,8 @@ def test_ensure_rebuilds_a_scrambled_file_from_its_recipe(cache: Path, onnx_path
     # given a scrambled file with a rewritten checksum, and a recipe that writes the good bytes
     good = onnx_path.read_bytes()
     reference = integrity.Manifest.read(onnx_path).smoke
-    _scramble_weights(cache)
-    _rewrite_checksum(cache)
+    scramble_weights(cache)
+    rewrite_checksum(cache)
 
     # when the cache is ensured
     integrity.ensure(
@@ -114,7 +89,7 @@ def test_a_build_that_disagrees_with_its_reference_never_enters_the_cache(cache:
     # given no cached file, and a recipe that produces scrambled weights
     scrambled = cache.with_name("scrambled.onnx")
     shutil.copy2(cache, scrambled)
-    _scramble_weights(scrambled)
+    scramble_weights(scrambled)
     reference = integrity.Manifest.read(cache).smoke
     target = cache.with_name("new.onnx")
 

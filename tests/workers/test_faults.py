@@ -3,17 +3,16 @@ suggestion per model version, or FAILED with a reason, and nothing needs a manua
 
 from __future__ import annotations
 
-import os
 import signal
 from collections.abc import Iterator
 from pathlib import Path
 
-import psutil
 import pytest
-from django.db import transaction
 
 from catalog import services
-from catalog.models import CategorySuggestion, ClassificationStatus, ListingImage
+from catalog.models import ClassificationStatus, ListingImage
+from chaos.photos import all_done_once, delivered, photos_upload
+from chaos.processes import kill_pool, kill_worker
 from config.embedded import start_redis
 from tests.conftest import WorkerProcess, point_celery_app_at, start_worker, stop_worker, wait_for
 from tests.factories import ListingFactory
@@ -40,23 +39,7 @@ def private_broker(tmp_path: Path) -> Iterator[dict]:
 
 
 def _upload(photo_paths: list[Path], count: int) -> list[int]:
-    listing = ListingFactory()
-    with transaction.atomic():
-        images = [
-            services.image_add(
-                listing=listing, upload=photo_paths[i % len(photo_paths)].read_bytes(), filename=f"{i}.jpg"
-            )
-            for i in range(count)
-        ]
-    return [image.pk for image in images]
-
-
-def _all_done_once(image_ids: list[int]) -> bool:
-    statuses = set(ListingImage.objects.filter(pk__in=image_ids).values_list("status", flat=True))
-    if statuses != {ClassificationStatus.DONE}:
-        return False
-    counts = [CategorySuggestion.objects.filter(image_id=pk).count() for pk in image_ids]
-    return counts == [1] * len(image_ids)
+    return photos_upload(photo_paths, count, listing=ListingFactory())
 
 
 def _worker(tmp_path: Path, broker: dict, name: str) -> WorkerProcess:
@@ -74,12 +57,11 @@ def test_killing_the_pool_process_mid_flight_loses_no_photo(
         image_ids = _upload(photo_paths, 6)
 
         # when its pool process is SIGKILLed as soon as it starts on one
-        wait_for(lambda: ListingImage.objects.filter(pk__in=image_ids, deliveries__gt=0).exists(), timeout=60)
-        for child in psutil.Process(worker.process.pid).children(recursive=True):
-            os.kill(child.pid, signal.SIGKILL)
+        wait_for(lambda: delivered(image_ids), timeout=60)
+        kill_pool(worker)
 
         # then the worker replaces the process and every photo ends with exactly one suggestion
-        wait_for(lambda: _all_done_once(image_ids), timeout=180)
+        wait_for(lambda: all_done_once(image_ids), timeout=180)
         assert worker.process.poll() is None
     finally:
         stop_worker(worker)
@@ -91,7 +73,7 @@ def test_sigterm_during_work_finishes_or_redelivers_every_photo(
     # given a worker busy with a batch of photos
     first = _worker(tmp_path, private_broker, "w1")
     image_ids = _upload(photo_paths, 8)
-    wait_for(lambda: ListingImage.objects.filter(pk__in=image_ids, deliveries__gt=0).exists(), timeout=60)
+    wait_for(lambda: delivered(image_ids), timeout=60)
 
     # when it is stopped the way a deploy stops it (SIGTERM: warm shutdown)
     first.process.send_signal(signal.SIGTERM)
@@ -100,7 +82,7 @@ def test_sigterm_during_work_finishes_or_redelivers_every_photo(
     # then a new worker finishes what was left, with no sweeper involved
     second = _worker(tmp_path, private_broker, "w2")
     try:
-        wait_for(lambda: _all_done_once(image_ids), timeout=180)
+        wait_for(lambda: all_done_once(image_ids), timeout=180)
     finally:
         stop_worker(second)
 
@@ -125,7 +107,7 @@ def test_queued_photos_survive_a_broker_restart_through_the_sweeper(
 
         # then every photo is classified exactly once, with no manual step
         assert sent == 4
-        wait_for(lambda: _all_done_once(image_ids), timeout=180)
+        wait_for(lambda: all_done_once(image_ids), timeout=180)
     finally:
         stop_worker(worker)
 
@@ -136,18 +118,39 @@ def test_a_killed_worker_leaves_nothing_behind_once_the_sweeper_runs(
     # given a worker holding unacknowledged photos
     first = _worker(tmp_path, private_broker, "w1")
     image_ids = _upload(photo_paths, 6)
-    wait_for(lambda: ListingImage.objects.filter(pk__in=image_ids, deliveries__gt=0).exists(), timeout=60)
+    wait_for(lambda: delivered(image_ids), timeout=60)
 
     # when the whole worker (main process and pool) is SIGKILLed
-    for child in psutil.Process(first.process.pid).children(recursive=True):
-        os.kill(child.pid, signal.SIGKILL)
-    first.process.kill()
-    first.process.wait()
+    kill_worker(first)
 
     # then a new worker plus the sweeper finish every photo exactly once
     second = _worker(tmp_path, private_broker, "w2")
     try:
         services.images_requeue_stuck(older_than_s=0)
-        wait_for(lambda: _all_done_once(image_ids), timeout=180)
+        wait_for(lambda: all_done_once(image_ids), timeout=180)
     finally:
         stop_worker(second)
+
+
+def test_a_running_worker_carries_on_after_redis_restarts_under_it(
+    tmp_path: Path, private_broker: dict, photo_paths: list[Path]
+) -> None:
+    # given a worker busy with more photos than it reserves, some still queued in Redis
+    worker = _worker(tmp_path, private_broker, "w1")
+    try:
+        image_ids = _upload(photo_paths, 40)
+        wait_for(lambda: delivered(image_ids), timeout=60)
+
+        # when Redis is killed and restarted empty under it (queued and unacknowledged messages lost)
+        private_broker["process"].kill()
+        private_broker["process"].wait()
+        private_broker["process"], _ = start_redis(private_broker["dir"], port=private_broker["port"])
+        point_celery_app_at(private_broker["url"])  # drop this process's pooled connections
+        # and the sweeper runs, as beat runs it every minute
+        services.images_requeue_stuck(older_than_s=0)
+
+        # then the same worker, reconnected, classifies every photo exactly once
+        wait_for(lambda: all_done_once(image_ids), timeout=120)
+        assert worker.process.poll() is None
+    finally:
+        stop_worker(worker)

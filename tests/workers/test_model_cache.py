@@ -3,7 +3,6 @@ takes photos off the queue. Real workers on copies of the model cache, real Redi
 
 from __future__ import annotations
 
-import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +15,7 @@ from django.test import Client
 from catalog import services
 from catalog.models import ClassificationStatus, ListingImage
 from catalog.queueing import queue_depths
-from classifier import integrity
+from chaos.cache import block_manifest, copy_cache, truncate
 from config.embedded import start_redis
 from tests.conftest import point_celery_app_at, start_worker, stop_worker, wait_for
 from tests.factories import ListingFactory, UserFactory
@@ -39,12 +38,7 @@ def verified_cache() -> Path:
 @pytest.fixture
 def cache_copy(tmp_path: Path, verified_cache: Path) -> Path:
     """A private copy of the model cache (every ONNX file and manifest), so it can be damaged."""
-    copy = tmp_path / "model-cache"
-    copy.mkdir()
-    for source in verified_cache.parent.iterdir():
-        if source.suffix in {".onnx", ".json"} and not source.name.startswith("."):
-            shutil.copy2(source, copy / source.name)
-    return copy
+    return copy_cache(verified_cache.parent, tmp_path / "model-cache")
 
 
 @pytest.fixture
@@ -81,9 +75,8 @@ def test_a_worker_whose_model_cannot_be_rebuilt_refuses_the_queue_and_says_so(
     # given a cache whose fp32 export is truncated and cannot be written again (a directory
     # stands where its manifest goes, as a read-only or full disk would)
     fp32 = next(path for path in cache_copy.glob("*.onnx") if "-int8-" not in path.name)
-    fp32.write_bytes(fp32.read_bytes()[:4096])
-    integrity.manifest_path(fp32).unlink()
-    integrity.manifest_path(fp32).mkdir()
+    truncate(fp32, keep=0.01)
+    block_manifest(fp32)
 
     # when a worker starts on it
     env = {"CELERY_BROKER_URL": broker, "CLASSIFIER_CACHE_DIR": str(cache_copy)}
@@ -118,7 +111,7 @@ def test_a_worker_rebuilds_a_truncated_model_file_before_it_serves(
 ) -> None:
     # given a cache whose served file is truncated
     served = cache_copy / verified_cache.name
-    served.write_bytes(served.read_bytes()[: served.stat().st_size // 3])
+    truncate(served, keep=0.33)
 
     # when a worker starts on it
     env = {"CELERY_BROKER_URL": broker, "CLASSIFIER_CACHE_DIR": str(cache_copy)}
