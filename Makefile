@@ -3,7 +3,7 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: install install-dev demo test lint bench clean
+.PHONY: install install-dev demo test test-no-urls lint bench clean
 
 $(BIN)/.installed: requirements.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -27,6 +27,12 @@ test: $(BIN)/.installed-dev
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+## make test-no-urls: worker and demo tests as on a machine with no PostgreSQL or Redis of its own:
+## URLs unset and, where `unshare` is allowed, no network but loopback (nothing answers on 5432/6379).
+test-no-urls: $(BIN)/.installed-dev
+	env -u DATABASE_URL -u CELERY_BROKER_URL dev/without-network.sh \
+		$(BIN)/python -m pytest -q tests/workers/test_classify.py tests/test_demo.py $(PYTEST_ARGS)
 
 ## make bench: throughput and latency of the whole system (embedded servers when no URLs are set);
 ## BENCH_ARGS=--quick for smaller sizes. Writes bench/results.json and docs/BENCHMARKS.md.
