@@ -154,11 +154,15 @@ def _start_redis(run_dir: Path, services: EmbeddedServices) -> str:
     return f"redis://127.0.0.1:{port}/0"
 
 
-def start_missing_services(run_dir: Path | None = None) -> EmbeddedServices:
+def start_missing_services(
+    run_dir: Path | None = None, shared: dict[str, str] | None = None
+) -> EmbeddedServices:
     """Start PostgreSQL and/or Redis for each of DATABASE_URL / CELERY_BROKER_URL that is unset.
 
     Returns the started services; `.env` maps the variable names to URLs of the new servers and
-    is also written to `<run_dir>/services.env`, where `config.settings` finds it.
+    is also written to `<run_dir>/services.env` (readable by its owner only), where
+    `config.settings` finds it, together with `shared`: other values that the processes of one
+    stack must agree on (the demo's secret key).
     """
     run_dir = Path(run_dir or os.environ.get("RUN_DIR") or DEFAULT_RUN_DIR)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -171,17 +175,22 @@ def start_missing_services(run_dir: Path | None = None) -> EmbeddedServices:
     except BaseException:
         services.stop()
         raise
-    lines = [f"{key}={value}" for key, value in services.env.items()]
-    (run_dir / "services.env").write_text("\n".join(lines) + "\n")
-    if services.env:
-        services._stoppers.insert(0, lambda: (run_dir / "services.env").unlink(missing_ok=True))
+    lines = [f"{key}={value}" for key, value in {**services.env, **(shared or {})}.items()]
+    env_file = run_dir / "services.env"
+    env_file.touch(mode=0o600)
+    env_file.chmod(0o600)
+    env_file.write_text("\n".join(lines) + "\n")
+    if services.env or shared:
+        services._stoppers.insert(0, lambda: env_file.unlink(missing_ok=True))
     return services
 
 
 @contextlib.contextmanager
-def missing_services(run_dir: Path | None = None) -> Iterator[EmbeddedServices]:
+def missing_services(
+    run_dir: Path | None = None, shared: dict[str, str] | None = None
+) -> Iterator[EmbeddedServices]:
     """Context manager around `start_missing_services` that also exports the URLs to os.environ."""
-    services = start_missing_services(run_dir)
+    services = start_missing_services(run_dir, shared)
     previous = {key: os.environ.get(key) for key in services.env}
     os.environ.update(services.env)
     try:
