@@ -1,6 +1,5 @@
 from django.urls import path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
-from rest_framework.authtoken.views import obtain_auth_token
 from rest_framework.routers import SimpleRouter
 
 from catalog.api import views
@@ -13,7 +12,7 @@ router.register("listings", views.ListingViewSet, basename="listing")
 urlpatterns = [
     path("classify", views.ClassifyView.as_view(), name="classify"),
     path("classify/<int:image_id>", views.ClassifyResultView.as_view(), name="classify-result"),
-    path("token", obtain_auth_token, name="token"),
+    path("token", views.TokenView.as_view(), name="token"),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="api:schema"), name="docs"),
     *router.urls,

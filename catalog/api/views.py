@@ -11,18 +11,22 @@ from django.db import transaction
 from django.shortcuts import get_object_or_404
 from django.urls import reverse
 from drf_spectacular.utils import OpenApiResponse, extend_schema
-from rest_framework import mixins, status, viewsets
+from drf_standardized_errors.openapi_validation_errors import extend_validation_errors
+from rest_framework import mixins, serializers, status, viewsets
+from rest_framework.authtoken.views import ObtainAuthToken
 from rest_framework.decorators import action
-from rest_framework.parsers import FormParser, MultiPartParser
+from rest_framework.exceptions import ErrorDetail, NotFound
+from rest_framework.parsers import MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from catalog import selectors, services
+from catalog.api.errors import Conflict
 from catalog.api.serializers import (
     CategoryChoiceSerializer,
     ClassifyResultSerializer,
-    ErrorSerializer,
+    ErrorResponse409Serializer,
     ListingSerializer,
     ListingSuggestionsSerializer,
     PhotoSerializer,
@@ -34,6 +38,11 @@ from catalog.models import CategorySource, ClassificationStatus, Listing, Listin
 # How often POST /api/classify looks at the photo's row while it waits for the worker.
 CLASSIFY_POLL_INTERVAL_S = 0.05
 CLASSIFY_TOP_K = 5
+
+
+def _file_rejected(error: services.UploadRejected) -> serializers.ValidationError:
+    """A refused photo as a validation error of the `file` field (code `invalid`, documented)."""
+    return serializers.ValidationError({"file": [ErrorDetail(str(error), code="invalid")]})
 
 
 class ListingViewSet(
@@ -92,11 +101,11 @@ class ListingViewSet(
         services.listing_delete(listing=instance)
 
     @extend_schema(
-        request={"multipart/form-data": PhotoUploadSerializer},
-        responses={201: PhotoSerializer, 400: ErrorSerializer},
+        request=PhotoUploadSerializer,
+        responses={201: PhotoSerializer},
         summary="Upload one photo to the listing (classified in the background)",
     )
-    @action(detail=True, methods=["post"], url_path="photos", parser_classes=[MultiPartParser, FormParser])
+    @action(detail=True, methods=["post"], url_path="photos", parser_classes=[MultiPartParser])
     def photos(self, request: Request, pk: str | None = None) -> Response:
         listing = self.get_object()
         upload = PhotoUploadSerializer(data=request.data)
@@ -105,14 +114,17 @@ class ListingViewSet(
         try:
             image = services.listing_photo_upload(listing=listing, upload=file, filename=file.name or "photo")
         except services.UploadRejected as error:
-            return Response({"detail": str(error)}, status=status.HTTP_400_BAD_REQUEST)
+            raise _file_rejected(error) from error
         return Response(
             PhotoSerializer(image, context={"request": request}).data, status=status.HTTP_201_CREATED
         )
 
     @extend_schema(
         request=None,
-        responses={204: None, 400: ErrorSerializer, 404: ErrorSerializer},
+        responses={
+            204: None,
+            409: OpenApiResponse(ErrorResponse409Serializer, description="the listing's only photo"),
+        },
         summary="Remove one photo of the listing (not its last one)",
     )
     @action(detail=True, methods=["delete"], url_path=r"photos/(?P<photo_id>[0-9]+)")
@@ -122,7 +134,7 @@ class ListingViewSet(
         try:
             services.listing_image_delete(image=image)
         except services.ListingRuleBroken as error:
-            return Response({"detail": str(error)}, status=status.HTTP_400_BAD_REQUEST)
+            raise Conflict(str(error)) from error
         return Response(status=status.HTTP_204_NO_CONTENT)
 
     @extend_schema(
@@ -191,14 +203,14 @@ class ClassifyView(APIView):
     422 when classification failed, else 202 with `poll_url` (also in `Location`).
     """
 
-    parser_classes = [MultiPartParser, FormParser]
+    # A file travels in multipart/form-data only.
+    parser_classes = [MultiPartParser]
 
     @extend_schema(
-        request={"multipart/form-data": PhotoUploadSerializer},
+        request=PhotoUploadSerializer,
         responses={
             200: ClassifyResultSerializer,
             202: OpenApiResponse(ClassifyResultSerializer, description="not classified yet: poll `poll_url`"),
-            400: ErrorSerializer,
             422: OpenApiResponse(ClassifyResultSerializer, description="classification failed"),
         },
         summary="Classify one photo: top-5 categories with confidences",
@@ -212,7 +224,7 @@ class ClassifyView(APIView):
                 user=request.user, upload=file, filename=file.name or "photo"
             )
         except services.UploadRejected as error:
-            return Response({"detail": str(error)}, status=status.HTTP_400_BAD_REQUEST)
+            raise _file_rejected(error) from error
         image = _wait_for_worker(image, timeout_s=settings.CLASSIFY_API_WAIT_S)
         return _classify_response(request, image)
 
@@ -224,7 +236,6 @@ class ClassifyResultView(APIView):
         responses={
             200: ClassifyResultSerializer,
             202: OpenApiResponse(ClassifyResultSerializer, description="not classified yet"),
-            404: ErrorSerializer,
             422: OpenApiResponse(ClassifyResultSerializer, description="classification failed"),
         },
         summary="Result of a POST /api/classify that answered 202",
@@ -232,7 +243,7 @@ class ClassifyResultView(APIView):
     def get(self, request: Request, image_id: int) -> Response:
         image = selectors.probe_image_of_user(user=request.user, image_id=image_id)
         if image is None:
-            return Response({"detail": "Not found."}, status=status.HTTP_404_NOT_FOUND)
+            raise NotFound
         return _classify_response(request, image)
 
 
@@ -245,3 +256,9 @@ def _wait_for_worker(image: ListingImage, *, timeout_s: float) -> ListingImage:
         if image.status in finished or time.monotonic() >= deadline:
             return image
         time.sleep(CLASSIFY_POLL_INTERVAL_S)
+
+
+@extend_validation_errors(["authorization"], field_name="non_field_errors", methods=["post"])
+class TokenView(ObtainAuthToken):
+    """POST a username and password, get the caller's API token; a wrong pair is a validation error
+    (`non_field_errors`, code `authorization`)."""

@@ -31,6 +31,11 @@ def api() -> APIClient:
     return client
 
 
+def file_error(message: str) -> dict:
+    """The body of a refused upload: a validation error of the `file` field."""
+    return {"type": "validation_error", "errors": [{"code": "invalid", "detail": message, "attr": "file"}]}
+
+
 def record_suggestion(image: ListingImage, scores: list[tuple[str, float]]) -> None:
     version = services.model_version_ensure(name="test-model")
     top_k = [services.ScoredCategory(slug=slug, confidence=conf) for slug, conf in scores]
@@ -112,7 +117,7 @@ def test_photo_upload_validates_like_the_pages(api: APIClient) -> None:
     assert good.status_code == 201
     assert good.json()["status"] == "pending"
     assert good.json()["thumbnail_url"].endswith(f"/photos/{good.json()['id']}/small.webp")
-    assert (bad.status_code, bad.json()) == (400, {"detail": UPLOAD_NOT_AN_IMAGE})
+    assert (bad.status_code, bad.json()) == (400, file_error(UPLOAD_NOT_AN_IMAGE))
     assert listing.images.count() == 1
 
 
@@ -177,7 +182,7 @@ def test_classify_answers_202_with_a_url_to_poll_then_the_top_5(api: APIClient, 
 def test_classify_refuses_bad_files_and_reports_failures(api: APIClient, settings) -> None:
     settings.CLASSIFY_API_WAIT_S = 0
     bad = api.post("/api/classify", {"file": photo("x.jpg", pb.SVG_IMAGE)}, format="multipart")
-    assert (bad.status_code, bad.json()) == (400, {"detail": UPLOAD_NOT_AN_IMAGE})
+    assert (bad.status_code, bad.json()) == (400, file_error(UPLOAD_NOT_AN_IMAGE))
     assert not ListingImage.objects.exists()
 
     accepted = api.post("/api/classify", {"file": photo()}, format="multipart").json()
