@@ -153,6 +153,14 @@ def celery_worker_process(
     stop_worker(worker)
 
 
+@pytest.fixture(autouse=True)
+def _own_throttle_counters(settings) -> None:  # type: ignore[no-untyped-def]
+    """Each test counts API requests (throttles) from zero, under a key prefix of its own in the
+    shared cache; never FLUSHDB, which would also empty whatever else that Redis database holds.
+    Login lockouts need nothing: their attempts are database rows, rolled back with the test."""
+    settings.CACHES = {"default": {**settings.CACHES["default"], "KEY_PREFIX": f"test-{uuid.uuid4().hex}"}}
+
+
 @pytest.fixture
 def taxonomy(transactional_db: None) -> None:
     """Categories from the taxonomy file (transactional tests truncate migration data)."""

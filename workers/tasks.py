@@ -242,3 +242,15 @@ def _log(
 def images_requeue_stuck_task() -> int:
     """Periodic sweeper: re-send photos a crash or a broker outage left PENDING/QUEUED."""
     return services.images_requeue_stuck()
+
+
+@app.task(name="workers.tasks.classify_probes_delete_expired_task")
+def classify_probes_delete_expired_task() -> int:
+    """Periodic: delete POST /api/classify probe listings past CLASSIFY_PROBE_RETENTION_S."""
+    return services.classify_probes_delete_expired()
+
+
+@app.task(name="workers.tasks.api_tokens_delete_expired_task")
+def api_tokens_delete_expired_task() -> int:
+    """Periodic: delete expired API tokens."""
+    return services.api_tokens_delete_expired()

@@ -59,6 +59,7 @@ from catalog.services.listings import (
     listing_create,
     listing_delete,
     listing_update,
+    listings_delete,
     taxonomy_load,
     user_create,
     user_get_or_create,
@@ -79,6 +80,13 @@ from catalog.services.registry import (
     training_run_finish,
     training_run_request,
     training_run_start,
+)
+from catalog.services.retention import (
+    TOO_MANY_PROBES_WAITING,
+    ProbeLimitReached,
+    api_tokens_delete_expired,
+    classify_probe_room_make,
+    classify_probes_delete_expired,
 )
 from catalog.services.suggestions import (
     ScoredCategory,
@@ -136,6 +144,12 @@ __all__ = [
     "classify_probe_create",
     "listing_category_set",
     "listing_delete",
+    "listings_delete",
+    "TOO_MANY_PROBES_WAITING",
+    "ProbeLimitReached",
+    "api_tokens_delete_expired",
+    "classify_probe_room_make",
+    "classify_probes_delete_expired",
     "listing_image_delete",
     "listing_images_reorder",
     "listing_photo_upload",

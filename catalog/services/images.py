@@ -253,11 +253,16 @@ def classify_probe_create(
     *, user: AbstractBaseUser, upload: bytes | IO[bytes], filename: str
 ) -> ListingImage:
     """Store one photo for `POST /api/classify` in a new hidden listing of `user` (is_probe), and
-    queue its classification after commit. Probe listings are never browsed or listed.
+    queue its classification after commit. Probe listings are never browsed or listed; the
+    user's oldest finished ones make room past settings.CLASSIFY_PROBES_PER_USER.
 
-    Raises `UploadRejected` (same checks as `listing_photo_upload`) before anything is stored.
+    Raises `UploadRejected` (same checks as `listing_photo_upload`) before anything is stored,
+    and `ProbeLimitReached` when all of the user's probes are still waiting for the worker.
     """
+    from catalog.services.retention import classify_probe_room_make
+
     clean = photo_clean(upload, filename=filename)
     with transaction.atomic():
+        classify_probe_room_make(user=user)
         listing = Listing.objects.create(seller_id=user.pk, title=PROBE_LISTING_TITLE, is_probe=True)
         return image_add(listing=listing, upload=clean.data, filename=clean.filename, position=0)

@@ -10,8 +10,9 @@ from django.conf import settings
 from django.contrib.auth.models import User
 from django.core.files.storage import default_storage
 from django.db import transaction
+from django.db.models import QuerySet
 
-from catalog.models import Category, CategorySource, Listing
+from catalog.models import Category, CategorySource, Listing, ListingImage
 from catalog.taxonomy import taxonomy_sync
 
 logger = logging.getLogger(__name__)
@@ -66,11 +67,20 @@ def listing_update(*, listing: Listing, title: str, description: str, price: Dec
 
 def listing_delete(*, listing: Listing) -> None:
     """Delete a listing with its photos, suggestions, stored files and thumbnails (after commit)."""
+    listings_delete(listings=Listing.objects.filter(pk=listing.pk))
+
+
+def listings_delete(*, listings: QuerySet[Listing]) -> int:
+    """Delete these listings with their photos, suggestions, stored files and thumbnails (files
+    after commit; a storage error is logged, never raised). Returns how many listings went."""
     from catalog.thumbnails import thumbnails_delete
 
-    stored = list(listing.images.values_list("file", "pk", "checksum"))
     with transaction.atomic():
-        listing.delete()
+        listing_ids = list(listings.select_for_update().values_list("pk", flat=True))
+        stored = list(
+            ListingImage.objects.filter(listing_id__in=listing_ids).values_list("file", "pk", "checksum")
+        )
+        Listing.objects.filter(pk__in=listing_ids).delete()
 
         def delete_files() -> None:
             for name, image_id, checksum in stored:
@@ -81,6 +91,7 @@ def listing_delete(*, listing: Listing) -> None:
                     logger.warning("could not delete %s from storage", name, exc_info=True)
 
         transaction.on_commit(delete_files)
+    return len(listing_ids)
 
 
 def user_create(*, username: str, password: str, email: str = "") -> User:
