@@ -252,6 +252,8 @@ AXES_FAILURE_LIMIT = env.int("LOGIN_FAILURE_LIMIT", default=5)
 AXES_COOLOFF_TIME = timedelta(seconds=env.int("LOGIN_COOLOFF_S", default=900))
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 AXES_RESET_ON_SUCCESS = True
+# No start-up banner in every manage.py command and worker; attempts are still logged.
+AXES_VERBOSE = False
 AXES_CLIENT_IP_CALLABLE = "catalog.api.throttles.client_ip"
 AXES_LOCKOUT_CALLABLE = "catalog.views.accounts.login_locked_out"
 

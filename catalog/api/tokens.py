@@ -52,7 +52,7 @@ class TokenObtainView(LoginView):
             200: TokenSerializer,
             400: OpenApiResponse(description="wrong username or password"),
             403: ErrorSerializer,
-            429: OpenApiResponse(description="too many attempts (throttled, or login locked out)"),
+            429: OpenApiResponse(ErrorSerializer, description="too many attempts (throttled, or locked out)"),
         },
         summary="Obtain an API token (expires after API_TOKEN_TTL_S)",
         auth=[],

@@ -11,7 +11,7 @@ from django.conf import settings
 from django.db import transaction
 from django.shortcuts import get_object_or_404
 from django.urls import reverse
-from drf_spectacular.utils import OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.parsers import FormParser, MultiPartParser
@@ -196,14 +196,16 @@ def _classify_response(request: Request, image: ListingImage) -> Response:
 class ClassifyView(APIView):
     """POST one photo, get its top-5 categories, or a URL to poll for them.
 
-    The photo is validated like a listing photo, stored in a new hidden listing of the caller
-    (`Listing.is_probe`; never browsed or listed, deleted after CLASSIFY_PROBE_RETENTION_S) and
-    queued for the worker. The answer is 202 with `poll_url` (also in `Location`) at once, unless
-    this web process serves requests on threads and a waiting place is free (`_WaitingPlaces`):
-    then it waits up to CLASSIFY_API_WAIT_S and answers 200 with the top-5, or 422 when
-    classification failed. A single-threaded web worker never waits, so callers cannot park
-    every worker and starve other pages.
+    The photo is validated like a listing photo and queued for classification. The answer is
+    usually 202 with `poll_url` (also in `Location`): GET it until it answers 200 with the top-5
+    or 422 with the reason. Some servers wait a moment (CLASSIFY_API_WAIT_S) and answer 200 or
+    422 at once. Results stay available for CLASSIFY_PROBE_RETENTION_S; a caller may have at most
+    CLASSIFY_PROBES_PER_USER photos waiting.
     """
+
+    # How it works: the photo is stored in a new hidden listing of the caller (`Listing.is_probe`,
+    # never browsed or listed). Only a web process that serves requests on threads waits, and only
+    # while one of its `_WaitingPlaces` is free, so callers can never park every web worker.
 
     parser_classes = [MultiPartParser, FormParser]
     throttle_scope = "classify"
@@ -222,6 +224,15 @@ class ClassifyView(APIView):
                 ErrorSerializer, description="throttled, or too many of the caller's photos still waiting"
             ),
         },
+        parameters=[
+            OpenApiParameter(
+                "Location",
+                str,
+                location=OpenApiParameter.HEADER,
+                response=[202],
+                description="the URL to poll (same as `poll_url`)",
+            )
+        ],
         summary="Classify one photo: top-5 categories with confidences, or 202 and a URL to poll",
     )
     def post(self, request: Request) -> Response:
