@@ -222,10 +222,13 @@ STUCK_IMAGE_AFTER_S = env.int("STUCK_IMAGE_AFTER_S", default=600)
 
 
 def _redis_next_database(url: str) -> str:
-    """The same Redis server as `url`, one database number up (redis://h:6379/0 -> .../1)."""
+    """The same Redis server as `url`, one database number up (redis://h:6379/0 -> .../1); `url`
+    itself when it names no database number that way (e.g. a unix socket)."""
     parts = urlsplit(url)
-    number = int(parts.path.strip("/") or 0)
-    return urlunsplit(parts._replace(path=f"/{number + 1}"))
+    number = parts.path.strip("/") or "0"
+    if not number.isdigit():
+        return url
+    return urlunsplit(parts._replace(path=f"/{int(number) + 1}"))
 
 
 # Django's cache holds the API throttles' counters. Redis, because every web process on every
