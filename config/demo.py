@@ -68,7 +68,9 @@ def main() -> int:
     web_port = os.environ.get("DEMO_WEB_PORT", "8000")
     flower_port = os.environ.get("DEMO_FLOWER_PORT", "5555")
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
-    os.environ.setdefault("MEDIA_ROOT", str(run_dir / "media"))
+    # Written to services.env with the servers' URLs: manage.py commands run in another shell
+    # (import_photos) then store photos where this demo's web app and worker read them.
+    os.environ.setdefault("MEDIA_ROOT", str((run_dir / "media").resolve()))
     processes: list[subprocess.Popen] = []
     with missing_services(run_dir) as services:
         for key, value in services.env.items():

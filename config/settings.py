@@ -1,9 +1,10 @@
 """Django settings. Every deployment value comes from the environment (django-environ).
 
-Settings are documented in README.md ("Settings"). When `DATABASE_URL` or
-`CELERY_BROKER_URL` are unset, the values written by the embedded-services launcher
-(`python -m config.embedded`) to `.run/services.env` are used, so `manage.py` commands
-run against the servers that `make demo` started.
+Settings are documented in README.md ("Settings"). When `DATABASE_URL` is unset, the values
+written by the embedded-services launcher (`python -m config.embedded`, `make demo`) to
+`.run/services.env` fill in what the environment does not set: the servers' URLs, MEDIA_ROOT and
+the storage settings, so `manage.py` commands use the same database, broker and photo storage as
+the demo's web app and worker.
 """
 
 from __future__ import annotations
