@@ -2,7 +2,8 @@
 test session on a free loopback port like the embedded PostgreSQL and Redis, in its own process.
 
 `S3Server.storage_env(bucket)` is what a worker process needs to use a bucket (STORAGE_BACKEND,
-bucket, endpoint, fake credentials); `use_bucket` points this test process's Django storage at it.
+bucket, endpoint, fake credentials); `use_bucket` points this test process's Django storage at it;
+`s3_worker_stack` runs a real worker on a bucket of its own.
 """
 
 from __future__ import annotations
@@ -14,12 +15,14 @@ import time
 import urllib.error
 import urllib.request
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from config.embedded import free_port
+from config.embedded import free_port, start_redis
 from config.storage import s3_storage
+from tests.conftest import WorkerProcess, point_celery_app_at, start_worker, stop_worker
 
 REGION = "us-east-1"
 # moto accepts any credentials; real ones must never be needed (or used) by the tests.
@@ -105,3 +108,33 @@ def use_bucket(server: S3Server, bucket: str, *, settings: Any, monkeypatch: Any
         **settings.STORAGES,
         "default": s3_storage(bucket_name=bucket, endpoint_url=server.endpoint_url, region_name=REGION),
     }
+
+
+@dataclass
+class S3Stack:
+    server: S3Server
+    bucket: str
+    worker: WorkerProcess
+
+
+@contextlib.contextmanager
+def s3_worker_stack(server: S3Server, run_dir: Path) -> Iterator[S3Stack]:
+    """A new bucket and a worker (classify and bulk queues) whose only photo storage is that
+    bucket, given as the S3 environment alone, on a Redis of its own that this process's Celery
+    app sends to meanwhile, so no other test worker takes its tasks. Needs the test database."""
+    bucket = server.create_bucket()
+    redis, port = start_redis(run_dir / "redis")
+    broker = f"redis://127.0.0.1:{port}/0"
+    previous = point_celery_app_at(broker)
+    # An empty MEDIA_ROOT: a worker that fell back to local files would find no photo there.
+    env = {**server.storage_env(bucket), "CELERY_BROKER_URL": broker, "MEDIA_ROOT": str(run_dir / "empty")}
+    try:
+        worker = start_worker(log=run_dir / "worker.log", queues="classify,bulk", env=env)
+        try:
+            yield S3Stack(server=server, bucket=bucket, worker=worker)
+        finally:
+            stop_worker(worker)
+    finally:
+        point_celery_app_at(previous)
+        redis.kill()
+        redis.wait()

@@ -8,7 +8,6 @@ from __future__ import annotations
 import hashlib
 import io
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,45 +22,22 @@ from PIL import Image
 from catalog import services
 from catalog.models import BulkJob, BulkJobStatus, CategorySuggestion, ClassificationStatus, ListingImage
 from catalog.uploads import UPLOAD_CORRUPT, UPLOAD_MIN_SIDE_PX, UPLOAD_NOT_AN_IMAGE, UPLOAD_TOO_SMALL
-from config.embedded import start_redis
 from tests import photo_bytes as pb
-from tests.conftest import WorkerProcess, point_celery_app_at, start_worker, stop_worker, wait_for
+from tests.conftest import wait_for
 from tests.factories import ListingFactory, UserFactory
-from tests.s3_server import S3Server, use_bucket
+from tests.s3_server import S3Server, S3Stack, s3_worker_stack, use_bucket
 
 pytestmark = [pytest.mark.worker, pytest.mark.s3, pytest.mark.usefixtures("taxonomy")]
 
 FINISHED = {ClassificationStatus.DONE, ClassificationStatus.FAILED}
 
 
-@dataclass
-class S3Stack:
-    server: S3Server
-    bucket: str
-    worker: WorkerProcess
-
-
 @pytest.fixture(scope="module")
 def s3_stack(
     s3_server: S3Server, django_db_setup: None, django_db_blocker: object, tmp_path_factory
 ) -> Iterator[S3Stack]:
-    """A bucket, and a worker (classify and bulk queues) whose only storage settings are the S3
-    environment, on a Redis of this module alone so no other test worker takes its tasks."""
-    run = tmp_path_factory.mktemp("s3-stack")
-    bucket = s3_server.create_bucket()
-    redis, port = start_redis(run / "redis")
-    previous = point_celery_app_at(f"redis://127.0.0.1:{port}/0")
-    env = {**s3_server.storage_env(bucket), "CELERY_BROKER_URL": f"redis://127.0.0.1:{port}/0"}
-    # No MEDIA_ROOT: a worker that fell back to local files would find none.
-    env["MEDIA_ROOT"] = str(run / "no-local-photos")
-    worker = start_worker(log=run / "worker.log", queues="classify,bulk", env=env)
-    try:
-        yield S3Stack(server=s3_server, bucket=bucket, worker=worker)
-    finally:
-        stop_worker(worker)
-        point_celery_app_at(previous)
-        redis.kill()
-        redis.wait()
+    with s3_worker_stack(s3_server, tmp_path_factory.mktemp("s3-stack")) as stack:
+        yield stack
 
 
 @pytest.fixture
