@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 import requests
 from django.core.files.storage import default_storage
+from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 
 from catalog import services
@@ -73,6 +74,15 @@ def test_a_presigned_post_pins_a_uuid_key_the_content_type_and_the_size_range(
     assert ["content-length-range", 1, 2 * 1024 * 1024] in conditions
     assert upload.fields["Content-Type"] == "image/jpeg"
     assert upload.url.startswith(settings.STORAGES["default"]["OPTIONS"]["endpoint_url"])
+
+
+def test_browsers_post_to_the_public_endpoint_when_it_differs_from_the_apps(s3_bucket: str, settings) -> None:
+    # given an app that reaches the bucket on an internal name, and browsers on a public one
+    settings.AWS_S3_PUBLIC_ENDPOINT_URL = "https://photos.example.test/"
+
+    # then the presigned POST goes to the public endpoint, same bucket path, same signed fields
+    upload = _presign(UserFactory(), pb.jpeg_bytes())
+    assert upload.url == f"https://photos.example.test/{s3_bucket}"
 
 
 def test_the_bucket_takes_the_post_and_the_web_app_registers_the_key_without_reading_it(
@@ -172,7 +182,6 @@ def test_with_s3_the_seller_pages_take_no_photo_bytes(client, s3_bucket: str) ->
     listing = ListingFactory()
     client.force_login(listing.seller)
     photo = pb.jpeg_bytes()
-    from django.core.files.uploadedfile import SimpleUploadedFile
 
     client.post(
         reverse("catalog:photos-add", args=[listing.pk]),
@@ -204,3 +213,21 @@ def test_uploads_never_registered_are_swept_and_registered_ones_stay(s3_server, 
     # then only the abandoned upload is gone
     assert deleted == 1
     assert s3_server.keys(s3_bucket, "uploads/") == [kept.key]
+
+
+def test_a_photo_waiting_for_the_worker_has_a_thumbnail_that_is_not_cached_yet(
+    client, s3_server, s3_bucket: str
+) -> None:
+    # given a direct upload registered but not yet validated by a worker (no checksum)
+    listing = ListingFactory()
+    data = pb.jpeg_bytes((400, 300))
+    upload = _presign(listing.seller, data)
+    assert _post_to_bucket(upload, data) == 204
+    image = services.listing_upload_register(listing=listing, token=upload.token)
+
+    # when its thumbnail is asked for
+    response = client.get(reverse("catalog:photo-thumbnail", args=[image.pk, "small"]))
+
+    # then it is rendered, but not stored under a name that has no checksum in it
+    assert (response.status_code, response["Content-Type"]) == (200, "image/webp")
+    assert s3_server.keys(s3_bucket, "thumbs/") == []
