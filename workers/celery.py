@@ -46,6 +46,7 @@ app.conf.update(
     task_routes={
         "workers.tasks.image_classify_task": {"queue": Queue.CLASSIFY.value},
         "workers.tasks.images_requeue_stuck_task": {"queue": Queue.MAINTENANCE.value},
+        "workers.tasks.stored_files_sweep_task": {"queue": Queue.MAINTENANCE.value},
         "workers.bulk.bulk_job_plan_task": {"queue": Queue.BULK.value},
         "workers.bulk.bulk_chunk_task": {"queue": Queue.BULK.value},
         "workers.training.model_train_task": {"queue": Queue.TRAINING.value},
@@ -55,7 +56,11 @@ app.conf.update(
         "requeue-stuck-images": {
             "task": "workers.tasks.images_requeue_stuck_task",
             "schedule": 60.0,
-        }
+        },
+        "sweep-orphan-files": {
+            "task": "workers.tasks.stored_files_sweep_task",
+            "schedule": 3600.0,
+        },
     },
     timezone="UTC",
     imports=["workers.tasks", "workers.bulk", "workers.training"],

@@ -242,3 +242,9 @@ def _log(
 def images_requeue_stuck_task() -> int:
     """Periodic sweeper: re-send photos a crash or a broker outage left PENDING/QUEUED."""
     return services.images_requeue_stuck()
+
+
+@app.task(name="workers.tasks.stored_files_sweep_task")
+def stored_files_sweep_task() -> int:
+    """Periodic sweeper: delete stored files no photo row names (rolled-back or unregistered uploads)."""
+    return services.stored_files_sweep()

@@ -80,6 +80,7 @@ from catalog.services.registry import (
     training_run_request,
     training_run_start,
 )
+from catalog.services.storage import stored_files_sweep
 from catalog.services.suggestions import (
     ScoredCategory,
     image_classification_record,
@@ -162,4 +163,5 @@ __all__ = [
     "model_version_ensure",
     "taxonomy_load",
     "user_get_or_create",
+    "stored_files_sweep",
 ]

@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-import logging
 from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.models import User
-from django.core.files.storage import default_storage
 from django.db import transaction
 
 from catalog.models import Category, CategorySource, Listing
+from catalog.services.storage import stored_files_delete
 from catalog.taxonomy import taxonomy_sync
-
-logger = logging.getLogger(__name__)
 
 
 def taxonomy_load(*, path: str | None = None) -> int:
@@ -66,21 +63,10 @@ def listing_update(*, listing: Listing, title: str, description: str, price: Dec
 
 def listing_delete(*, listing: Listing) -> None:
     """Delete a listing with its photos, suggestions, stored files and thumbnails (after commit)."""
-    from catalog.thumbnails import thumbnails_delete
-
     stored = list(listing.images.values_list("file", "pk", "checksum"))
     with transaction.atomic():
         listing.delete()
-
-        def delete_files() -> None:
-            for name, image_id, checksum in stored:
-                try:
-                    default_storage.delete(name)
-                    thumbnails_delete(image_id=image_id, checksum=checksum)
-                except OSError:
-                    logger.warning("could not delete %s from storage", name, exc_info=True)
-
-        transaction.on_commit(delete_files)
+        transaction.on_commit(lambda: stored_files_delete(stored))
 
 
 def user_create(*, username: str, password: str, email: str = "") -> User:
