@@ -21,13 +21,18 @@ from config.embedded import BASE_DIR, DEFAULT_RUN_DIR, missing_services
 
 PYTHON = sys.executable
 DEMO_PHOTOS = BASE_DIR / "demo" / "photos"
-# A staff account for the review and model registry pages; its password changes every run.
+# A staff account for the review and model registry pages; its password changes every run. Its
+# rights come from the two staff groups (catalog.access), as a real reviewer's would, not from
+# being a superuser.
 STAFF_ACCOUNT = """
 from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
+from catalog.access import MODEL_MANAGER_GROUP, REVIEWER_GROUP
 user, _ = get_user_model().objects.get_or_create(username="admin", defaults={{"email": "admin@example.com"}})
-user.is_staff = user.is_superuser = True
+user.is_staff, user.is_superuser = True, False
 user.set_password("{password}")
 user.save()
+user.groups.add(*Group.objects.filter(name__in=[REVIEWER_GROUP, MODEL_MANAGER_GROUP]))
 """
 
 
