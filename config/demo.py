@@ -96,7 +96,18 @@ def main() -> int:
             )  # fmt: skip
             print(f"worker started (log: {worker_log})")
             subprocess.run(
-                [PYTHON, "manage.py", "import_photos", str(DEMO_PHOTOS), "--wait", "--timeout", "600"],
+                # The folders name each photo's true category; the demo's sellers skip the choice,
+                # so the listing's category comes from the model (auto) or waits for a person.
+                [
+                    PYTHON,
+                    "manage.py",
+                    "import_photos",
+                    str(DEMO_PHOTOS),
+                    "--ignore-folders",
+                    "--wait",
+                    "--timeout",
+                    "600",
+                ],
                 cwd=BASE_DIR,
                 check=True,
             )

@@ -162,6 +162,32 @@ def taxonomy(transactional_db: None) -> None:
 
 
 @pytest.fixture
+def shipped_version(celery_worker_process: WorkerProcess, taxonomy: None, photo_paths: list[Path]):
+    """The version the session's worker registers for its shipped head, active, with the head's
+    artifact and auto-accept thresholds, as on a fresh install.
+
+    Transactional tests truncate the row between tests, and a worker looks the active version up
+    (and registers its own) only every ACTIVE_MODEL_CHECK_S: waiting that long first makes the
+    worker register it again before it scores the warm-up photo, as it does at start-up.
+    """
+    from django.conf import settings
+
+    from catalog import services
+    from catalog.models import ClassificationStatus, ListingImage, ModelVersion
+    from tests.factories import ListingFactory
+
+    time.sleep(settings.ACTIVE_MODEL_CHECK_S + 0.5)
+    image = services.image_add(
+        listing=ListingFactory(title="warm-up"), upload=photo_paths[0].read_bytes(), filename="warm-up.jpg"
+    )
+    wait_for(
+        lambda: ListingImage.objects.filter(pk=image.pk, status=ClassificationStatus.DONE).exists(),
+        timeout=120,
+    )
+    return ModelVersion.objects.get(is_active=True)
+
+
+@pytest.fixture
 def seller(transactional_db: None):
     from tests.factories import UserFactory
 
