@@ -176,9 +176,12 @@ SUGGESTION_TOP_K = env.int("SUGGESTION_TOP_K", default=5)
 CLASSIFIER_PRECISION = env.str("CLASSIFIER_PRECISION", default="int8")
 # Decoding threads per worker process; 0 means one per onnxruntime thread.
 CLASSIFIER_DECODE_THREADS = env.int("CLASSIFIER_DECODE_THREADS", default=0)
-# Photos per onnxruntime call in workers (each runs as the head's views): 16 was faster than 32 on
-# 2 cores and holds half the activation memory (docs/BENCHMARKS.md).
-CLASSIFIER_BATCH_SIZE = env.int("CLASSIFIER_BATCH_SIZE", default=16)
+# Photos per onnxruntime call in workers; 0 means 16 on the CPU (faster than 32 on 2 cores, half
+# the activation memory) and 64 with CLASSIFIER_DEVICE=cuda (docs/BENCHMARKS.md).
+CLASSIFIER_BATCH_SIZE = env.int("CLASSIFIER_BATCH_SIZE", default=0)
+# A photo gets the head's other views only when its first view leaves the top two categories
+# closer than this (classifier/views.py); unset: the classifier's default, 1: every view always.
+CLASSIFIER_SECOND_VIEW_MARGIN = env.float("CLASSIFIER_SECOND_VIEW_MARGIN", default=None)
 
 # --- Batched uploads and bulk reclassification ---
 # A classify worker groups upload tasks: it runs a batch when this many have arrived, or every
