@@ -1,9 +1,10 @@
 """Django settings. Every deployment value comes from the environment (django-environ).
 
-Settings are documented in README.md ("Settings"). When `DATABASE_URL` or
-`CELERY_BROKER_URL` are unset, the values written by the embedded-services launcher
-(`python -m config.embedded`) to `.run/services.env` are used, so `manage.py` commands
-run against the servers that `make demo` started.
+Settings are documented in README.md ("Settings"). When `DATABASE_URL` is unset, the values
+written by the embedded-services launcher (`python -m config.embedded`, `make demo`) to
+`.run/services.env` fill in what the environment does not set: the servers' URLs, MEDIA_ROOT and
+the storage settings, so `manage.py` commands use the same database, broker and photo storage as
+the demo's web app and worker.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import environ
+
+from config.storage import default_storage_from_env
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 RUN_DIR = Path(os.environ.get("RUN_DIR", BASE_DIR / ".run"))
@@ -112,25 +115,22 @@ warnings.filterwarnings("ignore", message="No directory at", module="whitenoise.
 MEDIA_URL = env.str("MEDIA_URL", default="/media/")
 MEDIA_ROOT = env.path("MEDIA_ROOT", default=str(BASE_DIR / "media"))
 
-# Photos go through Django's storage API: local files by default, S3 when STORAGE_BACKEND=s3.
+# Photos go through Django's storage API: local files by default, an S3 bucket when
+# STORAGE_BACKEND=s3 (config/storage.py; README "Storage"). With S3, browsers upload photos
+# straight to the bucket with a presigned POST and the web app registers the key.
 STORAGE_BACKEND = env.str("STORAGE_BACKEND", default="local")
-if STORAGE_BACKEND == "s3":
-    _default_storage = {
-        "BACKEND": "storages.backends.s3.S3Storage",
-        "OPTIONS": {
-            "bucket_name": env.str("AWS_STORAGE_BUCKET_NAME"),
-            "endpoint_url": env.str("AWS_S3_ENDPOINT_URL", default=None),
-            "region_name": env.str("AWS_S3_REGION_NAME", default=None),
-            "default_acl": None,
-            "file_overwrite": False,
-        },
-    }
-else:
-    _default_storage = {"BACKEND": "django.core.files.storage.FileSystemStorage"}
 STORAGES = {
-    "default": _default_storage,
+    "default": default_storage_from_env(env),
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
 }
+# S3 endpoint as browsers reach it, for direct uploads (default: AWS_S3_ENDPOINT_URL); it differs
+# when the app reaches the bucket on an internal name (compose's http://minio:9000).
+AWS_S3_PUBLIC_ENDPOINT_URL = env.str("AWS_S3_PUBLIC_ENDPOINT_URL", default="")
+# How long a presigned upload form is valid (seconds).
+AWS_S3_PRESIGNED_POST_EXPIRES_S = env.int("AWS_S3_PRESIGNED_POST_EXPIRES_S", default=900)
+# Stored files that no photo row names (a rolled-back upload, an unregistered direct upload) are
+# deleted by the hourly sweeper once they are this old (seconds).
+STORAGE_ORPHAN_AFTER_S = env.int("STORAGE_ORPHAN_AFTER_S", default=24 * 3600)
 
 # Upload limits, checked before any image is decoded.
 UPLOAD_MAX_BYTES = env.int("UPLOAD_MAX_BYTES", default=15 * 1024 * 1024)
@@ -270,9 +270,12 @@ SUGGESTION_TOP_K = env.int("SUGGESTION_TOP_K", default=5)
 CLASSIFIER_PRECISION = env.str("CLASSIFIER_PRECISION", default="int8")
 # Decoding threads per worker process; 0 means one per onnxruntime thread.
 CLASSIFIER_DECODE_THREADS = env.int("CLASSIFIER_DECODE_THREADS", default=0)
-# Photos per onnxruntime call in workers (each runs as the head's views): 16 was faster than 32 on
-# 2 cores and holds half the activation memory (docs/BENCHMARKS.md).
-CLASSIFIER_BATCH_SIZE = env.int("CLASSIFIER_BATCH_SIZE", default=16)
+# Photos per onnxruntime call in workers; 0 means 16 on the CPU (faster than 32 on 2 cores, half
+# the activation memory) and 64 with CLASSIFIER_DEVICE=cuda (docs/BENCHMARKS.md).
+CLASSIFIER_BATCH_SIZE = env.int("CLASSIFIER_BATCH_SIZE", default=0)
+# A photo gets the head's other views only when its first view leaves the top two categories
+# closer than this (classifier/views.py); unset: the classifier's default, 1: every view always.
+CLASSIFIER_SECOND_VIEW_MARGIN = env.float("CLASSIFIER_SECOND_VIEW_MARGIN", default=None)
 
 # --- Batched uploads and bulk reclassification ---
 # A classify worker groups upload tasks: it runs a batch when this many have arrived, or every

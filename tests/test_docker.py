@@ -27,9 +27,11 @@ def test_compose_file_parses_and_every_role_has_a_command() -> None:
     assert "FLOWER_BASIC_AUTH:?" in " ".join(services["flower"]["command"])
 
 
-def test_dockerfile_copies_requirements_before_the_source_and_exports_the_backbone() -> None:
+def test_dockerfile_installs_a_lock_file_before_the_source_and_exports_the_backbone() -> None:
     text = (DOCKER / "Dockerfile").read_text()
-    assert text.index("COPY requirements.txt") < text.index("COPY . .")
+    assert text.index("COPY ${REQUIREMENTS} requirements.lock") < text.index("COPY . .")
+    assert "ARG REQUIREMENTS=requirements.txt" in text
+    assert "pip install --require-hashes -r requirements.lock" in text
     assert "python -m classifier export" in text
     assert "USER app" in text
 

@@ -48,6 +48,7 @@ app.conf.update(
         "workers.tasks.images_requeue_stuck_task": {"queue": Queue.MAINTENANCE.value},
         "workers.tasks.classify_probes_delete_expired_task": {"queue": Queue.MAINTENANCE.value},
         "workers.tasks.api_tokens_delete_expired_task": {"queue": Queue.MAINTENANCE.value},
+        "workers.tasks.stored_files_sweep_task": {"queue": Queue.MAINTENANCE.value},
         "workers.bulk.bulk_job_plan_task": {"queue": Queue.BULK.value},
         "workers.bulk.bulk_chunk_task": {"queue": Queue.BULK.value},
         "workers.training.model_train_task": {"queue": Queue.TRAINING.value},
@@ -64,6 +65,10 @@ app.conf.update(
         },
         "delete-expired-api-tokens": {
             "task": "workers.tasks.api_tokens_delete_expired_task",
+            "schedule": 3600.0,
+        },
+        "sweep-orphan-files": {
+            "task": "workers.tasks.stored_files_sweep_task",
             "schedule": 3600.0,
         },
     },

@@ -30,6 +30,16 @@ from catalog.services.decisions import (
     review_correct,
     review_reject,
 )
+from catalog.services.direct_uploads import (
+    UPLOAD_EXPIRED,
+    UPLOAD_NOT_RECEIVED,
+    PresignedUpload,
+    direct_uploads_enabled,
+    image_upload_verify,
+    listing_upload_register,
+    listing_uploads_register,
+    photo_upload_presign,
+)
 from catalog.services.images import (
     ALLOWED_TRANSITIONS,
     LISTING_MAX_PHOTOS,
@@ -88,6 +98,7 @@ from catalog.services.retention import (
     classify_probe_room_make,
     classify_probes_delete_expired,
 )
+from catalog.services.storage import stored_files_sweep
 from catalog.services.suggestions import (
     ScoredCategory,
     image_classification_record,
@@ -176,4 +187,13 @@ __all__ = [
     "model_version_ensure",
     "taxonomy_load",
     "user_get_or_create",
+    "stored_files_sweep",
+    "UPLOAD_EXPIRED",
+    "UPLOAD_NOT_RECEIVED",
+    "PresignedUpload",
+    "direct_uploads_enabled",
+    "image_upload_verify",
+    "listing_upload_register",
+    "listing_uploads_register",
+    "photo_upload_presign",
 ]

@@ -31,6 +31,10 @@ COMPARISON_QUEUED = "Comparing {version} with the active version; reload in a mo
 ACTIVATED = "{version} is now active; workers switch to it within {seconds:g} s."
 ROLLED_BACK = "Rolled back to {version}."
 CATEGORY_ADDED = "Added {path}. It joins training once it has {minimum} labelled photos."
+NO_THRESHOLD = (
+    "No threshold: on held-out photos this category's precision could not be shown to reach the "
+    "target, so its suggestions wait for a person."
+)
 
 
 def _version(pk: int) -> ModelVersion:
@@ -90,6 +94,7 @@ def model_version_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "held_out": held_out,
         "per_category": sorted((held_out.get("per_category") or {}).items()),
         "thresholds": thresholds,
+        "no_threshold": NO_THRESHOLD,
         "other_metrics": {key: value for key, value in metrics.items() if key != "held_out"},
         "comparisons": version.comparisons.select_related("baseline").order_by("-created_at")[:10],
         "comparison": selectors.model_comparison_with_active(version=version),
