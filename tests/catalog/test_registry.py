@@ -246,7 +246,7 @@ def test_a_version_page_states_its_target_and_which_categories_wait_for_people(c
         auto_accept_thresholds={"hat": 0.93},
         auto_accept_precision=None,
     )
-    client.force_login(staff_user())
+    client.force_login(staff_user(groups=[MODEL_MANAGER_GROUP]))
 
     # when staff open the version page
     page = client.get(reverse("catalog:model-version", args=[recorded.pk])).content.decode()
