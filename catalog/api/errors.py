@@ -43,6 +43,14 @@ def error_body(exc: exceptions.APIException) -> dict[str, Any]:
     return formatter(exc, {"view": None, "args": (), "kwargs": {}, "request": None}, exc).run()
 
 
+def error_response(status_code: int, detail: str, code: str) -> JsonResponse:
+    """A JSON answer in the API's error shape, for what is refused outside a DRF view (the body
+    size cap, a login lockout). A 4xx is a `client_error`, a 5xx a `server_error`."""
+    exc = exceptions.APIException(detail, code)
+    exc.status_code = status_code
+    return _json(exc)
+
+
 def _is_api(request: HttpRequest) -> bool:
     return request.path.startswith(API_PREFIX)
 

@@ -12,13 +12,10 @@ from catalog import selectors, services
 from catalog.api import errors
 from catalog.services import LISTING_NEEDS_A_PHOTO
 from tests import photo_bytes as pb
+from tests.api_errors import api_error
 from tests.factories import ListingFactory, UserFactory
 
 pytestmark = pytest.mark.django_db
-
-
-def client_error(code: str, detail: str) -> dict:
-    return {"type": "client_error", "errors": [{"code": code, "detail": detail, "attr": None}]}
 
 
 @pytest.fixture
@@ -30,10 +27,7 @@ def api() -> APIClient:
     return client
 
 
-SERVER_ERROR = {
-    "type": "server_error",
-    "errors": [{"code": "error", "detail": "Server Error (500)", "attr": None}],
-}
+SERVER_ERROR = api_error("error", "Server Error (500)", type="server_error")
 
 
 def test_an_unknown_api_path_is_a_json_404(api: APIClient) -> None:
@@ -41,7 +35,7 @@ def test_an_unknown_api_path_is_a_json_404(api: APIClient) -> None:
 
     assert response.status_code == 404
     assert response["Content-Type"] == "application/json"
-    assert response.json() == client_error("not_found", "Not found.")
+    assert response.json() == api_error("not_found", "Not found.")
 
 
 def test_drf_errors_share_the_shape(api: APIClient) -> None:
@@ -52,11 +46,11 @@ def test_drf_errors_share_the_shape(api: APIClient) -> None:
 
     assert (anonymous.status_code, anonymous.json()) == (
         401,
-        client_error("not_authenticated", "Authentication credentials were not provided."),
+        api_error("not_authenticated", "Authentication credentials were not provided."),
     )
     assert (missing.status_code, missing.json()) == (
         404,
-        client_error("not_found", "Not found."),
+        api_error("not_found", "Not found."),
     )
     assert (wrong_method.status_code, wrong_method.json()["errors"][0]["code"]) == (405, "method_not_allowed")
     assert (malformed.status_code, malformed.json()["type"], malformed.json()["errors"][0]["code"]) == (
@@ -97,7 +91,7 @@ def test_django_s_own_errors_are_json_under_api_and_pages_elsewhere() -> None:
 
     # a refused Host header, answered before any view
     refused = Client().get("/api/listings/", HTTP_HOST="evil.example")
-    assert (refused.status_code, refused.json()) == (400, client_error("bad_request", "Bad request."))
+    assert (refused.status_code, refused.json()) == (400, api_error("bad_request", "Bad request."))
     # a crash outside a DRF view
     crashed = errors.server_error(factory.get("/api/listings/"))
     assert (crashed.status_code, crashed["Content-Type"]) == (500, "application/json")
@@ -113,5 +107,5 @@ def test_removing_a_listing_s_only_photo_is_a_conflict_and_keeps_it(api: APIClie
 
     response = api.delete(f"/api/listings/{listing.pk}/photos/{image.pk}/")
 
-    assert (response.status_code, response.json()) == (409, client_error("conflict", LISTING_NEEDS_A_PHOTO))
+    assert (response.status_code, response.json()) == (409, api_error("conflict", LISTING_NEEDS_A_PHOTO))
     assert listing.images.count() == 1

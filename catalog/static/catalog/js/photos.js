@@ -7,14 +7,20 @@
  * EXIF orientation when decoding) and sent as JPEG (PNG stays PNG), so a 12 MP phone photo
  * crosses the network as ~300 kB. A file the browser cannot decode (a text file named .jpg) is
  * left out with a message instead of being counted as a photo; the server still checks every
- * file it gets. Messages come from the drop zone's data attributes (catalog/forms.py), so the
- * pages and the tests share them. No dependencies besides htmx.
+ * file it gets. What a pick leaves out, and why, stays listed under the picker (#photo-notes),
+ * apart from the count of photos ready. Messages come from the drop zone's data attributes
+ * (catalog/forms.py), so the pages and the tests share them. No dependencies besides htmx.
+ *
+ * With S3 storage (the form has data-direct-upload), each photo goes straight to the bucket as
+ * soon as it is prepared: the web app signs one POST per photo, the browser sends the file there,
+ * and the form carries only the tokens naming the uploads, never the photo's bytes.
  */
 (function () {
   "use strict";
 
   var MAX_SIDE = 1600;
   var JPEG_QUALITY = 0.88;
+  var UPLOAD_FAILED = "The photo could not be uploaded; check your connection and try again.";
   var timings = (window.sellerTimings = window.sellerTimings || {});
   // Notes of a pick that uploads at once (edit page): shown again after htmx swaps the section.
   var carriedNotes = [];
@@ -91,6 +97,43 @@
     });
   }
 
+  // ---- direct uploads to the bucket (S3 storage) ---------------------------------------------
+
+  function csrfToken(form) {
+    var field = form.querySelector("input[name=csrfmiddlewaretoken]");
+    return field ? field.value : "";
+  }
+
+  function postToBucket(upload, file) {
+    var data = new FormData();
+    Object.keys(upload.fields).forEach(function (name) { data.append(name, upload.fields[name]); });
+    data.append("file", file);  // last: S3 ignores fields after the file
+    return fetch(upload.url, { method: "POST", body: data }).then(function (response) {
+      return response.ok ? { token: upload.token } : { error: UPLOAD_FAILED };
+    }, function () { return { error: UPLOAD_FAILED }; });
+  }
+
+  /** Resolve to one {token} or {error} per file, in order: the web app signs a POST per file
+   *  (or says why it never could be accepted), then each file goes straight to the bucket. */
+  function uploadToBucket(form, files) {
+    var described = files.map(function (file) { return { name: file.name, type: file.type, size: file.size }; });
+    return fetch(form.dataset.directUpload, {
+      method: "POST",
+      credentials: "same-origin",
+      headers: { "Content-Type": "application/json", "X-CSRFToken": csrfToken(form) },
+      body: JSON.stringify({ files: described }),
+    }).then(function (response) {
+      if (!response.ok) throw new Error("no presigned upload");
+      return response.json();
+    }).then(function (answer) {
+      return Promise.all(answer.uploads.map(function (upload, index) {
+        return upload.error ? { error: upload.error } : postToBucket(upload, files[index]);
+      }));
+    }).catch(function () {
+      return files.map(function () { return { error: UPLOAD_FAILED }; });
+    });
+  }
+
   // ---- a form with a photo picker (create page, "add photos" on the edit page) ---------------
 
   function setUpPhotoForm(form) {
@@ -102,19 +145,33 @@
     var status = form.querySelector("[data-photo-status]");
     var submit = form.querySelector("[data-submit]");
     var autosubmit = form.hasAttribute("data-autosubmit");
+    var direct = Boolean(form.dataset.directUpload);
     var max = parseInt(zone.dataset.max || "10", 10);
     var leftOutMessage = zone.dataset.msgLeftOut || "{count} left out.";
     var unreadableMessage = zone.dataset.msgUnreadable || "{name} left out: not a photo.";
     var items = [];
     var busy = 0;
-    var preparing = 0;  // files picked and still being decoded: they take room too
+    var preparing = 0;  // files picked and still being decoded or uploaded: they take room too
 
     zone.classList.add("is-enhanced");
     if (autosubmit && submit) submit.hidden = true;
+    if (direct) input.removeAttribute("name");  // the bytes go to the bucket, never in this form
 
     function say(text) { if (status) status.textContent = text; }
 
     function sync() {
+      if (direct) {
+        form.querySelectorAll("input[data-upload-token]").forEach(function (field) { field.remove(); });
+        items.forEach(function (item) {
+          var field = document.createElement("input");
+          field.type = "hidden";
+          field.name = "uploads";
+          field.value = item.token;
+          field.setAttribute("data-upload-token", "");
+          form.appendChild(field);
+        });
+        return;
+      }
       var transfer = new DataTransfer();
       items.forEach(function (item) { transfer.items.add(item.file); });
       input.files = transfer.files;
@@ -212,12 +269,22 @@
       if (submit) submit.disabled = true;
       say("Preparing " + photoCount(files.length) + "…");
       Promise.all(files.map(downscale)).then(function (results) {
-        results.forEach(function (result, index) {
-          if (!result.readable) {
-            notes.push(fill(unreadableMessage, { name: files[index].name }));
-            return;
-          }
-          items.push({ file: result.file, url: URL.createObjectURL(result.file) });
+        var readable = results.filter(function (result, index) {
+          if (!result.readable) notes.push(fill(unreadableMessage, { name: files[index].name }));
+          return result.readable;
+        });
+        if (!direct || !readable.length) return readable;
+        say("Uploading " + photoCount(readable.length) + "…");
+        return uploadToBucket(form, readable.map(function (result) { return result.file; })).then(function (answers) {
+          return readable.filter(function (result, index) {
+            result.token = answers[index].token;
+            if (!result.token) notes.push(result.file.name + ": " + answers[index].error);
+            return Boolean(result.token);
+          });
+        });
+      }).then(function (results) {
+        results.forEach(function (result) {
+          items.push({ file: result.file, token: result.token, url: URL.createObjectURL(result.file) });
         });
         busy -= 1;
         preparing -= files.length;
