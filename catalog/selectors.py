@@ -402,6 +402,7 @@ def labelled_photos() -> list[LabelledPhoto]:
             listing__category_source__in=[CategorySource.SELLER, CategorySource.REVIEWER],
         )
         .exclude(status=ClassificationStatus.FAILED)
+        .exclude(checksum="")  # a direct upload that no worker has validated yet
         .order_by("pk")
         .values_list("pk", "listing__category__slug", "checksum", "file")
     )

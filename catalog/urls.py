@@ -7,6 +7,7 @@ app_name = "catalog"
 seller_patterns = [
     path("", seller.dashboard, name="seller-dashboard"),
     path("new/", seller.listing_create, name="listing-create"),
+    path("uploads/", seller.photo_uploads, name="photo-uploads"),
     path("<int:pk>/", seller.listing_edit, name="listing-edit"),
     path("<int:pk>/delete/", seller.listing_delete, name="listing-delete"),
     path("<int:pk>/photos/", seller.photos_add, name="photos-add"),

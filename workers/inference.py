@@ -32,7 +32,6 @@ _classifier: ImageClassifier | None = None
 # The classifier of the active version and when the active version was last looked up.
 _serving: ImageClassifier | None = None
 _checked_at = 0.0
-_shipped_attached = False
 _batchers: dict[str, BatchClassifier] = {}
 _by_version: dict[str, ImageClassifier] = {}
 _AUTO_THREADS_ENV = "CLASSIFIER_THREADS_AUTO"
@@ -218,28 +217,27 @@ def follow_active(base: ImageClassifier) -> ImageClassifier:
 
 
 def _attach_shipped(base: ImageClassifier) -> None:
-    """Store the shipped head's artifact and figures on its version row once the row exists, so
-    the registry can compare with it, show it and activate it again like any trained version."""
-    global _shipped_attached
-    if _shipped_attached:
-        return
+    """Register the shipped head's version (the first becomes active) with its artifact, figures
+    and auto-accept thresholds, before it scores a photo: then the registry can compare with it,
+    show it and activate it again like any trained version, and its first suggestions auto-accept
+    like every later one. Checked at each look-up of the active version (one indexed query once
+    attached), so a row created meanwhile without them gets them."""
     from catalog import services
     from catalog.models import ModelVersion
 
-    row = ModelVersion.objects.filter(name=base.model_version).only("pk", "head_npz").first()
-    if row is None:
+    if ModelVersion.objects.filter(name=base.model_version).exclude(head_npz=b"").exists():
         return
-    if not bytes(row.head_npz or b""):
-        manifest, payload = base.head.to_bytes()
-        services.model_version_artifact_attach(
-            version=row,
-            head_manifest=manifest,
-            head_npz=payload,
-            metrics=dict(base.head.metrics),
-            auto_accept_thresholds={},
-            auto_accept_precision=None,
-        )
-    _shipped_attached = True
+    row = services.model_version_ensure(name=base.model_version, backbone_version=base.backbone_version)
+    manifest, payload = base.head.to_bytes()
+    policy = base.head.auto_accept
+    services.model_version_artifact_attach(
+        version=row,
+        head_manifest=manifest,
+        head_npz=payload,
+        metrics=dict(base.head.metrics),
+        auto_accept_thresholds=dict(policy.thresholds),
+        auto_accept_precision=policy.target_precision,
+    )
 
 
 def taxonomy() -> Taxonomy:
@@ -310,10 +308,9 @@ def batch_classifier_for(classifier: ImageClassifier) -> BatchClassifier:
 
 def reset_after_fork() -> None:
     """Forget a classifier inherited from the parent (never used across fork)."""
-    global _classifier, _serving, _checked_at, _shipped_attached
+    global _classifier, _serving, _checked_at
     _classifier = None
     _serving = None
     _checked_at = 0.0
-    _shipped_attached = False
     _batchers.clear()
     _by_version.clear()

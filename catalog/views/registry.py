@@ -15,8 +15,14 @@ from django.views.decorators.cache import cache_control
 from django.views.decorators.http import require_GET, require_POST
 
 from catalog import charts, selectors, services
+from catalog.access import (
+    ACTIVATE_PERMISSION,
+    CATEGORY_ADD_PERMISSION,
+    REGISTRY_VIEW_PERMISSION,
+    TRAIN_PERMISSION,
+)
 from catalog.models import ModelVersion
-from catalog.services.registry import ACTIVATE_PERMISSION, RegistryRefused
+from catalog.services.registry import RegistryRefused
 from catalog.views.staff import staff_required
 
 # User-facing messages; tests reuse them.
@@ -25,6 +31,10 @@ COMPARISON_QUEUED = "Comparing {version} with the active version; reload in a mo
 ACTIVATED = "{version} is now active; workers switch to it within {seconds:g} s."
 ROLLED_BACK = "Rolled back to {version}."
 CATEGORY_ADDED = "Added {path}. It joins training once it has {minimum} labelled photos."
+NO_THRESHOLD = (
+    "No threshold: on held-out photos this category's precision could not be shown to reach the "
+    "target, so its suggestions wait for a person."
+)
 
 
 def _version(pk: int) -> ModelVersion:
@@ -50,7 +60,7 @@ def _row(version: ModelVersion, active: ModelVersion | None) -> dict[str, object
     }
 
 
-@staff_required()
+@staff_required(REGISTRY_VIEW_PERMISSION)
 @require_GET
 def registry(request: HttpRequest) -> HttpResponse:
     """Every version side by side with its held-out figures; training runs and activations."""
@@ -71,7 +81,7 @@ def registry(request: HttpRequest) -> HttpResponse:
     return render(request, "catalog/staff/registry.html", context)
 
 
-@staff_required()
+@staff_required(REGISTRY_VIEW_PERMISSION)
 @require_GET
 def model_version_detail(request: HttpRequest, pk: int) -> HttpResponse:
     """One version: data size, hyperparameters, held-out metrics, thresholds, comparisons."""
@@ -84,6 +94,7 @@ def model_version_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "held_out": held_out,
         "per_category": sorted((held_out.get("per_category") or {}).items()),
         "thresholds": thresholds,
+        "no_threshold": NO_THRESHOLD,
         "other_metrics": {key: value for key, value in metrics.items() if key != "held_out"},
         "comparisons": version.comparisons.select_related("baseline").order_by("-created_at")[:10],
         "comparison": selectors.model_comparison_with_active(version=version),
@@ -93,7 +104,7 @@ def model_version_detail(request: HttpRequest, pk: int) -> HttpResponse:
     return render(request, "catalog/staff/model_version.html", context)
 
 
-@staff_required()
+@staff_required(REGISTRY_VIEW_PERMISSION)
 @require_GET
 @cache_control(private=True, max_age=300)
 def confusion_chart(request: HttpRequest, pk: int) -> HttpResponse:
@@ -105,7 +116,7 @@ def confusion_chart(request: HttpRequest, pk: int) -> HttpResponse:
     )
 
 
-@staff_required()
+@staff_required(REGISTRY_VIEW_PERMISSION)
 @require_GET
 @cache_control(private=True, max_age=300)
 def reliability_chart(request: HttpRequest, pk: int) -> HttpResponse:
@@ -117,7 +128,7 @@ def reliability_chart(request: HttpRequest, pk: int) -> HttpResponse:
     )
 
 
-@staff_required()
+@staff_required(TRAIN_PERMISSION)
 @require_POST
 def training_start(request: HttpRequest) -> HttpResponse:
     """Queue a training run on the human-labelled photos."""
@@ -126,7 +137,7 @@ def training_start(request: HttpRequest) -> HttpResponse:
     return redirect("catalog:registry")
 
 
-@staff_required()
+@staff_required(TRAIN_PERMISSION)
 @require_POST
 def model_version_compare(request: HttpRequest, pk: int) -> HttpResponse:
     """Queue a comparison of the version with the active one on the version's held-out photos."""
@@ -136,7 +147,7 @@ def model_version_compare(request: HttpRequest, pk: int) -> HttpResponse:
     return redirect("catalog:model-version", pk=version.pk)
 
 
-@staff_required(permission=ACTIVATE_PERMISSION)
+@staff_required(ACTIVATE_PERMISSION)
 @require_POST
 def model_version_activate(request: HttpRequest, pk: int) -> HttpResponse:
     """Make the version active, once compared with the active one."""
@@ -152,7 +163,7 @@ def model_version_activate(request: HttpRequest, pk: int) -> HttpResponse:
     return redirect("catalog:registry")
 
 
-@staff_required(permission=ACTIVATE_PERMISSION)
+@staff_required(ACTIVATE_PERMISSION)
 @require_POST
 def model_version_rollback(request: HttpRequest) -> HttpResponse:
     """Return to the version the last activation replaced."""
@@ -165,7 +176,7 @@ def model_version_rollback(request: HttpRequest) -> HttpResponse:
     return redirect("catalog:registry")
 
 
-@staff_required()
+@staff_required(CATEGORY_ADD_PERMISSION)
 @require_POST
 def category_add(request: HttpRequest) -> HttpResponse:
     """Add a category to the tree (name, optional slug, optional parent)."""

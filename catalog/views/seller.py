@@ -7,10 +7,12 @@ seller's listing or photo answers 404, never 403.
 
 from __future__ import annotations
 
+import json
+
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.db import transaction
-from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBadRequest, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils import timezone
@@ -35,6 +37,7 @@ LISTING_SAVED = "Changes saved."
 LISTING_DELETED = "Listing deleted."
 CATEGORY_SAVED = "Category saved: {path}."
 CATEGORY_UNKNOWN = "Choose a category from the list."
+UPLOAD_REQUEST_MALFORMED = "Describe the photos to upload as JSON: files with name, type and size."
 
 
 def _own_listing(request: HttpRequest, pk: int) -> Listing:
@@ -43,6 +46,26 @@ def _own_listing(request: HttpRequest, pk: int) -> Listing:
 
 def _uploaded_files(request: HttpRequest) -> list[tuple[str, object]]:
     return [(upload.name or "photo", upload) for upload in request.FILES.getlist("photos")]
+
+
+def _photo_count(request: HttpRequest) -> int:
+    """Photos sent with the form: direct-upload tokens with S3 storage, else files."""
+    if services.direct_uploads_enabled():
+        return len(request.POST.getlist("uploads"))
+    return len(request.FILES.getlist("photos"))
+
+
+def _photos_add(request: HttpRequest, listing: Listing) -> services.PhotoBatch:
+    """Add the form's photos to `listing`. With S3 storage the browser has uploaded them to the
+    bucket and sends one token each (the web app never receives the bytes); else they are files."""
+    if services.direct_uploads_enabled():
+        return services.listing_uploads_register(listing=listing, tokens=request.POST.getlist("uploads"))
+    return services.listing_photos_add(listing=listing, files=_uploaded_files(request))  # type: ignore[arg-type]
+
+
+def _direct_upload_url() -> str:
+    """Where the photo forms ask for presigned uploads ("" when photos go through the web app)."""
+    return reverse("catalog:photo-uploads") if services.direct_uploads_enabled() else ""
 
 
 @login_required
@@ -62,10 +85,10 @@ def listing_create(request: HttpRequest) -> HttpResponse:
     form = ListingForm(request.POST or None)
     photo_errors: list[services.RejectedPhoto] = []
     if request.method == "POST":
-        files = _uploaded_files(request)
-        if not files:
+        count = _photo_count(request)
+        if not count:
             form.add_error(None, PHOTOS_REQUIRED)
-        elif len(files) > services.LISTING_MAX_PHOTOS:
+        elif count > services.LISTING_MAX_PHOTOS:
             form.add_error(None, TOO_MANY_PHOTOS)
         if form.is_valid():
             with transaction.atomic():
@@ -75,7 +98,7 @@ def listing_create(request: HttpRequest) -> HttpResponse:
                     description=form.cleaned_data["description"],
                     price=form.cleaned_data["price"],
                 )
-                batch = services.listing_photos_add(listing=listing, files=files)  # type: ignore[arg-type]
+                batch = _photos_add(request, listing)
                 if not batch.added:
                     # Nothing was stored (only valid photos are): undo the listing row too.
                     transaction.set_rollback(True)
@@ -93,7 +116,12 @@ def listing_create(request: HttpRequest) -> HttpResponse:
     return render(
         request,
         "catalog/seller/listing_form.html",
-        {"form": form, "photo_errors": photo_errors, "max_photos": services.LISTING_MAX_PHOTOS},
+        {
+            "form": form,
+            "photo_errors": photo_errors,
+            "max_photos": services.LISTING_MAX_PHOTOS,
+            "direct_upload_url": _direct_upload_url(),
+        },
         status=status,
     )
 
@@ -104,6 +132,7 @@ def _edit_context(request: HttpRequest, listing: Listing, **extra: object) -> di
         "photos": list(listing.images.order_by("position", "id")),
         "max_photos": services.LISTING_MAX_PHOTOS,
         "remaining": max(0, services.LISTING_MAX_PHOTOS - listing.images.count()),
+        "direct_upload_url": _direct_upload_url(),
         **_suggestion_context(listing),
         **extra,
     }
@@ -194,11 +223,45 @@ def _photos_response(
 def photos_add(request: HttpRequest, pk: int) -> HttpResponse:
     """Add photos to a listing; each refused file gets its own message, the valid ones are kept."""
     listing = _own_listing(request, pk)
-    files = _uploaded_files(request)
-    rejected = services.listing_photos_add(listing=listing, files=files).rejected  # type: ignore[arg-type]
-    if not files:
+    rejected = _photos_add(request, listing).rejected
+    if not _photo_count(request):
         rejected = [services.RejectedPhoto(filename="", message=PHOTOS_REQUIRED)]
     return _photos_response(request, listing, rejected)
+
+
+@login_required
+@require_POST
+def photo_uploads(request: HttpRequest) -> JsonResponse:
+    """Presigned POSTs for photos the browser sends straight to the bucket (S3 storage only).
+
+    Body: JSON `{"files": [{"name": str, "type": str, "size": int}, ...]}`, at most
+    LISTING_MAX_PHOTOS files. Answers `{"uploads": [...]}` in the same order, each
+    `{"url", "fields", "token"}` or `{"error": message}` for a file that could never be accepted
+    (type, size). 404 when photos are stored locally, 400 for a malformed body.
+    """
+    if not services.direct_uploads_enabled():
+        raise Http404("photos are uploaded through the web app")
+    try:
+        files = json.loads(request.body)["files"]
+        described = [(str(f["name"]), str(f["type"]), int(f["size"])) for f in files]
+    except (ValueError, KeyError, TypeError):
+        return JsonResponse({"error": UPLOAD_REQUEST_MALFORMED}, status=400)
+    if len(described) > services.LISTING_MAX_PHOTOS:
+        return JsonResponse({"error": TOO_MANY_PHOTOS}, status=400)
+    uploads: list[dict[str, object]] = []
+    for name, content_type, size in described:
+        try:
+            upload = services.photo_upload_presign(
+                seller=request.user,  # type: ignore[arg-type]
+                filename=name,
+                content_type=content_type,
+                size=size,
+            )
+        except services.UploadRejected as error:
+            uploads.append({"error": str(error)})
+            continue
+        uploads.append({"url": upload.url, "fields": upload.fields, "token": upload.token})
+    return JsonResponse({"uploads": uploads})
 
 
 @login_required
