@@ -22,7 +22,7 @@ install-dev: $(BIN)/.installed-dev
 
 ## make demo: embedded PostgreSQL + Redis (unless URLs are set), worker, demo photos, web :8000, Flower :5555
 demo: $(BIN)/.installed
-	$(BIN)/python -m config.demo
+	$(BIN)/python -m dev.demo
 
 ## make test: lint, types, the import layering (pyproject's [tool.importlinter]) and the test suite
 ## (embedded servers when no URLs are set)

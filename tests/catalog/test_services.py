@@ -15,7 +15,7 @@ from catalog.models import (
     ClassificationStatus,
     ListingImage,
 )
-from config.embedded import free_port
+from dev.embedded import free_port
 from tests.conftest import point_celery_app_at
 from tests.factories import ListingFactory, UserFactory
 

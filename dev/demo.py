@@ -22,7 +22,7 @@ import sys
 import time
 from pathlib import Path
 
-from config.embedded import BASE_DIR, DEFAULT_RUN_DIR, missing_services
+from dev.embedded import BASE_DIR, DEFAULT_RUN_DIR, missing_services
 
 PYTHON = sys.executable
 DEMO_PHOTOS = BASE_DIR / "demo" / "photos"
