@@ -1,5 +1,6 @@
-"""The seller's pages: "My listings", create and edit a listing with its photos, the suggestion
-panel (polled by htmx while the worker runs) and the category choice.
+"""The seller's pages: "My listings", edit a listing with its photos, the suggestion panel
+(polled by htmx while the worker runs) and the category choice. The listing form of a new
+listing (a draft until it is published) lives in `catalog.views.drafts`.
 
 Every listing is looked up in `selectors.listings_of_seller(seller=request.user)`, so another
 seller's listing or photo answers 404, never 403.
@@ -9,7 +10,6 @@ from __future__ import annotations
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.db import transaction
 from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
@@ -17,7 +17,7 @@ from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from catalog import selectors, services
-from catalog.forms import PHOTOS_REQUIRED, TOO_MANY_PHOTOS, ListingForm
+from catalog.forms import PHOTOS_REQUIRED, ListingForm
 from catalog.models import Category, CategorySource, ClassificationStatus, Listing
 
 _WAITING = {ClassificationStatus.PENDING, ClassificationStatus.QUEUED}
@@ -29,8 +29,13 @@ SUGGESTION_POLL_MS = 300
 SUGGESTION_POLL_BACKOFF: tuple[tuple[float, int], ...] = ((10.0, SUGGESTION_POLL_MS), (120.0, 2_000))
 SUGGESTION_POLL_SLOW_MS = 10_000
 
+# The suggestion panel of a published listing, and of a draft (the listing form's category field).
+SUGGESTION_TEMPLATES = {
+    False: "catalog/seller/_suggestions.html",
+    True: "catalog/seller/_category_field.html",
+}
+
 # User-facing messages; tests reuse them.
-LISTING_CREATED = "Your listing is online. Pick its category below."
 LISTING_SAVED = "Changes saved."
 LISTING_DELETED = "Listing deleted."
 CATEGORY_SAVED = "Category saved: {path}."
@@ -54,70 +59,35 @@ def dashboard(request: HttpRequest) -> HttpResponse:
     return render(request, "catalog/seller/dashboard.html", {"listings": listings, "paths": paths})
 
 
-@login_required
-@require_http_methods(["GET", "POST"])
-def listing_create(request: HttpRequest) -> HttpResponse:
-    """New listing: details and 1–10 photos in one form. Valid photos are kept and the bad ones are
-    listed with their reason on the edit page; with no valid photo nothing is created."""
-    form = ListingForm(request.POST or None)
-    photo_errors: list[services.RejectedPhoto] = []
-    if request.method == "POST":
-        files = _uploaded_files(request)
-        if not files:
-            form.add_error(None, PHOTOS_REQUIRED)
-        elif len(files) > services.LISTING_MAX_PHOTOS:
-            form.add_error(None, TOO_MANY_PHOTOS)
-        if form.is_valid():
-            with transaction.atomic():
-                listing = services.listing_create(
-                    seller=request.user,  # type: ignore[arg-type]
-                    title=form.cleaned_data["title"],
-                    description=form.cleaned_data["description"],
-                    price=form.cleaned_data["price"],
-                )
-                batch = services.listing_photos_add(listing=listing, files=files)  # type: ignore[arg-type]
-                if not batch.added:
-                    # Nothing was stored (only valid photos are): undo the listing row too.
-                    transaction.set_rollback(True)
-            if batch.added:
-                messages.success(request, LISTING_CREATED)
-                for rejected in batch.rejected:
-                    messages.error(
-                        request,
-                        f"{rejected.filename}{PHOTO_ERROR_SEPARATOR}{rejected.message}",
-                        extra_tags=PHOTO_ERROR_TAG,
-                    )
-                return redirect("catalog:listing-edit", pk=listing.pk)
-            photo_errors = batch.rejected
-    status = 400 if request.method == "POST" else 200
-    return render(
-        request,
-        "catalog/seller/listing_form.html",
-        {"form": form, "photo_errors": photo_errors, "max_photos": services.LISTING_MAX_PHOTOS},
-        status=status,
-    )
-
-
-def _edit_context(request: HttpRequest, listing: Listing, **extra: object) -> dict[str, object]:
+def edit_context(request: HttpRequest, listing: Listing, **extra: object) -> dict[str, object]:
+    """What the edit page (and a draft's listing form) shows: photos, suggestions, category."""
     return {
         "listing": listing,
         "photos": list(listing.images.order_by("position", "id")),
         "max_photos": services.LISTING_MAX_PHOTOS,
         "remaining": max(0, services.LISTING_MAX_PHOTOS - listing.images.count()),
-        **_suggestion_context(listing),
+        **suggestion_context(request, listing),
         **extra,
     }
 
 
-def _suggestion_context(listing: Listing) -> dict[str, object]:
-    listing.refresh_from_db(fields=["category", "category_source"])
+def suggestion_context(request: HttpRequest, listing: Listing) -> dict[str, object]:
+    """The suggestion panel's context. A draft's panel is the listing form's category field:
+    `selected_id` is the category the seller picked there (sent back by each poll and photo
+    change), else the category auto-accept preselected."""
+    listing.refresh_from_db(fields=["category", "category_source", "published_at"])
     paths = selectors.category_paths()
     panel = selectors.listing_suggestions(listing=listing, top=3)
+    picked = request.POST.get("category") or request.GET.get("category") or ""
+    selected_id = int(picked) if picked.isdigit() else (panel.preselected.pk if panel.preselected else None)
     return {
         "listing": listing,
         "panel": panel,
         "tree": selectors.category_tree(),
         "current_path": paths.get(listing.category_id) if listing.category_id else "",
+        "form_mode": listing.published_at is None,
+        "selected_id": selected_id,
+        "selected_suggested": selected_id in {s.category.pk for s in panel.suggestions},
         **_poll_interval(panel),
     }
 
@@ -139,6 +109,10 @@ def _poll_interval(panel: selectors.ListingSuggestions) -> dict[str, object]:
 def listing_edit(request: HttpRequest, pk: int) -> HttpResponse:
     """Edit page: details form, photo manager, suggestion panel and category choice."""
     listing = _own_listing(request, pk)
+    if listing.published_at is None:
+        from catalog.views.drafts import draft_form
+
+        return draft_form(request, listing)
     initial = {"title": listing.title, "description": listing.description, "price": listing.price}
     form = ListingForm(request.POST or None, initial=initial)
     if request.method == "POST" and form.is_valid():
@@ -151,14 +125,7 @@ def listing_edit(request: HttpRequest, pk: int) -> HttpResponse:
         messages.success(request, LISTING_SAVED)
         return redirect("catalog:listing-edit", pk=listing.pk)
     status = 400 if form.errors else 200
-    # Files refused on the create page arrive here as messages, after its redirect.
-    rejected = [
-        services.RejectedPhoto(filename=name, message=text)
-        for message in messages.get_messages(request)
-        if PHOTO_ERROR_TAG in message.tags
-        for name, _, text in [str(message).partition(PHOTO_ERROR_SEPARATOR)]
-    ]
-    context = _edit_context(request, listing, form=form, rejected=rejected)
+    context = edit_context(request, listing, form=form, rejected=photo_errors_kept(request))
     return render(request, "catalog/seller/listing_edit.html", context, status=status)
 
 
@@ -174,18 +141,33 @@ def listing_delete(request: HttpRequest, pk: int) -> HttpResponse:
     return render(request, "catalog/seller/listing_confirm_delete.html", {"listing": listing})
 
 
+def photo_errors_keep(request: HttpRequest, rejected: list[services.RejectedPhoto]) -> None:
+    """Carry refused files across a redirect, as messages the next page lists by the photos."""
+    for item in rejected:
+        messages.error(
+            request, f"{item.filename}{PHOTO_ERROR_SEPARATOR}{item.message}", extra_tags=PHOTO_ERROR_TAG
+        )
+
+
+def photo_errors_kept(request: HttpRequest) -> list[services.RejectedPhoto]:
+    """The refused files `photo_errors_keep` carried over (read once)."""
+    return [
+        services.RejectedPhoto(filename=name, message=text)
+        for message in messages.get_messages(request)
+        if PHOTO_ERROR_TAG in message.tags
+        for name, _, text in [str(message).partition(PHOTO_ERROR_SEPARATOR)]
+    ]
+
+
 def _photos_response(
     request: HttpRequest, listing: Listing, rejected: list[services.RejectedPhoto]
 ) -> HttpResponse:
     """The photo manager partial for htmx (with the suggestion panel swapped out of band), else a
     redirect to the edit page with the errors as messages."""
     if request.htmx:  # type: ignore[attr-defined]
-        context = _edit_context(request, listing, rejected=rejected, oob=True)
+        context = edit_context(request, listing, rejected=rejected, oob=True)
         return render(request, "catalog/seller/_photos_update.html", context)
-    for item in rejected:
-        messages.error(
-            request, f"{item.filename}{PHOTO_ERROR_SEPARATOR}{item.message}", extra_tags=PHOTO_ERROR_TAG
-        )
+    photo_errors_keep(request, rejected)
     return redirect("catalog:listing-edit", pk=listing.pk)
 
 
@@ -249,7 +231,8 @@ def photos_reorder(request: HttpRequest, pk: int) -> HttpResponse:
 def suggestions_panel(request: HttpRequest, pk: int) -> HttpResponse:
     """The suggestion panel partial; while photos wait for the worker it asks to be polled again."""
     listing = _own_listing(request, pk)
-    return render(request, "catalog/seller/_suggestions.html", _suggestion_context(listing))
+    context = suggestion_context(request, listing)
+    return render(request, SUGGESTION_TEMPLATES[bool(context["form_mode"])], context)
 
 
 @login_required
@@ -269,7 +252,7 @@ def category_set(request: HttpRequest, pk: int) -> HttpResponse:
             actor=request.user,  # type: ignore[arg-type]
         )
     if request.htmx:  # type: ignore[attr-defined]
-        context = _suggestion_context(listing)
+        context = suggestion_context(request, listing)
         context["category_error"] = error
         context["just_saved"] = not error
         return render(request, "catalog/seller/_suggestions.html", context, status=400 if error else 200)
