@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 
 Parents = Mapping[str, str | None]
 Ranked = list[tuple[str, float]]
@@ -78,4 +79,35 @@ def photos_disagree(
         not on_one_path(first, second, parents)
         for index, first in enumerate(confident)
         for second in confident[index + 1 :]
+    )
+
+
+@dataclass(frozen=True)
+class ListingSuggestion:
+    """What a listing's photos suggest (see `derive`)."""
+
+    top_k: list[dict[str, object]]  # [{"slug", "confidence" rounded to 6 places}], best first
+    confidence: float  # mean confidence of the first, 0..1
+    margin: float  # first minus second confidence (0 for a lone category)
+    photos_disagree: bool
+
+
+def derive(
+    top_ks: Sequence[Sequence[Mapping[str, object]]], parents: Parents, *, keep: int, confident: float
+) -> ListingSuggestion | None:
+    """A listing's suggestion from its photos' top-k lists (one per classified photo): averaged,
+    one entry per branch of the tree, the first `keep` kept; whether photos whose top-1 reaches
+    `confident` disagree. None without any entry. The upload path and bulk reclassification
+    both derive a listing's suggestion here."""
+    ranked = along_tree(average_top_k(top_ks), parents)[:keep]
+    if not ranked:
+        return None
+    top_k: list[dict[str, object]] = [{"slug": slug, "confidence": round(mean, 6)} for slug, mean in ranked]
+    second = round(ranked[1][1], 6) if len(ranked) > 1 else 0.0
+    firsts = [(str(entries[0]["slug"]), float(entries[0]["confidence"])) for entries in top_ks if entries]  # type: ignore[arg-type]
+    return ListingSuggestion(
+        top_k=top_k,
+        confidence=ranked[0][1],
+        margin=round(round(ranked[0][1], 6) - second, 6),
+        photos_disagree=photos_disagree(firsts, parents, min_confidence=confident),
     )

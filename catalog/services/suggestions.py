@@ -112,7 +112,13 @@ def listing_suggestion_refresh(*, listing: Listing, model_version: ModelVersion)
             "top_k", flat=True
         )
     )
-    if not top_ks:  # e.g. its classified photos were removed
+    derived = suggestion_tree.derive(
+        top_ks,
+        selectors.category_parents() if top_ks else {},
+        keep=settings.SUGGESTION_TOP_K,
+        confident=settings.PHOTO_CONFIDENT_MIN,
+    )
+    if derived is None:  # e.g. its classified photos were removed
         Listing.objects.filter(pk=listing.pk).update(
             suggested_category=None,
             suggested_confidence=None,
@@ -123,24 +129,13 @@ def listing_suggestion_refresh(*, listing: Listing, model_version: ModelVersion)
             updated_at=timezone.now(),
         )
         return
-    parents = selectors.category_parents()
-    ranked = suggestion_tree.along_tree(suggestion_tree.average_top_k(top_ks), parents)
-    kept = ranked[: settings.SUGGESTION_TOP_K]
-    top_k = [{"slug": slug, "confidence": round(mean, 6)} for slug, mean in kept]
-    second = round(kept[1][1], 6) if len(kept) > 1 else 0.0
-    disagree = suggestion_tree.photos_disagree(
-        ((entries[0]["slug"], float(entries[0]["confidence"])) for entries in top_ks if entries),
-        parents,
-        min_confidence=settings.PHOTO_CONFIDENT_MIN,
-    )
-    category = Category.objects.filter(slug=top_k[0]["slug"]).first()
     Listing.objects.filter(pk=listing.pk).update(
-        suggested_category=category,
-        suggested_confidence=ranked[0][1],
-        suggested_top_k=top_k,
-        suggested_margin=round(round(kept[0][1], 6) - second, 6),
+        suggested_category=Category.objects.filter(slug=derived.top_k[0]["slug"]).first(),
+        suggested_confidence=derived.confidence,
+        suggested_top_k=derived.top_k,
+        suggested_margin=derived.margin,
         suggested_model_version=model_version,
-        photos_disagree=disagree,
+        photos_disagree=derived.photos_disagree,
         updated_at=timezone.now(),
     )
     listing_auto_accept(listing=listing, model_version=model_version)

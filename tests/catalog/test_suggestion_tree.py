@@ -74,3 +74,19 @@ def test_confident_photos_on_different_branches_disagree() -> None:
     # one photo, or none, never disagrees
     assert not tree.photos_disagree([("shoes", 0.9)], PARENTS, min_confidence=0.5)
     assert not tree.photos_disagree([], PARENTS, min_confidence=0.5)
+
+
+def test_derive_gives_the_listings_top_k_margin_and_disagreement() -> None:
+    photos = [
+        [{"slug": "computers", "confidence": 0.9}, {"slug": "electronics", "confidence": 0.05}],
+        [{"slug": "kitchen", "confidence": 0.8}, {"slug": "home", "confidence": 0.1}],
+    ]
+    derived = tree.derive(photos, PARENTS, keep=5, confident=0.5)
+    assert derived is not None
+    assert derived.top_k == [
+        {"slug": "computers", "confidence": 0.45},
+        {"slug": "kitchen", "confidence": 0.4},
+    ]
+    assert (derived.confidence, derived.margin, derived.photos_disagree) == (0.45, 0.05, True)
+    assert tree.derive([], PARENTS, keep=5, confident=0.5) is None
+    assert tree.derive([[]], PARENTS, keep=5, confident=0.5) is None
