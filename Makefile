@@ -3,15 +3,18 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: install install-dev demo test test-no-urls lint bench clean
+LOCK := $(BIN)/pip-compile --quiet --generate-hashes --allow-unsafe --strip-extras --no-emit-index-url --no-emit-find-links
 
+.PHONY: install install-dev lock demo test test-no-urls lint bench clean
+
+# requirements*.txt are lock files with hashes (pip-tools), written by `make lock` from requirements*.in.
 $(BIN)/.installed: requirements.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet -r requirements.txt
+	$(BIN)/pip install --quiet --require-hashes -r requirements.txt
 	touch $@
 
 $(BIN)/.installed-dev: $(BIN)/.installed requirements-dev.txt
-	$(BIN)/pip install --quiet -r requirements-dev.txt
+	$(BIN)/pip install --quiet --require-hashes -r requirements-dev.txt
 	touch $@
 
 install: $(BIN)/.installed
@@ -38,6 +41,12 @@ test-no-urls: $(BIN)/.installed-dev
 ## BENCH_ARGS=--quick for smaller sizes. Writes bench/results.json and docs/BENCHMARKS.md.
 bench: $(BIN)/.installed-dev
 	$(BIN)/python -m bench $(BENCH_ARGS)
+
+## make lock: re-resolve requirements*.in into the hashed lock files (runtime, GPU, dev).
+lock: $(BIN)/.installed-dev
+	$(LOCK) -o requirements.txt requirements.in
+	$(LOCK) -o requirements-gpu.txt requirements-gpu.in
+	$(LOCK) -o requirements-dev.txt requirements-dev.in
 
 lint: $(BIN)/.installed-dev
 	$(BIN)/ruff check --fix .

@@ -77,6 +77,11 @@ class Listing(models.Model):
     class Meta:
         ordering = ["-created_at", "-id"]
         indexes = [models.Index(fields=["seller", "-created_at"])]
+        # Staff rights checked by the review pages (catalog.access).
+        permissions = [
+            ("review_listing", "Can review listings' categories (accept, correct, reject)"),
+            ("bulk_accept_listing", "Can accept the first suggestion of many listings at once"),
+        ]
 
     def __str__(self) -> str:
         return self.title
@@ -149,7 +154,10 @@ class ModelVersion(models.Model):
 
     class Meta:
         ordering = ["-created_at"]
-        permissions = [("activate_modelversion", "Can activate or roll back a model version")]
+        permissions = [
+            ("activate_modelversion", "Can activate or roll back a model version"),
+            ("train_modelversion", "Can train new versions and compare them with the active one"),
+        ]
         constraints = [
             models.UniqueConstraint(
                 fields=["is_active"],
@@ -398,6 +406,11 @@ class BulkJob(models.Model):
 
     class Meta:
         ordering = ["-created_at", "-id"]
+        # Admin actions (catalog.access): cancel / resume / retry, and writing suggestions.
+        permissions = [
+            ("run_bulkjob", "Can cancel, resume and retry bulk jobs"),
+            ("apply_bulkjob", "Can apply a dry run or start a job that writes suggestions"),
+        ]
 
     def __str__(self) -> str:
         kind = "dry run" if self.dry_run else "reclassification"

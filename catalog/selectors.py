@@ -469,6 +469,7 @@ def labelled_photos() -> list[LabelledPhoto]:
     rows = (
         ListingImage.objects.filter(Q(label__isnull=False) | listing_label, listing__is_probe=False)
         .exclude(status=ClassificationStatus.FAILED)
+        .exclude(checksum="")  # a direct upload that no worker has validated yet
         .annotate(slug=Coalesce("label__slug", "listing__category__slug"))
         .order_by("pk")
         .values_list("pk", "slug", "checksum", "file")

@@ -8,6 +8,7 @@ seller_patterns = [
     path("", seller.dashboard, name="seller-dashboard"),
     path("new/", drafts.listing_new, name="listing-create"),
     path("new/photos/", drafts.draft_photos_add, name="draft-photos"),
+    path("uploads/", seller.photo_uploads, name="photo-uploads"),
     path("<int:pk>/", seller.listing_edit, name="listing-edit"),
     path("<int:pk>/delete/", seller.listing_delete, name="listing-delete"),
     path("<int:pk>/photos/", seller.photos_add, name="photos-add"),

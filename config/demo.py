@@ -21,13 +21,18 @@ from config.embedded import BASE_DIR, DEFAULT_RUN_DIR, missing_services
 
 PYTHON = sys.executable
 DEMO_PHOTOS = BASE_DIR / "demo" / "photos"
-# A staff account for the review and model registry pages; its password changes every run.
+# A staff account for the review and model registry pages; its password changes every run. Its
+# rights come from the two staff groups (catalog.access), as a real reviewer's would, not from
+# being a superuser.
 STAFF_ACCOUNT = """
 from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
+from catalog.access import MODEL_MANAGER_GROUP, REVIEWER_GROUP
 user, _ = get_user_model().objects.get_or_create(username="admin", defaults={{"email": "admin@example.com"}})
-user.is_staff = user.is_superuser = True
+user.is_staff, user.is_superuser = True, False
 user.set_password("{password}")
 user.save()
+user.groups.add(*Group.objects.filter(name__in=[REVIEWER_GROUP, MODEL_MANAGER_GROUP]))
 """
 
 
@@ -68,7 +73,9 @@ def main() -> int:
     web_port = os.environ.get("DEMO_WEB_PORT", "8000")
     flower_port = os.environ.get("DEMO_FLOWER_PORT", "5555")
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
-    os.environ.setdefault("MEDIA_ROOT", str(run_dir / "media"))
+    # Written to services.env with the servers' URLs: manage.py commands run in another shell
+    # (import_photos) then store photos where this demo's web app and worker read them.
+    os.environ.setdefault("MEDIA_ROOT", str((run_dir / "media").resolve()))
     processes: list[subprocess.Popen] = []
     with missing_services(run_dir) as services:
         for key, value in services.env.items():
@@ -89,7 +96,18 @@ def main() -> int:
             )  # fmt: skip
             print(f"worker started (log: {worker_log})")
             subprocess.run(
-                [PYTHON, "manage.py", "import_photos", str(DEMO_PHOTOS), "--wait", "--timeout", "600"],
+                # The folders name each photo's true category; the demo's sellers skip the choice,
+                # so the listing's category comes from the model (auto) or waits for a person.
+                [
+                    PYTHON,
+                    "manage.py",
+                    "import_photos",
+                    str(DEMO_PHOTOS),
+                    "--ignore-folders",
+                    "--wait",
+                    "--timeout",
+                    "600",
+                ],
                 cwd=BASE_DIR,
                 check=True,
             )

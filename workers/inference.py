@@ -13,8 +13,9 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from celery import signals
 from django.conf import settings
 
 if TYPE_CHECKING:
@@ -22,6 +23,7 @@ if TYPE_CHECKING:
     from classifier import ImageClassifier
     from classifier.batching import BatchClassifier
     from classifier.taxonomy import Taxonomy
+    from classifier.views import ViewPolicy
 
 logger = logging.getLogger(__name__)
 
@@ -30,7 +32,6 @@ _classifier: ImageClassifier | None = None
 # The classifier of the active version and when the active version was last looked up.
 _serving: ImageClassifier | None = None
 _checked_at = 0.0
-_shipped_attached = False
 _batchers: dict[str, BatchClassifier] = {}
 _by_version: dict[str, ImageClassifier] = {}
 _AUTO_THREADS_ENV = "CLASSIFIER_THREADS_AUTO"
@@ -61,6 +62,38 @@ def providers() -> list[str] | None:
     if settings.CLASSIFIER_DEVICE == "cuda":
         return ["CUDAExecutionProvider", "CPUExecutionProvider"]
     return None
+
+
+GPU_NEEDS_ONE_PROCESS = (
+    "CLASSIFIER_DEVICE=cuda needs one worker process per GPU without fork: start it with "
+    "--pool solo (or --pool threads), one worker per GPU (CUDA_VISIBLE_DEVICES), not --pool {pool}."
+)
+
+
+@signals.worker_init.connect
+def _refuse_cuda_in_forked_children(sender: Any = None, **_: Any) -> None:
+    """CUDA contexts do not survive fork and one GPU shared by several processes holds several
+    copies of the model: a CUDA worker runs the solo or threads pool, one worker per GPU."""
+    pool = getattr(getattr(sender, "pool_cls", None), "__module__", "") or ""
+    if settings.CLASSIFIER_DEVICE == "cuda" and pool.endswith("prefork"):
+        raise RuntimeError(GPU_NEEDS_ONE_PROCESS.format(pool="prefork"))
+
+
+def batch_size() -> int:
+    """Photos per onnxruntime call: CLASSIFIER_BATCH_SIZE, else 16 on the CPU (faster than 32 on
+    2 cores, half the activation memory) and 64 on a GPU (which needs larger batches to fill)."""
+    if settings.CLASSIFIER_BATCH_SIZE > 0:
+        return settings.CLASSIFIER_BATCH_SIZE
+    return 64 if settings.CLASSIFIER_DEVICE == "cuda" else 16
+
+
+def view_policy() -> ViewPolicy:
+    """Which of the head's views run for which photo (CLASSIFIER_SECOND_VIEW_MARGIN, else the
+    classifier's default; see `classifier.views`)."""
+    from classifier.views import ViewPolicy
+
+    margin = settings.CLASSIFIER_SECOND_VIEW_MARGIN
+    return ViewPolicy() if margin is None else ViewPolicy(second_view_margin=margin)
 
 
 def decode_threads() -> int:
@@ -112,7 +145,7 @@ def _load() -> ImageClassifier:
     path = backbone_path(precision(), settings.CLASSIFIER_CACHE_DIR or None, views=head.views)
     # Decoding threads share the cores with onnxruntime's: no busy-waiting between operators.
     backbone = OnnxBackbone(path, num_threads=threads_per_process(), providers=providers(), spin=False)
-    return ImageClassifier(head=head, taxonomy=load_taxonomy(), backbone=backbone)
+    return ImageClassifier(head=head, taxonomy=load_taxonomy(), backbone=backbone, view_policy=view_policy())
 
 
 def base_classifier() -> ImageClassifier:
@@ -175,28 +208,27 @@ def follow_active(base: ImageClassifier) -> ImageClassifier:
 
 
 def _attach_shipped(base: ImageClassifier) -> None:
-    """Store the shipped head's artifact and figures on its version row once the row exists, so
-    the registry can compare with it, show it and activate it again like any trained version."""
-    global _shipped_attached
-    if _shipped_attached:
-        return
+    """Register the shipped head's version (the first becomes active) with its artifact, figures
+    and auto-accept thresholds, before it scores a photo: then the registry can compare with it,
+    show it and activate it again like any trained version, and its first suggestions auto-accept
+    like every later one. Checked at each look-up of the active version (one indexed query once
+    attached), so a row created meanwhile without them gets them."""
     from catalog import services
     from catalog.models import ModelVersion
 
-    row = ModelVersion.objects.filter(name=base.model_version).only("pk", "head_npz").first()
-    if row is None:
+    if ModelVersion.objects.filter(name=base.model_version).exclude(head_npz=b"").exists():
         return
-    if not bytes(row.head_npz or b""):
-        manifest, payload = base.head.to_bytes()
-        services.model_version_artifact_attach(
-            version=row,
-            head_manifest=manifest,
-            head_npz=payload,
-            metrics=dict(base.head.metrics),
-            auto_accept_thresholds={},
-            auto_accept_precision=None,
-        )
-    _shipped_attached = True
+    row = services.model_version_ensure(name=base.model_version, backbone_version=base.backbone_version)
+    manifest, payload = base.head.to_bytes()
+    policy = base.head.auto_accept
+    services.model_version_artifact_attach(
+        version=row,
+        head_manifest=manifest,
+        head_npz=payload,
+        metrics=dict(base.head.metrics),
+        auto_accept_thresholds=dict(policy.thresholds),
+        auto_accept_precision=policy.target_precision,
+    )
 
 
 def taxonomy() -> Taxonomy:
@@ -242,7 +274,9 @@ def classifier_for_version(model_version: ModelVersion) -> ImageClassifier:
 
     try:
         head = LinearHead.from_bytes(manifest, payload)
-        other = ImageClassifier(head=head, taxonomy=taxonomy(), backbone=classifier.backbone)
+        other = ImageClassifier(
+            head=head, taxonomy=taxonomy(), backbone=classifier.backbone, view_policy=classifier.view_policy
+        )
     except ArtifactError as error:
         raise ModelVersionUnavailable(str(error)) from error
     other.model_version = model_version.name
@@ -258,19 +292,16 @@ def batch_classifier_for(classifier: ImageClassifier) -> BatchClassifier:
         from classifier.batching import BatchClassifier
 
         with _lock:
-            batcher = BatchClassifier(
-                classifier, decode_threads=decode_threads(), batch_size=settings.CLASSIFIER_BATCH_SIZE
-            )
+            batcher = BatchClassifier(classifier, decode_threads=decode_threads(), batch_size=batch_size())
             _batchers[classifier.model_version] = batcher
     return batcher
 
 
 def reset_after_fork() -> None:
     """Forget a classifier inherited from the parent (never used across fork)."""
-    global _classifier, _serving, _checked_at, _shipped_attached
+    global _classifier, _serving, _checked_at
     _classifier = None
     _serving = None
     _checked_at = 0.0
-    _shipped_attached = False
     _batchers.clear()
     _by_version.clear()

@@ -31,17 +31,26 @@ LISTING_ALREADY_PUBLISHED = "This listing is already published."
 
 
 def listing_draft_create(
-    *, seller: AbstractBaseUser, files: Sequence[tuple[str, bytes | IO[bytes]]]
+    *,
+    seller: AbstractBaseUser,
+    files: Sequence[tuple[str, bytes | IO[bytes]]] = (),
+    upload_tokens: Sequence[str] = (),
 ) -> tuple[Listing | None, PhotoBatch]:
     """Create a draft listing of `seller` holding the valid photos of `files` (filename, bytes or
-    file), each queued for classification after commit.
+    file) or, with S3 storage, of the browser's direct uploads (`upload_tokens`, see
+    `listing_uploads_register`), each queued for classification after commit.
 
     Returns (the draft, the batch with the refused files and their messages); with no valid photo
     nothing is created and the draft is None.
     """
+    from catalog.services.direct_uploads import listing_uploads_register
+
     with transaction.atomic():
         listing = Listing.objects.create(seller_id=seller.pk, title="")
-        batch = listing_photos_add(listing=listing, files=files)
+        if upload_tokens:
+            batch = listing_uploads_register(listing=listing, tokens=upload_tokens)
+        else:
+            batch = listing_photos_add(listing=listing, files=files)
         if not batch.added:
             transaction.set_rollback(True)
             return None, batch

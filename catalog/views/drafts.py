@@ -18,7 +18,14 @@ from django.views.decorators.http import require_http_methods, require_POST
 from catalog import selectors, services
 from catalog.forms import PHOTOS_REQUIRED, TOO_MANY_PHOTOS, ListingForm
 from catalog.models import Category, Listing
-from catalog.views.seller import edit_context, photo_errors_keep, photo_errors_kept
+from catalog.views.seller import (
+    direct_upload_url,
+    edit_context,
+    photo_count,
+    photo_errors_keep,
+    photo_errors_kept,
+    uploaded_files,
+)
 
 # User-facing messages; tests reuse them.
 LISTING_PUBLISHED = "Your listing is online under {path}."
@@ -42,6 +49,7 @@ def _form_context(request: HttpRequest, draft: Listing | None, form: ListingForm
             "tree": selectors.category_tree(),
             "form_mode": True,
             "selected_id": _picked(request),
+            "direct_upload_url": direct_upload_url(),
             **extra,
         }
     return {"form": form, "draft": draft, **edit_context(request, draft), **extra}
@@ -113,15 +121,19 @@ def draft_photos_add(request: HttpRequest) -> HttpResponse:
     """The first photos of a new listing: they create its draft (valid ones only; each refused
     file is named with its reason). To htmx: the draft's photo manager, with its category field
     and the form's draft field swapped out of band, and the address of the draft's form."""
-    files = [(upload.name or "photo", upload) for upload in request.FILES.getlist("photos")]
+    count = photo_count(request)
     rejected: list[services.RejectedPhoto] = []
     draft = None
-    if not files:
+    if not count:
         rejected = [services.RejectedPhoto(filename="", message=PHOTOS_REQUIRED)]
-    elif len(files) > services.LISTING_MAX_PHOTOS:
+    elif count > services.LISTING_MAX_PHOTOS:
         rejected = [services.RejectedPhoto(filename="", message=TOO_MANY_PHOTOS)]
     else:
-        draft, batch = services.listing_draft_create(seller=request.user, files=files)  # type: ignore[arg-type]
+        draft, batch = services.listing_draft_create(
+            seller=request.user,  # type: ignore[arg-type]
+            files=uploaded_files(request),  # type: ignore[arg-type]
+            upload_tokens=request.POST.getlist("uploads") if services.direct_uploads_enabled() else [],
+        )
         rejected = batch.rejected
     htmx = bool(request.htmx)  # type: ignore[attr-defined]
     if draft is None:

@@ -16,9 +16,15 @@ from django.views.decorators.cache import cache_control
 from django.views.decorators.http import require_GET, require_POST
 
 from catalog import charts, selectors, services
+from catalog.access import (
+    ACTIVATE_PERMISSION,
+    CATEGORY_ADD_PERMISSION,
+    REGISTRY_VIEW_PERMISSION,
+    TRAIN_PERMISSION,
+)
 from catalog.activation import activation_objections
 from catalog.models import ModelComparison, ModelVersion
-from catalog.services.registry import ACTIVATE_PERMISSION, ActivationRefused, RegistryRefused
+from catalog.services.registry import ActivationRefused, RegistryRefused
 from catalog.views.staff import staff_required
 
 # User-facing messages; tests reuse them.
@@ -28,6 +34,10 @@ ACTIVATED = "{version} is now active; workers switch to it within {seconds:g} s.
 ROLLED_BACK = "Rolled back to {version}."
 CATEGORY_ADDED = "Added {path}. It joins training once it has {minimum} labelled photos."
 OVERRIDE_NEEDS_CONFIRMATION = "Tick the box to confirm that you activate it despite the objections."
+NO_THRESHOLD = (
+    "No threshold: on held-out photos this category's precision could not be shown to reach the "
+    "target, so its suggestions wait for a person."
+)
 
 
 def _version(pk: int) -> ModelVersion:
@@ -59,7 +69,7 @@ def _row(version: ModelVersion, active: ModelVersion | None) -> dict[str, object
     }
 
 
-@staff_required()
+@staff_required(REGISTRY_VIEW_PERMISSION)
 @require_GET
 def registry(request: HttpRequest) -> HttpResponse:
     """Every version side by side with its held-out figures; training runs and activations."""
@@ -80,7 +90,7 @@ def registry(request: HttpRequest) -> HttpResponse:
     return render(request, "catalog/staff/registry.html", context)
 
 
-@staff_required()
+@staff_required(REGISTRY_VIEW_PERMISSION)
 @require_GET
 def model_version_detail(request: HttpRequest, pk: int) -> HttpResponse:
     """One version: data size, hyperparameters, held-out metrics, thresholds, comparisons."""
@@ -98,6 +108,7 @@ def model_version_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "held_out": held_out,
         "per_category": sorted((held_out.get("per_category") or {}).items()),
         "thresholds": thresholds,
+        "no_threshold": NO_THRESHOLD,
         "other_metrics": {key: value for key, value in metrics.items() if key != "held_out"},
         "comparisons": version.comparisons.select_related("baseline").order_by("-created_at")[:10],
         "comparison": comparison,
@@ -126,7 +137,7 @@ def _recall_rows(comparison: ModelComparison | None) -> dict[str, object]:
     return {"recall_rows": rows, "uncovered": details.get("uncovered") or []}
 
 
-@staff_required()
+@staff_required(REGISTRY_VIEW_PERMISSION)
 @require_GET
 @cache_control(private=True, max_age=300)
 def confusion_chart(request: HttpRequest, pk: int) -> HttpResponse:
@@ -138,7 +149,7 @@ def confusion_chart(request: HttpRequest, pk: int) -> HttpResponse:
     )
 
 
-@staff_required()
+@staff_required(REGISTRY_VIEW_PERMISSION)
 @require_GET
 @cache_control(private=True, max_age=300)
 def reliability_chart(request: HttpRequest, pk: int) -> HttpResponse:
@@ -150,7 +161,7 @@ def reliability_chart(request: HttpRequest, pk: int) -> HttpResponse:
     )
 
 
-@staff_required()
+@staff_required(TRAIN_PERMISSION)
 @require_POST
 def training_start(request: HttpRequest) -> HttpResponse:
     """Queue a training run on the human-labelled photos."""
@@ -159,7 +170,7 @@ def training_start(request: HttpRequest) -> HttpResponse:
     return redirect("catalog:registry")
 
 
-@staff_required()
+@staff_required(TRAIN_PERMISSION)
 @require_POST
 def model_version_compare(request: HttpRequest, pk: int) -> HttpResponse:
     """Queue a comparison of the version with the active one on the version's held-out photos."""
@@ -169,7 +180,7 @@ def model_version_compare(request: HttpRequest, pk: int) -> HttpResponse:
     return redirect("catalog:model-version", pk=version.pk)
 
 
-@staff_required(permission=ACTIVATE_PERMISSION)
+@staff_required(ACTIVATE_PERMISSION)
 @require_POST
 def model_version_activate(request: HttpRequest, pk: int) -> HttpResponse:
     """Make the version active, once compared with the active one. A version the registry's
@@ -194,7 +205,7 @@ def model_version_activate(request: HttpRequest, pk: int) -> HttpResponse:
     return redirect("catalog:registry")
 
 
-@staff_required(permission=ACTIVATE_PERMISSION)
+@staff_required(ACTIVATE_PERMISSION)
 @require_POST
 def model_version_rollback(request: HttpRequest) -> HttpResponse:
     """Return to the version the last activation replaced."""
@@ -207,7 +218,7 @@ def model_version_rollback(request: HttpRequest) -> HttpResponse:
     return redirect("catalog:registry")
 
 
-@staff_required()
+@staff_required(CATEGORY_ADD_PERMISSION)
 @require_POST
 def category_add(request: HttpRequest) -> HttpResponse:
     """Add a category to the tree (name, optional slug, optional parent)."""

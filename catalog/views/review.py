@@ -19,6 +19,7 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_POST
 
 from catalog import selectors, services
+from catalog.access import BULK_ACCEPT_PERMISSION, REVIEW_PERMISSION
 from catalog.models import Category, CategorySource, Listing, ListingImage, ModelVersion
 from catalog.views.staff import staff_required
 
@@ -90,7 +91,7 @@ def _answer(request: HttpRequest, *, message: str, ok: bool = True, status: int 
     return _back(request)
 
 
-@staff_required()
+@staff_required(REVIEW_PERMISSION)
 @require_GET
 def review_queue(request: HttpRequest) -> HttpResponse:
     """The queue: photos and top-5 of listings no person categorised, smallest margin first."""
@@ -150,7 +151,7 @@ def _path(category: Category) -> str:
     return selectors.category_paths().get(category.pk, category.name)
 
 
-@staff_required()
+@staff_required(REVIEW_PERMISSION)
 @require_POST
 def review_accept(request: HttpRequest, pk: int) -> HttpResponse:
     """Accept suggestion number `rank` (1–5) of the listing (keyboard 1–5)."""
@@ -173,7 +174,7 @@ def review_accept(request: HttpRequest, pk: int) -> HttpResponse:
     )
 
 
-@staff_required()
+@staff_required(REVIEW_PERMISSION)
 @require_POST
 def review_correct(request: HttpRequest, pk: int) -> HttpResponse:
     """Set a category chosen in the picker (keyboard c)."""
@@ -187,7 +188,7 @@ def review_correct(request: HttpRequest, pk: int) -> HttpResponse:
     return _answer(request, message=DECIDED_CORRECTED.format(path=_path(category), title=listing.title))
 
 
-@staff_required()
+@staff_required(REVIEW_PERMISSION)
 @require_POST
 def review_reject(request: HttpRequest, pk: int) -> HttpResponse:
     """Reject the listing as not classifiable (keyboard r)."""
@@ -198,7 +199,7 @@ def review_reject(request: HttpRequest, pk: int) -> HttpResponse:
     return _answer(request, message=DECIDED_REJECTED.format(title=listing.title))
 
 
-@staff_required()
+@staff_required(BULK_ACCEPT_PERMISSION)
 @require_POST
 def review_bulk_accept(request: HttpRequest) -> HttpResponse:
     """Accept the first suggestion of every listing in the current filter at or above a confidence."""
@@ -222,7 +223,7 @@ def review_bulk_accept(request: HttpRequest) -> HttpResponse:
     return _answer(request, message=message)
 
 
-@staff_required()
+@staff_required(REVIEW_PERMISSION)
 @require_GET
 def listing_audit(request: HttpRequest, pk: int) -> HttpResponse:
     """A listing's photos, suggestion and the audit trail of how its category was set."""
@@ -240,7 +241,7 @@ def listing_audit(request: HttpRequest, pk: int) -> HttpResponse:
     return render(request, "catalog/staff/listing_audit.html", context)
 
 
-@staff_required()
+@staff_required(REVIEW_PERMISSION)
 @require_POST
 def review_undo(request: HttpRequest) -> HttpResponse:
     """Undo the reviewer's last decision (keyboard u); the audit trail keeps both."""
@@ -254,7 +255,7 @@ def review_undo(request: HttpRequest) -> HttpResponse:
     return _answer(request, message=message)
 
 
-@staff_required()
+@staff_required(REVIEW_PERMISSION)
 @require_POST
 def review_photo_label(request: HttpRequest, image_id: int) -> HttpResponse:
     """Label one photo of a listing whose photos disagree (its training label)."""

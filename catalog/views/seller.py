@@ -8,16 +8,18 @@ seller's listing or photo answers 404, never 403.
 
 from __future__ import annotations
 
+import json
+
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBadRequest, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from catalog import selectors, services
-from catalog.forms import PHOTOS_REQUIRED, ListingForm
+from catalog.forms import PHOTOS_REQUIRED, TOO_MANY_PHOTOS, ListingForm
 from catalog.models import Category, CategorySource, ClassificationStatus, Listing
 
 _WAITING = {ClassificationStatus.PENDING, ClassificationStatus.QUEUED}
@@ -40,14 +42,35 @@ LISTING_SAVED = "Changes saved."
 LISTING_DELETED = "Listing deleted."
 CATEGORY_SAVED = "Category saved: {path}."
 CATEGORY_UNKNOWN = "Choose a category from the list."
+UPLOAD_REQUEST_MALFORMED = "Describe the photos to upload as JSON: files with name, type and size."
 
 
 def _own_listing(request: HttpRequest, pk: int) -> Listing:
     return get_object_or_404(selectors.listings_of_seller(seller=request.user), pk=pk)  # type: ignore[arg-type]
 
 
-def _uploaded_files(request: HttpRequest) -> list[tuple[str, object]]:
+def uploaded_files(request: HttpRequest) -> list[tuple[str, object]]:
     return [(upload.name or "photo", upload) for upload in request.FILES.getlist("photos")]
+
+
+def photo_count(request: HttpRequest) -> int:
+    """Photos sent with the form: direct-upload tokens with S3 storage, else files."""
+    if services.direct_uploads_enabled():
+        return len(request.POST.getlist("uploads"))
+    return len(request.FILES.getlist("photos"))
+
+
+def photos_store(request: HttpRequest, listing: Listing) -> services.PhotoBatch:
+    """Add the form's photos to `listing`. With S3 storage the browser has uploaded them to the
+    bucket and sends one token each (the web app never receives the bytes); else they are files."""
+    if services.direct_uploads_enabled():
+        return services.listing_uploads_register(listing=listing, tokens=request.POST.getlist("uploads"))
+    return services.listing_photos_add(listing=listing, files=uploaded_files(request))  # type: ignore[arg-type]
+
+
+def direct_upload_url() -> str:
+    """Where the photo forms ask for presigned uploads ("" when photos go through the web app)."""
+    return reverse("catalog:photo-uploads") if services.direct_uploads_enabled() else ""
 
 
 @login_required
@@ -66,6 +89,7 @@ def edit_context(request: HttpRequest, listing: Listing, **extra: object) -> dic
         "photos": list(listing.images.order_by("position", "id")),
         "max_photos": services.LISTING_MAX_PHOTOS,
         "remaining": max(0, services.LISTING_MAX_PHOTOS - listing.images.count()),
+        "direct_upload_url": direct_upload_url(),
         **suggestion_context(request, listing),
         **extra,
     }
@@ -176,11 +200,45 @@ def _photos_response(
 def photos_add(request: HttpRequest, pk: int) -> HttpResponse:
     """Add photos to a listing; each refused file gets its own message, the valid ones are kept."""
     listing = _own_listing(request, pk)
-    files = _uploaded_files(request)
-    rejected = services.listing_photos_add(listing=listing, files=files).rejected  # type: ignore[arg-type]
-    if not files:
+    rejected = photos_store(request, listing).rejected
+    if not photo_count(request):
         rejected = [services.RejectedPhoto(filename="", message=PHOTOS_REQUIRED)]
     return _photos_response(request, listing, rejected)
+
+
+@login_required
+@require_POST
+def photo_uploads(request: HttpRequest) -> JsonResponse:
+    """Presigned POSTs for photos the browser sends straight to the bucket (S3 storage only).
+
+    Body: JSON `{"files": [{"name": str, "type": str, "size": int}, ...]}`, at most
+    LISTING_MAX_PHOTOS files. Answers `{"uploads": [...]}` in the same order, each
+    `{"url", "fields", "token"}` or `{"error": message}` for a file that could never be accepted
+    (type, size). 404 when photos are stored locally, 400 for a malformed body.
+    """
+    if not services.direct_uploads_enabled():
+        raise Http404("photos are uploaded through the web app")
+    try:
+        files = json.loads(request.body)["files"]
+        described = [(str(f["name"]), str(f["type"]), int(f["size"])) for f in files]
+    except (ValueError, KeyError, TypeError):
+        return JsonResponse({"error": UPLOAD_REQUEST_MALFORMED}, status=400)
+    if len(described) > services.LISTING_MAX_PHOTOS:
+        return JsonResponse({"error": TOO_MANY_PHOTOS}, status=400)
+    uploads: list[dict[str, object]] = []
+    for name, content_type, size in described:
+        try:
+            upload = services.photo_upload_presign(
+                seller=request.user,  # type: ignore[arg-type]
+                filename=name,
+                content_type=content_type,
+                size=size,
+            )
+        except services.UploadRejected as error:
+            uploads.append({"error": str(error)})
+            continue
+        uploads.append({"url": upload.url, "fields": upload.fields, "token": upload.token})
+    return JsonResponse({"uploads": uploads})
 
 
 @login_required

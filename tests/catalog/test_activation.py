@@ -9,6 +9,7 @@ from django.test import Client
 from django.urls import reverse
 
 from catalog import services
+from catalog.access import MODEL_MANAGER_GROUP
 from catalog.activation import DROPS_A_CATEGORY, LOSES_RECALL, activation_objections
 from catalog.models import Category, CategorySource, ModelActivation, ModelComparison, ModelVersion
 from catalog.views.registry import ACTIVATED, OVERRIDE_NEEDS_CONFIRMATION
@@ -143,7 +144,7 @@ def test_the_version_page_shows_the_objections_and_overrides_only_when_confirmed
     candidate = served(version("lite0+five"), TEN[:5])
     published_in("skirt")
     compared(candidate, active, {"dress": (0.7, 0.9, 20)})
-    client.force_login(staff_user(can_activate=True))
+    client.force_login(staff_user(groups=[MODEL_MANAGER_GROUP]))
 
     # when staff press Activate on the registry page's link, then on the version page
     registry = client.get(reverse("catalog:registry")).content.decode()

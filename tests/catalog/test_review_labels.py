@@ -12,6 +12,7 @@ from django.test import Client
 from django.urls import reverse
 
 from catalog import selectors, services
+from catalog.access import REVIEWER_GROUP
 from catalog.models import (
     Category,
     CategoryDecision,
@@ -188,7 +189,7 @@ def test_only_staff_label_photos_and_undo() -> None:
 
 @pytest.fixture
 def staff_client(client: Client) -> Client:
-    client.force_login(staff_user())
+    client.force_login(staff_user(groups=[REVIEWER_GROUP]))
     return client
 
 

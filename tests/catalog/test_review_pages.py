@@ -8,6 +8,7 @@ import pytest
 from django.test import Client
 from django.urls import reverse
 
+from catalog.access import REVIEWER_GROUP
 from catalog.models import Category, CategoryDecision, CategorySource, DecisionAction, Listing
 from catalog.views import review as review_views
 from tests.catalog.review_helpers import classified_listing, staff_user, version
@@ -18,7 +19,7 @@ pytestmark = pytest.mark.django_db
 
 @pytest.fixture
 def staff_client(client: Client) -> Client:
-    client.force_login(staff_user())
+    client.force_login(staff_user(groups=[REVIEWER_GROUP]))
     return client
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 
 from catalog import services
+from catalog.access import MODEL_MANAGER_GROUP
 from catalog.models import Category, CategorySource, ModelActivation, ModelVersion
 from tests.catalog.review_helpers import staff_user
 from tests.e2e.conftest import DESKTOP, PASSWORD, screenshot
@@ -45,9 +46,7 @@ def test_a_refused_candidate_is_activated_only_with_a_written_reason(new_page) -
         baseline_accuracy=0.90,
         details={"recall_by_category": {"dress": {"candidate": 0.70, "baseline": 0.90, "photos": 30}}},
     )
-    user = staff_user("mona", can_activate=True)
-    user.set_password(PASSWORD)
-    user.save()
+    user = staff_user("mona", groups=[MODEL_MANAGER_GROUP], password=PASSWORD)
     page = new_page(DESKTOP)
     page.goto("/accounts/login/?next=/staff/models/")
     page.get_by_label("Username").fill("mona")

@@ -10,6 +10,7 @@ import pytest
 from django.core.files.base import ContentFile
 
 from catalog import services
+from catalog.access import REVIEWER_GROUP
 from catalog.models import (
     CategoryDecision,
     CategorySource,
@@ -18,9 +19,10 @@ from catalog.models import (
     ListingImage,
     ModelVersion,
 )
+from tests.catalog.review_helpers import staff_user
 from tests.conftest import fixture_photo_paths
 from tests.e2e.conftest import DESKTOP, PASSWORD, screenshot
-from tests.factories import ListingFactory, UserFactory
+from tests.factories import ListingFactory
 
 pytestmark = [pytest.mark.browser, pytest.mark.usefixtures("taxonomy")]
 
@@ -57,7 +59,7 @@ def _queue() -> list[Listing]:
 def test_a_reviewer_accepts_corrects_and_rejects_with_the_keyboard(new_page) -> None:
     # given three listings waiting for review and a staff member
     first, second, third = _queue()
-    UserFactory(username="rita", password=PASSWORD, is_staff=True)
+    staff_user("rita", groups=[REVIEWER_GROUP], password=PASSWORD)
     page = new_page(DESKTOP)
     page.goto("/accounts/login/?next=/staff/review/")
     page.get_by_label("Username").fill("rita")

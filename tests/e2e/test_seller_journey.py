@@ -43,14 +43,19 @@ def serve_shipped_version(thresholds: dict[str, float]) -> ModelVersion:
 
     head = LinearHead.load()
     manifest, payload = head.to_bytes()
-    return ModelVersion.objects.create(
+    # (the worker may have registered it already: it does on each look-up of the active version)
+    ModelVersion.objects.exclude(name=f"{head.backbone_version}+{head.version}").update(is_active=False)
+    version, _ = ModelVersion.objects.update_or_create(
         name=f"{head.backbone_version}+{head.version}",
-        backbone_version=head.backbone_version,
-        is_active=True,
-        head_manifest=manifest,
-        head_npz=payload,
-        auto_accept_thresholds=thresholds,
+        defaults={
+            "backbone_version": head.backbone_version,
+            "is_active": True,
+            "head_manifest": manifest,
+            "head_npz": payload,
+            "auto_accept_thresholds": thresholds,
+        },
     )
+    return version
 
 
 def _add_photos(page, paths: list[Path]) -> None:

@@ -7,12 +7,17 @@
  * EXIF orientation when decoding) and sent as JPEG (PNG stays PNG), so a 12 MP phone photo
  * crosses the network as ~300 kB. A file the browser cannot decode is sent unchanged: the server
  * decides what a photo is and explains a refusal. No dependencies besides htmx.
+ *
+ * With S3 storage (the form has data-direct-upload), each photo goes straight to the bucket as
+ * soon as it is prepared: the web app signs one POST per photo, the browser sends the file there,
+ * and the form carries only the tokens naming the uploads, never the photo's bytes.
  */
 (function () {
   "use strict";
 
   var MAX_SIDE = 1600;
   var JPEG_QUALITY = 0.88;
+  var UPLOAD_FAILED = "The photo could not be uploaded; check your connection and try again.";
   var timings = (window.sellerTimings = window.sellerTimings || {});
 
   // ---- downscaling ---------------------------------------------------------------------------
@@ -65,6 +70,43 @@
     });
   }
 
+  // ---- direct uploads to the bucket (S3 storage) ---------------------------------------------
+
+  function csrfToken(form) {
+    var field = form.querySelector("input[name=csrfmiddlewaretoken]");
+    return field ? field.value : "";
+  }
+
+  function postToBucket(upload, file) {
+    var data = new FormData();
+    Object.keys(upload.fields).forEach(function (name) { data.append(name, upload.fields[name]); });
+    data.append("file", file);  // last: S3 ignores fields after the file
+    return fetch(upload.url, { method: "POST", body: data }).then(function (response) {
+      return response.ok ? { token: upload.token } : { error: UPLOAD_FAILED };
+    }, function () { return { error: UPLOAD_FAILED }; });
+  }
+
+  /** Resolve to one {token} or {error} per file, in order: the web app signs a POST per file
+   *  (or says why it never could be accepted), then each file goes straight to the bucket. */
+  function uploadToBucket(form, files) {
+    var described = files.map(function (file) { return { name: file.name, type: file.type, size: file.size }; });
+    return fetch(form.dataset.directUpload, {
+      method: "POST",
+      credentials: "same-origin",
+      headers: { "Content-Type": "application/json", "X-CSRFToken": csrfToken(form) },
+      body: JSON.stringify({ files: described }),
+    }).then(function (response) {
+      if (!response.ok) throw new Error("no presigned upload");
+      return response.json();
+    }).then(function (answer) {
+      return Promise.all(answer.uploads.map(function (upload, index) {
+        return upload.error ? { error: upload.error } : postToBucket(upload, files[index]);
+      }));
+    }).catch(function () {
+      return files.map(function () { return { error: UPLOAD_FAILED }; });
+    });
+  }
+
   // ---- a form with a photo picker (create page, "add photos" on the edit page) ---------------
 
   function setUpPhotoForm(form) {
@@ -76,16 +118,30 @@
     var status = form.querySelector("[data-photo-status]");
     var submit = form.querySelector("[data-submit]");
     var autosubmit = form.hasAttribute("data-autosubmit");
+    var direct = Boolean(form.dataset.directUpload);
     var max = parseInt(zone.dataset.max || "10", 10);
     var items = [];
     var busy = 0;
 
     zone.classList.add("is-enhanced");
     if (autosubmit && submit) submit.hidden = true;
+    if (direct) input.removeAttribute("name");  // the bytes go to the bucket, never in this form
 
     function say(text) { if (status) status.textContent = text; }
 
     function sync() {
+      if (direct) {
+        form.querySelectorAll("input[data-upload-token]").forEach(function (field) { field.remove(); });
+        items.forEach(function (item) {
+          var field = document.createElement("input");
+          field.type = "hidden";
+          field.name = "uploads";
+          field.value = item.token;
+          field.setAttribute("data-upload-token", "");
+          form.appendChild(field);
+        });
+        return;
+      }
       var transfer = new DataTransfer();
       items.forEach(function (item) { transfer.items.add(item.file); });
       input.files = transfer.files;
@@ -186,14 +242,35 @@
       busy += 1;
       if (submit) submit.disabled = true;
       say("Preparing " + files.length + " photo" + (files.length > 1 ? "s" : "") + "…");
+      var refused = [];
       Promise.all(files.map(downscale)).then(function (results) {
+        if (!direct) return results;
+        say("Uploading " + results.length + " photo" + (results.length > 1 ? "s" : "") + "…");
+        return uploadToBucket(form, results.map(function (result) { return result.file; })).then(function (answers) {
+          return results.filter(function (result, index) {
+            result.token = answers[index].token;
+            if (!result.token) refused.push(result.file.name + ": " + answers[index].error);
+            return Boolean(result.token);
+          });
+        });
+      }).then(function (results) {
         results.forEach(function (result) {
-          items.push({ file: result.file, url: result.previewable ? URL.createObjectURL(result.file) : null });
+          items.push({
+            file: result.file,
+            token: result.token,
+            url: result.previewable ? URL.createObjectURL(result.file) : null,
+          });
         });
         busy -= 1;
         changed();
+        if (refused.length) say(refused.join(" "));
         if (submit) submit.disabled = busy > 0;
         if (autosubmit && busy === 0 && items.length) {
+          if (refused.length) {
+            // Keep the refusals on screen: the seller adds the others with the button.
+            if (submit) submit.hidden = false;
+            return;
+          }
           say("Uploading…");
           form.requestSubmit();
         }
