@@ -176,14 +176,16 @@ def listings_of_seller(*, seller: AbstractBaseUser) -> QuerySet[Listing]:
 
 def image_public(*, image_id: int, viewer: AbstractBaseUser | None = None) -> ListingImage | None:
     """A photo of a public listing, of a listing of `viewer` (drafts included, probes not), or of
-    any published listing when `viewer` is staff (reviewers see listings still without a
+    any published listing when `viewer` reviews (the queue holds listings still without a
     category); else None."""
     from django.db.models import Q
+
+    from catalog.access import REVIEW_PERMISSION
 
     visible = Q(listing__in=listings_public())
     if viewer is not None and viewer.is_authenticated:
         visible |= Q(listing__seller_id=viewer.pk)
-        if getattr(viewer, "is_staff", False):
+        if viewer.has_perm(REVIEW_PERMISSION):  # type: ignore[attr-defined]
             visible |= Q(listing__in=listings_published())
     return ListingImage.objects.filter(visible, pk=image_id, listing__is_probe=False).first()
 

@@ -12,10 +12,12 @@ from django.urls import reverse
 from PIL import Image
 
 from catalog import services
+from catalog.access import REVIEWER_GROUP
 from catalog.models import Category, CategorySource, Listing
 from catalog.thumbnails import THUMBNAIL_SIZES, thumbnail_name
 from catalog.views.pages import BROWSE_PAGE_SIZE
 from tests import photo_bytes as pb
+from tests.catalog.review_helpers import staff_user
 from tests.factories import ListingFactory, UserFactory
 
 pytestmark = pytest.mark.django_db
@@ -159,8 +161,8 @@ def test_only_published_listings_with_a_category_are_public_and_their_seller_pre
     response = client.get(reverse("catalog:photo-thumbnail", args=[photos[public.pk].pk, "small"]))
     assert response["Cache-Control"].startswith("public")
 
-    # and staff (reviewers) see the photos of the published one still without a category, not the draft's
-    client.force_login(UserFactory(is_staff=True))
+    # and reviewers see the photos of the published one still without a category, not the draft's
+    client.force_login(staff_user(groups=[REVIEWER_GROUP]))
     assert (
         client.get(reverse("catalog:photo-thumbnail", args=[photos[waiting.pk].pk, "small"])).status_code
         == 200
