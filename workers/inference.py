@@ -35,6 +35,7 @@ _checked_at = 0.0
 _batchers: dict[str, BatchClassifier] = {}
 _by_version: dict[str, ImageClassifier] = {}
 _AUTO_THREADS_ENV = "CLASSIFIER_THREADS_AUTO"
+_one_process_pool = False
 MODEL_VERSION_UNAVAILABLE = (
     "This worker serves model version {serving!r} and cannot load {name!r}; "
     "activate the version first or start workers that serve it."
@@ -46,8 +47,10 @@ class ModelVersionUnavailable(RuntimeError):
 
 
 def set_process_count(processes: int) -> None:
-    """Record how many worker processes share this machine (called in the parent, before fork)."""
+    """Record how many worker processes share this machine (called in the parent, before fork).
+    A solo or threads pool is one process whatever its concurrency."""
     cores = os.cpu_count() or 1
+    processes = 1 if _one_process_pool else processes
     os.environ[_AUTO_THREADS_ENV] = str(max(1, cores // max(1, processes)))
 
 
@@ -71,12 +74,18 @@ GPU_NEEDS_ONE_PROCESS = (
 
 
 @signals.worker_init.connect
-def _refuse_cuda_in_forked_children(sender: Any = None, **_: Any) -> None:
+def _check_pool(sender: Any = None, **_: Any) -> None:
     """CUDA contexts do not survive fork and one GPU shared by several processes holds several
-    copies of the model: a CUDA worker runs the solo or threads pool, one worker per GPU."""
-    pool = getattr(getattr(sender, "pool_cls", None), "__module__", "") or ""
-    if settings.CLASSIFIER_DEVICE == "cuda" and pool.endswith("prefork"):
-        raise RuntimeError(GPU_NEEDS_ONE_PROCESS.format(pool="prefork"))
+    copies of the model: a CUDA worker runs the solo or threads pool, one worker per GPU. Those
+    pools are one process, which then gets every core's threads."""
+    global _one_process_pool
+    pool = getattr(sender, "pool_cls", None)  # a name ("prefork", "solo") until Celery resolves it
+    name = (pool if isinstance(pool, str) else getattr(pool, "__module__", "")) or "prefork"
+    if settings.CLASSIFIER_DEVICE == "cuda" and "prefork" in name:
+        raise RuntimeError(GPU_NEEDS_ONE_PROCESS.format(pool=name))
+    _one_process_pool = "prefork" not in name
+    if _one_process_pool:
+        set_process_count(1)
 
 
 def batch_size() -> int:

@@ -356,32 +356,35 @@ def embeddings_cached(
     """Cached backbone outputs of the photos that have them for `backbone_version`.
 
     Returns `(image_ids, embeddings float32 (N, 1280), logits float32 (N, 1000))`, rows aligned,
-    in primary-key order of the photos. One query, read through a binary cursor (bytea as is,
-    not hex text).
+    in primary-key order of the photos. A row whose arrays are not of those sizes (damaged) is
+    left out, so the photo takes the CNN path. One binary COPY, read in place by numpy: no
+    Python object per row (see `catalog.pgcopy`).
     """
     import numpy as np
-    import psycopg
 
-    rows = []
-    if image_ids:
-        connection.ensure_connection()
-        # Django's cursors bind client-side, which returns only text (bytea as hex: twice the bytes).
-        with psycopg.Cursor(connection.connection) as cursor:
-            cursor.execute(
-                f"SELECT image_id, embedding, logits FROM {ImageEmbedding._meta.db_table} "
-                "WHERE backbone_version = %s AND image_id = ANY(%s) ORDER BY image_id",
-                [backbone_version, list(image_ids)],
-                binary=True,
-            )
-            rows = cursor.fetchall()
-    if not rows:
-        return [], np.zeros((0, EMBEDDING_DIM), np.float32), np.zeros((0, LOGITS_DIM), np.float32)
-    ids = [int(row[0]) for row in rows]
-    embeddings = np.frombuffer(b"".join(row[1] for row in rows), dtype="<f4").reshape(
-        len(rows), EMBEDDING_DIM
+    from catalog.pgcopy import copy_out, fixed_width_rows
+
+    empty: tuple[list[int], np.ndarray, np.ndarray] = (
+        [],
+        np.zeros((0, EMBEDDING_DIM), np.float32),
+        np.zeros((0, LOGITS_DIM), np.float32),
     )
-    logits = np.frombuffer(b"".join(row[2] for row in rows), dtype="<f4").reshape(len(rows), LOGITS_DIM)
-    return ids, embeddings, logits
+    if not image_ids:
+        return empty
+    data = copy_out(
+        f"SELECT image_id, embedding, logits FROM {ImageEmbedding._meta.db_table} "
+        "WHERE backbone_version = %s AND image_id = ANY(%s::bigint[]) "
+        "AND octet_length(embedding) = %s AND octet_length(logits) = %s ORDER BY image_id",
+        [backbone_version, list(image_ids), 4 * EMBEDDING_DIM, 4 * LOGITS_DIM],
+    )
+    rows = fixed_width_rows(
+        data, [("image_id", ">i8", 1), ("embedding", "<f4", EMBEDDING_DIM), ("logits", "<f4", LOGITS_DIM)]
+    )
+    if rows is None:  # cannot happen with the sizes filtered above; never misread a row
+        raise ValueError("Unexpected layout of the embedding cache's COPY output.")
+    if not len(rows):
+        return empty
+    return rows["image_id"].tolist(), rows["embedding"], rows["logits"]
 
 
 def embeddings_record_many(*, backbone_version: str, rows: Sequence[tuple[int, bytes, bytes]]) -> None:
@@ -427,51 +430,55 @@ def suggestions_record_many(
     """Upsert one suggestion per photo for `model_version`, unique on image + model version, so a
     repeated run rewrites the same rows.
 
-    One `INSERT ... SELECT FROM unnest(...) ON CONFLICT DO UPDATE` for all the photos, the arrays
-    bound server-side: the same upsert as `bulk_create(update_conflicts=True)`, which spent
-    ~0.3 ms per row building and quoting its SQL in Python, more than the head's scoring.
-    Categories the database does not know are dropped from each top-k, as in
-    `image_classification_record`. With `write=False` (dry run) nothing is written. Returns
-    `(top_k JSON by image id, reasons by image id for photos with no known category)`.
+    The rows are those `image_classification_record` writes for the same top-k (the upload
+    path): categories the database does not know are dropped from each top-k, confidences kept
+    to 6 decimals in the top-k. They go in by one binary COPY into a staging table and one
+    `INSERT ... SELECT ... ON CONFLICT DO UPDATE` (`catalog.pgcopy.staged_upsert`), so the cost
+    per photo is PostgreSQL's. With `write=False` (dry run) nothing is written. Returns `(top_k
+    JSON by image id, reasons by image id for photos with no known category)`.
     """
-    import json
+    from catalog.pgcopy import staged_upsert
 
-    import psycopg
-
-    known = {slug: pk for slug, pk in Category.objects.values_list("slug", "pk")}
+    known = dict(Category.objects.values_list("slug", "pk"))
     stored: dict[int, list[dict[str, Any]]] = {}
     failed: dict[int, str] = {}
-    categories: list[int] = []
-    confidences: list[float] = []
+    rows: list[tuple[int, int, float, str]] = []
+    quoted = {slug: _json_string(slug) for slug in known}
     for photo in scores:
         entries = [(slug, float(confidence)) for slug, confidence in photo.top_k if slug in known]
         if not entries:
             failed[photo.image_id] = NO_KNOWN_CATEGORY
             continue
-        stored[photo.image_id] = [{"slug": slug, "confidence": round(value, 6)} for slug, value in entries]
-        categories.append(known[entries[0][0]])
-        confidences.append(entries[0][1])
-    if write and stored:
-        connection.ensure_connection()
-        with psycopg.Cursor(connection.connection) as cursor:
-            cursor.execute(
-                f"INSERT INTO {CategorySuggestion._meta.db_table} "
-                "(image_id, model_version_id, category_id, confidence, top_k, created_at, updated_at) "
-                "SELECT v.image_id, %s, v.category_id, v.confidence, v.top_k::jsonb, now(), now() "
-                # %b: arrays sent in binary, not escaped into text
-                "FROM unnest(%b::bigint[], %b::bigint[], %b::float8[], %b::text[]) "
-                "AS v(image_id, category_id, confidence, top_k) "
-                "ON CONFLICT (image_id, model_version_id) DO UPDATE SET category_id = EXCLUDED.category_id, "
-                "confidence = EXCLUDED.confidence, top_k = EXCLUDED.top_k, updated_at = EXCLUDED.updated_at",
-                [
-                    model_version.pk,
-                    list(stored),
-                    categories,
-                    confidences,
-                    [json.dumps(top_k) for top_k in stored.values()],
-                ],
-            )
+        rounded = [(slug, round(value, 6)) for slug, value in entries]
+        stored[photo.image_id] = [{"slug": slug, "confidence": value} for slug, value in rounded]
+        text = ", ".join(f'{{"slug": {quoted[slug]}, "confidence": {value!r}}}' for slug, value in rounded)
+        rows.append((photo.image_id, known[entries[0][0]], entries[0][1], f"[{text}]"))
+    if write and rows:
+        table = CategorySuggestion._meta.db_table
+        staged_upsert(
+            staging="bulk_suggestion_staging",
+            columns=[
+                ("image_id", "int8"),
+                ("category_id", "int8"),
+                ("confidence", "float8"),
+                ("top_k", "text"),
+            ],
+            rows=rows,
+            upsert=f"INSERT INTO {table} "
+            "(image_id, model_version_id, category_id, confidence, top_k, created_at, updated_at) "
+            "SELECT image_id, %s, category_id, confidence, top_k::jsonb, now(), now() "
+            "FROM bulk_suggestion_staging "
+            "ON CONFLICT (image_id, model_version_id) DO UPDATE SET category_id = EXCLUDED.category_id, "
+            "confidence = EXCLUDED.confidence, top_k = EXCLUDED.top_k, updated_at = EXCLUDED.updated_at",
+            params=[model_version.pk],
+        )
     return stored, failed
+
+
+def _json_string(value: str) -> str:
+    import json
+
+    return json.dumps(value)
 
 
 def bulk_errors_record(*, chunk: BulkJobChunk, errors: Mapping[int, str]) -> None:

@@ -1,7 +1,8 @@
 """A seller in a real browser: sign up, add two real photos to the listing form (they upload at
 once, into a draft), see the worker's suggestions appear in its category field before publishing,
 be asked for a category, choose one, find the listing under it; a confident suggestion comes
-preselected; a refused file shows its error; another seller gets 404 on the edit page."""
+preselected; a file that is not a photo is left out with a message; another seller gets 404 on
+the edit page."""
 
 from __future__ import annotations
 
@@ -12,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from catalog import services
+from catalog.forms import PICKER_NOT_A_PHOTO
 from catalog.models import Category, CategorySource, Listing, ModelVersion
-from catalog.uploads import UPLOAD_NOT_AN_IMAGE
 from tests.conftest import WorkerProcess
 from tests.e2e.conftest import ARTIFACTS, DESKTOP, PHONE, screenshot, sign_up
 from tests.photo_bytes import HTML_PAGE
@@ -189,7 +190,7 @@ def test_a_confident_top_suggestion_is_preselected_and_published_as_auto_accepte
     page.locator(".card", has_text="One nice thing").wait_for()
 
 
-def test_a_refused_file_shows_its_error_and_the_good_photo_is_kept(
+def test_a_file_that_is_not_a_photo_is_left_out_and_the_good_ones_are_kept(
     celery_worker_process: WorkerProcess, new_page, two_photos: list[Path], tmp_path: Path
 ) -> None:
     page = new_page(DESKTOP)
@@ -199,16 +200,17 @@ def test_a_refused_file_shows_its_error_and_the_good_photo_is_kept(
     _add_photos(page, two_photos[:1])
     page.wait_for_url(re.compile(r".*/sell/\d+/$"))
 
-    # when an HTML page named .jpg is dropped next to it (uploaded at once by htmx)
+    # when an HTML page named .jpg is dropped on the edit page with a real photo (uploaded at once)
     fake = tmp_path / "holiday.jpg"
     fake.write_bytes(HTML_PAGE)
-    page.locator("#id_more_photos").set_input_files([str(fake)])
+    page.locator("#id_more_photos").set_input_files([str(fake), str(two_photos[1])])
 
-    # then its error is shown inline, next to the photos, and the good photo is still there
-    error = page.locator(".photo-errors", has_text=UPLOAD_NOT_AN_IMAGE)
-    error.wait_for()
-    assert "holiday.jpg" in error.inner_text()
-    assert page.locator(".photo-tile").count() == 1
+    # then the photo is uploaded, and the page still says which file was left out and why
+    page.locator(".photo-tile").nth(1).wait_for()
+    note = page.locator("#photo-notes", has_text=PICKER_NOT_A_PHOTO.format(name="holiday.jpg"))
+    note.wait_for()
+    assert note.is_visible()
+    assert page.locator(".photo-tile").count() == 2
     screenshot(page, "upload-error-desktop")
 
 
