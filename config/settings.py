@@ -342,6 +342,17 @@ TRAINING_HARD_TIME_LIMIT_S = env.int("TRAINING_HARD_TIME_LIMIT_S", default=1800)
 # Workers look up the active model version at most this often (seconds) and reload the head on change.
 ACTIVE_MODEL_CHECK_S = env.float("ACTIVE_MODEL_CHECK_S", default=5.0)
 
+# --- What sellers and reviewers are offered, and when activation is refused ---
+# Alternatives to the first suggestion below this confidence are not offered.
+SUGGESTION_MIN_CONFIDENCE = env.float("SUGGESTION_MIN_CONFIDENCE", default=0.02)
+# A photo whose own top-1 reaches this confidence counts when deciding that a listing's photos
+# disagree (show different things); its listing then gets no auto-accept and no listing-wide labels.
+PHOTO_CONFIDENT_MIN = env.float("PHOTO_CONFIDENT_MIN", default=0.5)
+# Activation is refused when the candidate's recall on a category with at least
+# ACTIVATION_MIN_CATEGORY_PHOTOS held-out photos is more than this below the active version's.
+ACTIVATION_MAX_RECALL_DROP = env.float("ACTIVATION_MAX_RECALL_DROP", default=0.05)
+ACTIVATION_MIN_CATEGORY_PHOTOS = env.int("ACTIVATION_MIN_CATEGORY_PHOTOS", default=20)
+
 # --- Flower ---
 FLOWER_BASIC_AUTH = env.str("FLOWER_BASIC_AUTH", default="")
 

@@ -189,7 +189,8 @@ def _classify_result(request: Request, image: ListingImage) -> dict[str, Any]:
         "poll_url": poll_url,
     }
     if image.status == ClassificationStatus.DONE:
-        panel = selectors.listing_suggestions(listing=image.listing, top=CLASSIFY_TOP_K)
+        # The model's own top-k for one photo, as documented: not the seller's offer.
+        panel = selectors.listing_suggestions(listing=image.listing, top=CLASSIFY_TOP_K, raw=True)
         data["categories"] = listing_suggestions_data(panel)["categories"]
         data["model_version"] = panel.model_version
     return data

@@ -65,6 +65,14 @@ from catalog.services.images import (
     listing_photo_upload,
     listing_photos_add,
 )
+from catalog.services.labels import (
+    NOTHING_TO_UNDO,
+    UNDO_OVERTAKEN,
+    PhotoLabelOutcome,
+    UndoOutcome,
+    review_photo_label,
+    review_undo,
+)
 from catalog.services.listings import (
     listing_create,
     listing_delete,
@@ -74,9 +82,17 @@ from catalog.services.listings import (
     user_create,
     user_get_or_create,
 )
+from catalog.services.publishing import (
+    LISTING_ALREADY_PUBLISHED,
+    LISTING_NEEDS_A_CATEGORY,
+    LISTING_NEEDS_PHOTOS,
+    listing_draft_create,
+    listing_publish,
+)
 from catalog.services.registry import (
     ACTIVATION_NEEDS_COMPARISON,
     NOTHING_TO_ROLL_BACK,
+    ActivationRefused,
     RegistryRefused,
     category_add,
     image_embeddings_store,
@@ -130,7 +146,19 @@ __all__ = [
     "review_bulk_accept",
     "review_correct",
     "review_reject",
+    "NOTHING_TO_UNDO",
+    "UNDO_OVERTAKEN",
+    "PhotoLabelOutcome",
+    "UndoOutcome",
+    "review_photo_label",
+    "review_undo",
+    "LISTING_ALREADY_PUBLISHED",
+    "LISTING_NEEDS_A_CATEGORY",
+    "LISTING_NEEDS_PHOTOS",
+    "listing_draft_create",
+    "listing_publish",
     "ACTIVATION_NEEDS_COMPARISON",
+    "ActivationRefused",
     "NOTHING_TO_ROLL_BACK",
     "RegistryRefused",
     "category_add",

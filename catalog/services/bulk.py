@@ -14,7 +14,7 @@ suggestion and touches no listing; its report says how many listings would chang
 from __future__ import annotations
 
 import logging
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -520,45 +520,42 @@ class ChunkCounts:
 
 @dataclass(frozen=True)
 class ListingOutcome:
-    """A listing's suggestion derived from its photos' top-k: the best category, its mean
-    confidence, the averaged top-k (best first) and the margin between its first two confidences;
-    `slug` None when no photo has a suggestion."""
+    """A listing's suggestion derived from its photos' top-k (`catalog.suggestion_tree.derive`):
+    the best category, its mean confidence, the averaged top-k (best first), the margin between
+    its first two confidences and whether confident photos disagree; `slug` None when no photo
+    has a suggestion."""
 
     listing_id: int
     slug: str | None
     confidence: float | None
     top_k: list[dict[str, Any]] = field(default_factory=list)
     margin: float | None = None
+    photos_disagree: bool = False
 
 
 def listing_outcomes(
     top_k_by_listing: Mapping[int, Sequence[Sequence[Mapping[str, Any]]]],
 ) -> list[ListingOutcome]:
-    """Per listing, what `listing_suggestion_refresh` derives: each category's confidences summed
-    over the photos' top-k and divided by the number of photos, ranked (ties by slug), the first
-    `SUGGESTION_TOP_K` kept."""
+    """Per listing, what `listing_suggestion_refresh` derives, by the same rule."""
+    from catalog import selectors, suggestion_tree
+
+    parents = selectors.category_parents()
     outcomes = []
     for listing_id, photos in top_k_by_listing.items():
-        totals: dict[str, float] = defaultdict(float)
-        for top_k in photos:
-            for entry in top_k:
-                totals[entry["slug"]] += float(entry["confidence"])
-        if not photos or not totals:
+        derived = suggestion_tree.derive(
+            photos, parents, keep=settings.SUGGESTION_TOP_K, confident=settings.PHOTO_CONFIDENT_MIN
+        )
+        if derived is None:
             outcomes.append(ListingOutcome(listing_id, None, None))
             continue
-        ranked = sorted(totals.items(), key=lambda item: (-item[1], item[0]))[: settings.SUGGESTION_TOP_K]
-        means = [round(total / len(photos), 6) for _, total in ranked]
-        averaged: list[dict[str, Any]] = [
-            {"slug": slug, "confidence": mean} for (slug, _), mean in zip(ranked, means, strict=True)
-        ]
-        second = means[1] if len(means) > 1 else 0.0
         outcomes.append(
             ListingOutcome(
                 listing_id,
-                ranked[0][0],
-                ranked[0][1] / len(photos),
-                top_k=averaged,
-                margin=round(means[0] - second, 6),
+                str(derived.top_k[0]["slug"]),
+                derived.confidence,
+                top_k=list(derived.top_k),
+                margin=derived.margin,
+                photos_disagree=derived.photos_disagree,
             )
         )
     return outcomes
@@ -579,10 +576,10 @@ def _listings_write(
         cursor.execute(
             f"UPDATE {Listing._meta.db_table} AS l SET suggested_category_id = v.category_id, "
             "suggested_confidence = v.confidence, suggested_top_k = v.top_k::jsonb, "
-            "suggested_margin = v.margin, suggested_model_version_id = "
+            "suggested_margin = v.margin, photos_disagree = v.disagree, suggested_model_version_id = "
             "CASE WHEN v.category_id IS NULL THEN NULL ELSE %s::bigint END, updated_at = now() "
-            "FROM unnest(%b::bigint[], %b::bigint[], %b::float8[], %b::text[], %b::float8[]) "
-            "AS v(id, category_id, confidence, top_k, margin) WHERE l.id = v.id",
+            "FROM unnest(%b::bigint[], %b::bigint[], %b::float8[], %b::text[], %b::float8[], %b::bool[]) "
+            "AS v(id, category_id, confidence, top_k, margin, disagree) WHERE l.id = v.id",
             [
                 model_version.pk,
                 [o.listing_id for o in outcomes],
@@ -590,6 +587,7 @@ def _listings_write(
                 [o.confidence for o in outcomes],
                 [json.dumps(o.top_k) for o in outcomes],
                 [o.margin for o in outcomes],
+                [o.photos_disagree for o in outcomes],
             ],
         )
 
@@ -605,7 +603,10 @@ def _listings_auto_accept(outcomes: Sequence[ListingOutcome], model_version: Mod
     candidates = [
         o.listing_id
         for o in outcomes
-        if o.slug in thresholds and o.confidence is not None and o.confidence >= float(thresholds[o.slug])
+        if o.slug in thresholds
+        and o.confidence is not None
+        and o.confidence >= float(thresholds[o.slug])
+        and not o.photos_disagree
     ]
     for listing in Listing.objects.filter(pk__in=candidates):
         listing_auto_accept(listing=listing, model_version=model_version)

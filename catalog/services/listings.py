@@ -28,12 +28,18 @@ def listing_create(
     price: Decimal | None = None,
     category: Category | None = None,
 ) -> Listing:
-    """Create a listing. A category given here is the seller's choice (source SELLER), recorded
-    as a `CategoryDecision` like every other category change."""
+    """Create a published listing (the API and `import_photos`; the web form goes through a
+    draft, `listing_draft_create` then `listing_publish`). It is public once it has a category:
+    one given here is the seller's choice (source SELLER), recorded as a `CategoryDecision` like
+    every other category change; without one, it waits for an auto-accepted or a reviewer's."""
+    from django.utils import timezone
+
     from catalog.services.decisions import listing_category_set
 
     with transaction.atomic():
-        listing = Listing.objects.create(seller=seller, title=title, description=description, price=price)
+        listing = Listing.objects.create(
+            seller=seller, title=title, description=description, price=price, published_at=timezone.now()
+        )
         if category is not None:
             listing_category_set(
                 listing=listing, category=category, source=CategorySource.SELLER, actor=seller

@@ -20,6 +20,7 @@ from django.utils import timezone
 
 from catalog import selectors
 from catalog.access import ACTIVATE_PERMISSION, TRAIN_PERMISSION
+from catalog.activation import activation_objections
 from catalog.models import (
     Category,
     ModelActivation,
@@ -45,6 +46,18 @@ NOT_SERVABLE = "{version} has no head artifact, so no worker can serve it."
 
 class RegistryRefused(ValueError):
     """A registry change that its rules refuse; `str(error)` is shown to staff."""
+
+
+ACTIVATION_REFUSED = "{candidate} was not activated: {reasons}"
+
+
+class ActivationRefused(RegistryRefused):
+    """The candidate has objections (`catalog.activation`); `objections` lists them. Staff may
+    still activate it by giving a written reason."""
+
+    def __init__(self, candidate: str, objections: list[str]) -> None:
+        super().__init__(ACTIVATION_REFUSED.format(candidate=candidate, reasons=" ".join(objections)))
+        self.objections = objections
 
 
 def _require_permission(user: AbstractBaseUser | None, permission: str) -> None:
@@ -210,6 +223,8 @@ def _activate(
     actor: AbstractBaseUser,
     comparison: ModelComparison | None,
     is_rollback: bool,
+    objections: list[str] | None = None,
+    override_reason: str = "",
 ) -> ModelActivation:
     current = ModelVersion.objects.select_for_update().filter(is_active=True).first()
     # One active version at most (a partial unique constraint): clear the old one first.
@@ -222,7 +237,17 @@ def _activate(
         comparison=comparison,
         is_rollback=is_rollback,
         actor_id=actor.pk,
+        objections=objections or [],
+        override_reason=override_reason,
     )
+    if objections:
+        logger.warning(
+            "model version %s activated by user %s despite %s objection(s): %s",
+            version.name,
+            actor.pk,
+            len(objections),
+            override_reason,
+        )
     logger.info(
         "model version %s %s by user %s (was %s)",
         version.name,
@@ -233,12 +258,17 @@ def _activate(
     return activation
 
 
-def model_version_activate(*, version: ModelVersion, actor: AbstractBaseUser) -> ModelActivation:
+def model_version_activate(
+    *, version: ModelVersion, actor: AbstractBaseUser, override_reason: str = ""
+) -> ModelActivation:
     """Make `version` the one workers serve.
 
     Needs the `catalog.activate_modelversion` permission (else `PermissionDenied`), a head
     artifact, and a comparison with the active version on the same held-out photos (else
-    `RegistryRefused` with the message to show).
+    `RegistryRefused` with the message to show). A candidate the rules of `catalog.activation`
+    object to (it drops a category with listings, or loses recall) raises `ActivationRefused`,
+    unless `override_reason` says in words why to activate it anyway: the activation then keeps
+    the reason and the objections (the registry's audit trail).
     """
     _require_permission(actor, ACTIVATE_PERMISSION)
     with transaction.atomic():
@@ -256,7 +286,21 @@ def model_version_activate(*, version: ModelVersion, actor: AbstractBaseUser) ->
                 raise RegistryRefused(
                     ACTIVATION_NEEDS_COMPARISON.format(candidate=version.name, active=active.name)
                 )
-        return _activate(version=version, actor=actor, comparison=comparison, is_rollback=False)
+        objections = (
+            activation_objections(candidate=version, active=active, comparison=comparison)
+            if active is not None
+            else []
+        )
+        if objections and not override_reason.strip():
+            raise ActivationRefused(version.name, objections)
+        return _activate(
+            version=version,
+            actor=actor,
+            comparison=comparison,
+            is_rollback=False,
+            objections=objections,
+            override_reason=override_reason.strip() if objections else "",
+        )
 
 
 def model_version_rollback(*, actor: AbstractBaseUser) -> ModelActivation:

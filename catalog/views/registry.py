@@ -11,6 +11,7 @@ from django.conf import settings
 from django.contrib import messages
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
+from django.urls import reverse
 from django.views.decorators.cache import cache_control
 from django.views.decorators.http import require_GET, require_POST
 
@@ -21,8 +22,9 @@ from catalog.access import (
     REGISTRY_VIEW_PERMISSION,
     TRAIN_PERMISSION,
 )
-from catalog.models import ModelVersion
-from catalog.services.registry import RegistryRefused
+from catalog.activation import activation_objections
+from catalog.models import ModelComparison, ModelVersion
+from catalog.services.registry import ActivationRefused, RegistryRefused
 from catalog.views.staff import staff_required
 
 # User-facing messages; tests reuse them.
@@ -31,6 +33,7 @@ COMPARISON_QUEUED = "Comparing {version} with the active version; reload in a mo
 ACTIVATED = "{version} is now active; workers switch to it within {seconds:g} s."
 ROLLED_BACK = "Rolled back to {version}."
 CATEGORY_ADDED = "Added {path}. It joins training once it has {minimum} labelled photos."
+OVERRIDE_NEEDS_CONFIRMATION = "Tick the box to confirm that you activate it despite the objections."
 NO_THRESHOLD = (
     "No threshold: on held-out photos this category's precision could not be shown to reach the "
     "target, so its suggestions wait for a person."
@@ -49,7 +52,13 @@ def _row(version: ModelVersion, active: ModelVersion | None) -> dict[str, object
     held_out = metrics.get("held_out") or {}
     auto = held_out.get("auto_accept") or {}
     comparison = selectors.model_comparison_with_active(version=version) if active else None
+    objections = (
+        activation_objections(candidate=version, active=active, comparison=comparison)
+        if active is not None and comparison is not None and not version.is_active
+        else []
+    )
     return {
+        "objections": objections,
         "version": version,
         "held_out": held_out,
         "auto": auto,
@@ -89,6 +98,11 @@ def model_version_detail(request: HttpRequest, pk: int) -> HttpResponse:
     metrics = version.metrics or {}
     held_out = metrics.get("held_out") or {}
     thresholds = sorted((version.auto_accept_thresholds or {}).items())
+    active = ModelVersion.objects.filter(is_active=True).only("pk", "name", "head_manifest").first()
+    comparison = selectors.model_comparison_with_active(version=version)
+    objections = []
+    if active is not None and comparison is not None and not version.is_active:
+        objections = activation_objections(candidate=version, active=active, comparison=comparison)
     context = {
         "version": version,
         "held_out": held_out,
@@ -97,11 +111,30 @@ def model_version_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "no_threshold": NO_THRESHOLD,
         "other_metrics": {key: value for key, value in metrics.items() if key != "held_out"},
         "comparisons": version.comparisons.select_related("baseline").order_by("-created_at")[:10],
-        "comparison": selectors.model_comparison_with_active(version=version),
+        "comparison": comparison,
         "can_activate": request.user.has_perm(ACTIVATE_PERMISSION),
-        "active": ModelVersion.objects.filter(is_active=True).only("pk", "name").first(),
+        "active": active,
+        "objections": objections,
+        **_recall_rows(comparison),
     }
     return render(request, "catalog/staff/model_version.html", context)
+
+
+def _recall_rows(comparison: ModelComparison | None) -> dict[str, object]:
+    """Per-category recall of a comparison, worst change first, and the categories it lacks."""
+    details = (comparison.details if comparison else None) or {}
+    rows = [
+        {
+            "slug": slug,
+            "photos": row.get("photos"),
+            "candidate": row.get("candidate"),
+            "baseline": row.get("baseline"),
+            "points": 100 * (float(row.get("candidate") or 0) - float(row.get("baseline") or 0)),
+        }
+        for slug, row in (details.get("recall_by_category") or {}).items()
+    ]
+    rows.sort(key=lambda row: (row["points"], row["slug"]))
+    return {"recall_rows": rows, "uncovered": details.get("uncovered") or []}
 
 
 @staff_required(REGISTRY_VIEW_PERMISSION)
@@ -150,10 +183,19 @@ def model_version_compare(request: HttpRequest, pk: int) -> HttpResponse:
 @staff_required(ACTIVATE_PERMISSION)
 @require_POST
 def model_version_activate(request: HttpRequest, pk: int) -> HttpResponse:
-    """Make the version active, once compared with the active one."""
+    """Make the version active, once compared with the active one. A version the registry's
+    rules object to is activated only with a written reason and the confirmation box ticked;
+    otherwise its page shows the objections."""
     version = _version(pk)
+    reason = request.POST.get("override_reason", "").strip()
+    if reason and request.POST.get("confirm") != "yes":
+        messages.error(request, OVERRIDE_NEEDS_CONFIRMATION)
+        return redirect("catalog:model-version", pk=version.pk)
     try:
-        services.model_version_activate(version=version, actor=request.user)  # type: ignore[arg-type]
+        services.model_version_activate(version=version, actor=request.user, override_reason=reason)  # type: ignore[arg-type]
+    except ActivationRefused as error:
+        messages.error(request, str(error))
+        return redirect(reverse("catalog:model-version", kwargs={"pk": version.pk}) + "#activation")
     except RegistryRefused as error:
         messages.error(request, str(error))
     else:

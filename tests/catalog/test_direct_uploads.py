@@ -225,7 +225,8 @@ def test_a_photo_waiting_for_the_worker_has_a_thumbnail_that_is_not_cached_yet(
     assert _post_to_bucket(upload, data) == 204
     image = services.listing_upload_register(listing=listing, token=upload.token)
 
-    # when its thumbnail is asked for
+    # when its seller asks for its thumbnail (the listing has no category yet, so is not public)
+    client.force_login(listing.seller)
     response = client.get(reverse("catalog:photo-thumbnail", args=[image.pk, "small"]))
 
     # then it is rendered, but not stored under a name that has no checksum in it

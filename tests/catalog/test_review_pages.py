@@ -24,10 +24,12 @@ def staff_client(client: Client) -> Client:
 
 
 def _staff_urls() -> list[tuple[str, str]]:
-    listing, _ = classified_listing([("shoes", 0.6), ("hat", 0.3)], model_version=version(active=True))
+    listing, image = classified_listing([("shoes", 0.6), ("hat", 0.3)], model_version=version(active=True))
     candidate = version("candidate")
     return [
         ("get", reverse("catalog:review")),
+        ("post", reverse("catalog:review-undo")),
+        ("post", reverse("catalog:review-photo-label", args=[image.pk])),
         ("get", reverse("catalog:listing-audit", args=[listing.pk])),
         ("post", reverse("catalog:review-accept", args=[listing.pk])),
         ("post", reverse("catalog:review-correct", args=[listing.pk])),

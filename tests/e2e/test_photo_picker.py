@@ -1,5 +1,6 @@
-"""The photo picker of the create page, before anything is uploaded: what a pick leaves out is said
-next to what it keeps, and a file that is not a photo is never counted as one."""
+"""The photo picker of the listing form, which uploads what it keeps at once: what a pick leaves
+out is said next to what it keeps (and stays said once the photos are in), and a file that is not
+a photo is never counted as one."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from catalog.forms import PICKER_LEFT_OUT, PICKER_NOT_A_PHOTO
+from catalog.models import Listing
 from catalog.services import LISTING_MAX_PHOTOS
 from tests.e2e.conftest import DESKTOP, sign_up
 from tests.photo_bytes import jpeg_bytes
@@ -32,25 +34,21 @@ def create_page(new_page):
     return page
 
 
-def test_photos_past_the_limit_are_left_out_and_both_messages_stay(create_page, tmp_path: Path) -> None:
+def test_photos_past_the_limit_are_left_out_and_the_message_stays(create_page, tmp_path: Path) -> None:
     page = create_page
 
     # when the seller picks one photo more than a listing holds
     page.locator("#id_photos").set_input_files(jpegs(tmp_path, LISTING_MAX_PHOTOS + 1))
 
-    # then the first ten are ready, and the note about the eleventh stays next to that count
-    status = page.locator("[data-photo-status]")
-    status.filter(has_text=f"{LISTING_MAX_PHOTOS} photos ready").wait_for()
-    assert page.locator("[data-previews] .preview").count() == LISTING_MAX_PHOTOS
+    # then the first ten are uploaded into the draft, and the note about the eleventh stays next to them
+    page.locator("#photos .photo-tile").nth(LISTING_MAX_PHOTOS - 1).wait_for()
     notes = page.locator("#photo-notes")
+    notes.filter(has_text=PICKER_LEFT_OUT.format(count="1 photo")).wait_for()
     assert notes.is_visible()
     assert notes.inner_text() == PICKER_LEFT_OUT.format(count="1 photo")
-
-    # and picking more into the full listing says so again, the count unchanged
-    page.locator("#id_photos").set_input_files(jpegs(tmp_path, 2))
-    notes.filter(has_text=PICKER_LEFT_OUT.format(count="2 photos")).wait_for()
-    assert status.inner_text() == f"{LISTING_MAX_PHOTOS} photos ready"
-    assert page.locator("[data-previews] .preview").count() == LISTING_MAX_PHOTOS
+    assert page.locator("#photos .photo-tile").count() == LISTING_MAX_PHOTOS
+    # and the full listing offers no picker any more
+    assert page.locator("#id_more_photos").count() == 0
 
 
 def test_a_text_file_named_jpg_is_not_counted_and_is_named(create_page, tmp_path: Path) -> None:
@@ -62,15 +60,12 @@ def test_a_text_file_named_jpg_is_not_counted_and_is_named(create_page, tmp_path
     # when the seller picks a real photo and a text file named .jpg
     page.locator("#id_photos").set_input_files([photo, str(fake)])
 
-    # then only the photo is ready, with a preview, and the text file is named as left out
+    # then only the photo is uploaded, and the text file is named as left out
+    page.locator("#photos .photo-tile").first.wait_for()
     page.locator("#photo-notes").filter(has_text=PICKER_NOT_A_PHOTO.format(name="notes.jpg")).wait_for()
-    assert page.locator("[data-photo-status]").inner_text() == "1 photo ready"
-    assert page.locator("[data-previews] .preview").count() == 1
-    assert page.locator("[data-previews] .preview img").count() == 1
-    # and the form would send the photo alone
-    assert page.locator("#id_photos").evaluate("input => Array.from(input.files, f => f.name)") == [
-        "photo-01.jpg"
-    ]
+    assert page.locator("#photos .photo-tile").count() == 1
+    listing = Listing.objects.get(seller__username="picker")
+    assert [image.position for image in listing.images.all()] == [0]
 
 
 def test_a_text_file_alone_counts_as_no_photo(create_page, tmp_path: Path) -> None:
@@ -84,3 +79,5 @@ def test_a_text_file_alone_counts_as_no_photo(create_page, tmp_path: Path) -> No
     assert page.locator("[data-photo-status]").inner_text() == ""
     assert page.locator("[data-previews] .preview").count() == 0
     assert page.locator("#id_photos").evaluate("input => input.files.length") == 0
+    # and nothing was sent: no draft
+    assert not Listing.objects.exists()

@@ -1,6 +1,6 @@
 """A reviewer in a real browser works the review queue with the keyboard: 2 accepts the second
 suggestion, c opens the category picker (typed search, Enter), r rejects; every key records a
-decision and moves to the next listing."""
+decision and moves to the next listing; u undoes the last one, which the audit trail keeps."""
 
 from __future__ import annotations
 
@@ -104,3 +104,25 @@ def test_a_reviewer_accepts_corrects_and_rejects_with_the_keyboard(new_page) -> 
     assert decisions[third.pk].action == DecisionAction.REJECTED and decisions[third.pk].category is None
     assert {d.actor.username for d in decisions.values()} == {"rita"}
     assert "Rejected" in page.locator("#review-status").inner_text()
+
+    # when the reviewer presses u
+    page.keyboard.press("u")
+
+    # then the reject is undone: the third listing is back in the queue as the current one
+    page.locator(f'[data-review-item="{third.pk}"][data-undone]').wait_for()
+    assert page.locator(".review-item.is-current").get_attribute("data-review-item") == str(third.pk)
+    assert "Undid your decision" in page.locator("#review-status").inner_text()
+    third.refresh_from_db()
+    assert (third.category, third.category_source) == (None, CategorySource.NONE)
+    # and the audit trail keeps the reject and its undoing
+    trail = list(CategoryDecision.objects.filter(listing=third).order_by("created_at", "id"))
+    assert [d.action for d in trail] == [DecisionAction.REJECTED, DecisionAction.UNDONE]
+    assert trail[1].undoes == trail[0] and trail[1].actor.username == "rita"
+    # (its photo is shown to reviewers though the listing has no category, so is not public)
+    assert page.locator(f'[data-review-item="{third.pk}"] img').evaluate("img => img.naturalWidth") > 0
+    page.evaluate("window.scrollTo(0, 0)")
+    screenshot(page, "review-undo-desktop")
+
+    # and the audit page shows it
+    page.goto(f"/staff/listings/{third.pk}/")
+    page.locator("[data-undone]").wait_for()

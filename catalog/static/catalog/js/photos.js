@@ -401,7 +401,11 @@
   }
 
   document.addEventListener("htmx:afterRequest", function (event) {
-    var form = event.detail.elt && event.detail.elt.closest && event.detail.elt.closest("[data-photo-form]");
+    // A photo form swapped out by its own answer gets the event re-sent from an ancestor still in
+    // the page: the element that made the request is then the request's, not the event's.
+    var config = event.detail.requestConfig;
+    var elt = (config && config.elt) || event.detail.elt;
+    var form = elt && elt.closest && elt.closest("[data-photo-form]");
     if (form && event.detail.successful) uploadDone(performance.now());
   });
   new MutationObserver(noteSuggestions).observe(document.documentElement, {
