@@ -28,8 +28,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from classifier.datasets import CLOTHING_SMALL, dataset_dir
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
-DATASET = REPO_ROOT.parent / "shared" / "datasets" / "clothing-small"
+DATASET = dataset_dir(CLOTHING_SMALL)
 # Another run on the same servers must use other names (the smoke test does).
 BENCH_DATABASE = os.environ.get("BENCH_DATABASE", "marketplace_bench")
 BENCH_REDIS_DB = int(os.environ.get("BENCH_REDIS_DB", "14"))

@@ -14,9 +14,11 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
+from classifier.datasets import dataset_dir
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 FIXTURE_PHOTOS = REPO_ROOT / "tests" / "fixtures" / "photos"
-SHARED_DATASETS = REPO_ROOT.parent / "shared" / "datasets"
+SHARED_DATASETS = dataset_dir()
 
 
 def wait_for(predicate: Callable[[], object], *, timeout: float = 90.0, interval: float = 0.1) -> object:
