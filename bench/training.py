@@ -20,6 +20,7 @@ import argparse
 import hashlib
 import json
 import os
+import secrets
 import sys
 import tempfile
 import time
@@ -28,8 +29,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from classifier.datasets import CLOTHING_SMALL, dataset_dir
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
-DATASET = REPO_ROOT.parent / "shared" / "datasets" / "clothing-small"
+DATASET = dataset_dir(CLOTHING_SMALL)
 RESULTS = REPO_ROOT / "bench" / "training-results.json"
 
 
@@ -58,6 +61,8 @@ def _setup(media_root: str) -> None:
     os.environ["DATABASE_URL"] = scratch
     os.environ["MEDIA_ROOT"] = media_root
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+    # Settings refuse to start without a key when DEBUG is off; a benchmark run makes its own.
+    os.environ.setdefault("DJANGO_SECRET_KEY", secrets.token_urlsafe(50))
     import django
 
     django.setup()

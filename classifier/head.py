@@ -16,10 +16,11 @@ from typing import Any
 
 import numpy as np
 
+from classifier.autoaccept import AutoAcceptPolicy
 from classifier.preprocess import CENTRE_VIEW, View
 
 ARTIFACTS_DIR = Path(__file__).resolve().parent / "artifacts"
-DEFAULT_HEAD_VERSION = "fashion-linear-v2"
+DEFAULT_HEAD_VERSION = "fashion-linear-v3"
 FEATURE_TRANSFORMS = ("none", "l2", "sqrt-l2")
 
 
@@ -76,6 +77,8 @@ class LinearHead:
     class means of transformed training embeddings; ``temperature`` divides the logits
     (calibration, fit to minimise held-out negative log-likelihood). ``views``: the crops whose
     backbone outputs are averaged into one embedding, in training and at prediction alike.
+    ``auto_accept``: the per-category thresholds above which a suggestion sets a listing's
+    category (``classifier.autoaccept``), stored in the manifest and copied into the registry.
     """
 
     version: str
@@ -90,6 +93,7 @@ class LinearHead:
     views: tuple[View, ...] = (CENTRE_VIEW,)
     hyperparameters: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
+    auto_accept: AutoAcceptPolicy = field(default_factory=lambda: AutoAcceptPolicy(target_precision=None))
 
     def __post_init__(self) -> None:
         count = len(self.classes)
@@ -141,6 +145,7 @@ class LinearHead:
             "views": [asdict(view) for view in self.views],
             "hyperparameters": self.hyperparameters,
             "metrics": self.metrics,
+            "auto_accept": self.auto_accept.to_dict(),
             "npz_sha256": hashlib.sha256(payload).hexdigest(),
         }
         return manifest, payload
@@ -172,6 +177,7 @@ class LinearHead:
                 views=tuple(View(**view) for view in manifest.get("views", [asdict(CENTRE_VIEW)])),
                 hyperparameters=manifest.get("hyperparameters", {}),
                 metrics=manifest.get("metrics", {}),
+                auto_accept=AutoAcceptPolicy.from_manifest(manifest),
             )
         except (KeyError, TypeError) as error:
             raise ArtifactError(f"Head {manifest.get('version')!r}: malformed artifact ({error}).") from error

@@ -5,7 +5,7 @@ ranges are calibrated (min/max, averaged over batches) on 100 real photos, prepr
 in serving (the head's views). On CPUs with AVX-512 VNNI or AMX the int8 kernels run 2-3x faster
 than fp32 while the head's accuracy stays within a few tenths of a point (docs/BENCHMARKS.md).
 
-Calibration photos: ``../shared/datasets/clothing-small/train`` when present (10 per category,
+Calibration photos: ``clothing-small/train`` (see `classifier.datasets`) when present (10 per category,
 chosen deterministically), else the photos shipped in the repository (``demo/photos``,
 ``tests/fixtures/photos``). The cached file name hashes the fp32 export, the calibration photos
 and the recipe, so a different calibration set never reuses a stale model. Building takes 20 s
@@ -31,7 +31,15 @@ from pathlib import Path
 import numpy as np
 
 from classifier import integrity
-from classifier.backbone import INPUT_NAME, OnnxBackbone, default_cache_dir, ensure_onnx, onnx_filename
+from classifier.backbone import (
+    DEFAULT_TAIL,
+    INPUT_NAME,
+    OnnxBackbone,
+    default_cache_dir,
+    ensure_onnx,
+    onnx_filename,
+)
+from classifier.datasets import CLOTHING_SMALL, dataset_dir
 from classifier.preprocess import CENTRE_VIEW, ImageRejected, View, load_image, to_view_batch
 
 PRECISIONS = ("fp32", "int8")
@@ -43,7 +51,7 @@ CALIBRATION_BATCH = 10
 #: on the demo photos).
 QUANTIZED_MIN_COSINE = 0.95
 REPO_ROOT = Path(__file__).resolve().parent.parent
-SHARED_CALIBRATION_DIR = REPO_ROOT.parent / "shared" / "datasets" / "clothing-small" / "train"
+SHARED_CALIBRATION_DIR = dataset_dir(CLOTHING_SMALL) / "train"
 SHIPPED_CALIBRATION_DIRS = (REPO_ROOT / "demo" / "photos", REPO_ROOT / "tests" / "fixtures" / "photos")
 _PHOTO_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp"}
 
@@ -141,12 +149,15 @@ def quantize(fp32_path: Path, target: Path, photos: Sequence[Path], views: Seque
 
 
 def quantized_path(
-    cache_dir: str | os.PathLike[str] | None = None, *, views: Sequence[View] = (CENTRE_VIEW,)
+    cache_dir: str | os.PathLike[str] | None = None,
+    *,
+    views: Sequence[View] = (CENTRE_VIEW,),
+    tail: str | None = DEFAULT_TAIL,
 ) -> Path:
     """Where ``ensure_quantized`` keeps the int8 backbone for the default calibration photos (it
     may not exist yet). Cheap: hashes files, loads no model."""
     directory = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    fp32_path = directory / onnx_filename()
+    fp32_path = directory / onnx_filename(tail)
     return directory / quantized_filename(fp32_path, calibration_photos(), views)
 
 
@@ -155,18 +166,20 @@ def ensure_quantized(
     *,
     photos: Sequence[Path] | None = None,
     views: Sequence[View] = (CENTRE_VIEW,),
+    tail: str | None = DEFAULT_TAIL,
     rebuild: bool = True,
 ) -> Path:
     """Returns the cached int8 backbone, verified, building it first (fp32 export included) if
     missing or if it fails its checks (see the module docstring).
 
     ``views``: the crops calibration photos are preprocessed with (pass the head's views, so
-    activation ranges match serving). Written to a temporary file and renamed into place under an
+    activation ranges match serving). ``tail``: the tuned tail of the network (see
+    ``backbone.ensure_onnx``). Written to a temporary file and renamed into place under an
     exclusive file lock, so concurrent processes build it once and never see a partial file. With
     ``rebuild=False`` a file that fails raises ``integrity.ModelCacheError`` instead.
     """
     directory = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    fp32_path = ensure_onnx(directory, rebuild=rebuild)
+    fp32_path = ensure_onnx(directory, tail=tail, rebuild=rebuild)
     chosen = list(photos) if photos is not None else calibration_photos()
     target = directory / quantized_filename(fp32_path, chosen, views)
     return integrity.ensure(

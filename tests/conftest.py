@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import time
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
@@ -10,8 +12,9 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
-from chaos import processes
-from chaos.processes import WorkerProcess, stop_worker
+from classifier.datasets import dataset_dir
+from dev.chaos import processes
+from dev.chaos.processes import WorkerProcess, stop_worker
 
 __all__ = ["WorkerProcess", "start_worker", "stop_worker", "wait_for", "point_celery_app_at"]
 
@@ -19,7 +22,7 @@ T = TypeVar("T")
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 FIXTURE_PHOTOS = REPO_ROOT / "tests" / "fixtures" / "photos"
-SHARED_DATASETS = REPO_ROOT.parent / "shared" / "datasets"
+SHARED_DATASETS = dataset_dir()
 
 
 def wait_for(predicate: Callable[[], T | None], *, timeout: float = 90.0, interval: float = 0.1) -> T:
@@ -37,7 +40,7 @@ def point_celery_app_at(url: str) -> str:
     """
     from kombu import pools
 
-    from workers.celery import app
+    from config.celery import app
 
     previous = str(app.conf.broker_write_url)
     app.conf.broker_url = app.conf.broker_write_url = app.conf.broker_read_url = url
@@ -111,13 +114,21 @@ def celery_worker_process(
 
     Queues are purged first so tasks left by an earlier run cannot touch this run's rows.
     """
-    from workers.celery import app
+    from config.celery import app
 
     app.control.purge()
     log = tmp_path_factory.mktemp("worker") / "worker.log"
     worker = start_worker(log=log)
     yield worker
     stop_worker(worker)
+
+
+@pytest.fixture(autouse=True)
+def _own_throttle_counters(settings) -> None:  # type: ignore[no-untyped-def]
+    """Each test counts API requests (throttles) from zero, under a key prefix of its own in the
+    shared cache; never FLUSHDB, which would also empty whatever else that Redis database holds.
+    Login lockouts need nothing: their attempts are database rows, rolled back with the test."""
+    settings.CACHES = {"default": {**settings.CACHES["default"], "KEY_PREFIX": f"test-{uuid.uuid4().hex}"}}
 
 
 @pytest.fixture
@@ -129,7 +140,54 @@ def taxonomy(transactional_db: None) -> None:
 
 
 @pytest.fixture
+def shipped_version(celery_worker_process: WorkerProcess, taxonomy: None, photo_paths: list[Path]):
+    """The version the session's worker registers for its shipped head, active, with the head's
+    artifact and auto-accept thresholds, as on a fresh install.
+
+    Transactional tests truncate the row between tests, and a worker looks the active version up
+    (and registers its own) only every ACTIVE_MODEL_CHECK_S: waiting that long first makes the
+    worker register it again before it scores the warm-up photo, as it does at start-up.
+    """
+    from django.conf import settings
+
+    from catalog import services
+    from catalog.models import ClassificationStatus, ListingImage, ModelVersion
+    from tests.factories import ListingFactory
+
+    time.sleep(settings.ACTIVE_MODEL_CHECK_S + 0.5)
+    image = services.image_add(
+        listing=ListingFactory(title="warm-up"), upload=photo_paths[0].read_bytes(), filename="warm-up.jpg"
+    )
+    wait_for(
+        lambda: ListingImage.objects.filter(pk=image.pk, status=ClassificationStatus.DONE).exists(),
+        timeout=120,
+    )
+    return ModelVersion.objects.get(is_active=True)
+
+
+@pytest.fixture
 def seller(transactional_db: None):
     from tests.factories import UserFactory
 
     return UserFactory()
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    """moto's S3 server on a free loopback port, for the session (the S3 test tier)."""
+    from tests.s3_server import start_s3_server
+
+    server = start_s3_server(tmp_path_factory.mktemp("s3") / "moto.log")
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def s3_bucket(s3_server, settings, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A fresh bucket on the S3 server, used by this test process's Django storage
+    (STORAGE_BACKEND=s3) for this test only. Returns the bucket name."""
+    from tests.s3_server import use_bucket
+
+    bucket = s3_server.create_bucket()
+    use_bucket(s3_server, bucket, settings=settings, monkeypatch=monkeypatch)
+    return bucket

@@ -34,7 +34,7 @@ from catalog import selectors, services
 from catalog.models import ClassificationStatus, ListingImage, ModelVersion
 from classifier.preprocess import ImageRejected
 from workers import inference, retry
-from workers.storage import photo_reader
+from workers.storage import photo_reader, storage_error
 
 logger = logging.getLogger("workers.tasks")
 
@@ -199,6 +199,7 @@ def _classify_group(
     """Run `images` through the batch classifier, recording each photo's result in `results` as
     soon as it is known. Errors of one photo (its read, its decode, its database write) are
     settled for that photo alone; anything else propagates."""
+    images = _verified_uploads(images, run, results)
     by_id = {image.pk: image for image in images}
     began = time.perf_counter()
     batcher = inference.batch_classifier_for(run.classifier)
@@ -221,6 +222,27 @@ def _classify_group(
         result = results[image.pk]
         top = prediction.top_k[0] if prediction is not None and result.outcome is PhotoOutcome.DONE else None
         _log(image.pk, run.model_version.name, top, began, prediction, result, batch=len(images))
+
+
+def _verified_uploads(
+    images: Sequence[ListingImage], run: _Run, results: dict[int, PhotoResult]
+) -> list[ListingImage]:
+    """Photos uploaded straight to the bucket are validated (and re-encoded) before anything
+    else (`services.image_upload_verify`); returns the photos ready to classify."""
+    ready = []
+    for image in images:
+        try:
+            refused = services.image_upload_verify(image=image)
+        except SoftTimeLimitExceeded:
+            raise
+        except Exception as error:
+            results.update(settle([image.pk], storage_error(error), run.retries))
+            continue
+        if refused is None:
+            ready.append(image)
+        else:
+            results[image.pk] = PhotoResult(PhotoOutcome(refused))
+    return ready
 
 
 def _record(image: ListingImage, prediction: Any, run: _Run) -> PhotoResult:

@@ -12,8 +12,9 @@ import subprocess
 import sys
 import threading
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from celery import signals
 from django.conf import settings
 
 if TYPE_CHECKING:
@@ -21,6 +22,7 @@ if TYPE_CHECKING:
     from classifier import ImageClassifier
     from classifier.batching import BatchClassifier
     from classifier.taxonomy import Taxonomy
+    from classifier.views import ViewPolicy
 
 logger = logging.getLogger(__name__)
 
@@ -29,12 +31,12 @@ _classifier: ImageClassifier | None = None
 # The classifier of the active version and when the active version was last looked up.
 _serving: ImageClassifier | None = None
 _checked_at = 0.0
-_shipped_attached = False
 _batchers: dict[str, BatchClassifier] = {}
 _by_version: dict[str, ImageClassifier] = {}
 # Why this process cannot classify, once its model failed to load ("" while it can).
 _unavailable = ""
 _AUTO_THREADS_ENV = "CLASSIFIER_THREADS_AUTO"
+_one_process_pool = False
 MODEL_VERSION_UNAVAILABLE = (
     "This worker serves model version {serving!r} and cannot load {name!r}; "
     "activate the version first or start workers that serve it."
@@ -51,8 +53,10 @@ class ClassifierUnavailable(RuntimeError):
 
 
 def set_process_count(processes: int) -> None:
-    """Record how many worker processes share this machine (called in the parent, before fork)."""
+    """Record how many worker processes share this machine (called in the parent, before fork).
+    A solo or threads pool is one process whatever its concurrency."""
     cores = os.cpu_count() or 1
+    processes = 1 if _one_process_pool else processes
     os.environ[_AUTO_THREADS_ENV] = str(max(1, cores // max(1, processes)))
 
 
@@ -67,6 +71,44 @@ def providers() -> list[str] | None:
     if settings.CLASSIFIER_DEVICE == "cuda":
         return ["CUDAExecutionProvider", "CPUExecutionProvider"]
     return None
+
+
+GPU_NEEDS_ONE_PROCESS = (
+    "CLASSIFIER_DEVICE=cuda needs one worker process per GPU without fork: start it with "
+    "--pool solo (or --pool threads), one worker per GPU (CUDA_VISIBLE_DEVICES), not --pool {pool}."
+)
+
+
+@signals.worker_init.connect
+def _check_pool(sender: Any = None, **_: Any) -> None:
+    """CUDA contexts do not survive fork and one GPU shared by several processes holds several
+    copies of the model: a CUDA worker runs the solo or threads pool, one worker per GPU. Those
+    pools are one process, which then gets every core's threads."""
+    global _one_process_pool
+    pool = getattr(sender, "pool_cls", None)  # a name ("prefork", "solo") until Celery resolves it
+    name = (pool if isinstance(pool, str) else getattr(pool, "__module__", "")) or "prefork"
+    if settings.CLASSIFIER_DEVICE == "cuda" and "prefork" in name:
+        raise RuntimeError(GPU_NEEDS_ONE_PROCESS.format(pool=name))
+    _one_process_pool = "prefork" not in name
+    if _one_process_pool:
+        set_process_count(1)
+
+
+def batch_size() -> int:
+    """Photos per onnxruntime call: CLASSIFIER_BATCH_SIZE, else 16 on the CPU (faster than 32 on
+    2 cores, half the activation memory) and 64 on a GPU (which needs larger batches to fill)."""
+    if settings.CLASSIFIER_BATCH_SIZE > 0:
+        return settings.CLASSIFIER_BATCH_SIZE
+    return 64 if settings.CLASSIFIER_DEVICE == "cuda" else 16
+
+
+def view_policy() -> ViewPolicy:
+    """Which of the head's views run for which photo (CLASSIFIER_SECOND_VIEW_MARGIN, else the
+    classifier's default; see `classifier.views`)."""
+    from classifier.views import ViewPolicy
+
+    margin = settings.CLASSIFIER_SECOND_VIEW_MARGIN
+    return ViewPolicy() if margin is None else ViewPolicy(second_view_margin=margin)
 
 
 def decode_threads() -> int:
@@ -120,7 +162,7 @@ def _load() -> ImageClassifier:
     backbone = OnnxBackbone.verified(
         path, num_threads=threads_per_process(), providers=providers(), spin=False
     )
-    return ImageClassifier(head=head, taxonomy=load_taxonomy(), backbone=backbone)
+    return ImageClassifier(head=head, taxonomy=load_taxonomy(), backbone=backbone, view_policy=view_policy())
 
 
 def base_classifier() -> ImageClassifier:
@@ -193,28 +235,27 @@ def follow_active(base: ImageClassifier) -> ImageClassifier:
 
 
 def _attach_shipped(base: ImageClassifier) -> None:
-    """Store the shipped head's artifact and figures on its version row once the row exists, so
-    the registry can compare with it, show it and activate it again like any trained version."""
-    global _shipped_attached
-    if _shipped_attached:
-        return
+    """Register the shipped head's version (the first becomes active) with its artifact, figures
+    and auto-accept thresholds, before it scores a photo: then the registry can compare with it,
+    show it and activate it again like any trained version, and its first suggestions auto-accept
+    like every later one. Checked at each look-up of the active version (one indexed query once
+    attached), so a row created meanwhile without them gets them."""
     from catalog import services
     from catalog.models import ModelVersion
 
-    row = ModelVersion.objects.filter(name=base.model_version).only("pk", "head_npz").first()
-    if row is None:
+    if ModelVersion.objects.filter(name=base.model_version).exclude(head_npz=b"").exists():
         return
-    if not bytes(row.head_npz or b""):
-        manifest, payload = base.head.to_bytes()
-        services.model_version_artifact_attach(
-            version=row,
-            head_manifest=manifest,
-            head_npz=payload,
-            metrics=dict(base.head.metrics),
-            auto_accept_thresholds={},
-            auto_accept_precision=None,
-        )
-    _shipped_attached = True
+    row = services.model_version_ensure(name=base.model_version, backbone_version=base.backbone_version)
+    manifest, payload = base.head.to_bytes()
+    policy = base.head.auto_accept
+    services.model_version_artifact_attach(
+        version=row,
+        head_manifest=manifest,
+        head_npz=payload,
+        metrics=dict(base.head.metrics),
+        auto_accept_thresholds=dict(policy.thresholds),
+        auto_accept_precision=policy.target_precision,
+    )
 
 
 def taxonomy() -> Taxonomy:
@@ -260,7 +301,9 @@ def classifier_for_version(model_version: ModelVersion) -> ImageClassifier:
 
     try:
         head = LinearHead.from_bytes(manifest, payload)
-        other = ImageClassifier(head=head, taxonomy=taxonomy(), backbone=classifier.backbone)
+        other = ImageClassifier(
+            head=head, taxonomy=taxonomy(), backbone=classifier.backbone, view_policy=classifier.view_policy
+        )
     except ArtifactError as error:
         raise ModelVersionUnavailable(str(error)) from error
     other.model_version = model_version.name
@@ -276,9 +319,7 @@ def batch_classifier_for(classifier: ImageClassifier) -> BatchClassifier:
         from classifier.batching import BatchClassifier
 
         with _lock:
-            batcher = BatchClassifier(
-                classifier, decode_threads=decode_threads(), batch_size=settings.CLASSIFIER_BATCH_SIZE
-            )
+            batcher = BatchClassifier(classifier, decode_threads=decode_threads(), batch_size=batch_size())
             _batchers[classifier.model_version] = batcher
     return batcher
 
@@ -294,11 +335,10 @@ def batch_classifier_discard(classifier: ImageClassifier) -> None:
 
 def reset_after_fork() -> None:
     """Forget a classifier inherited from the parent (never used across fork)."""
-    global _classifier, _serving, _checked_at, _shipped_attached, _unavailable
+    global _classifier, _serving, _checked_at, _unavailable
     _classifier = None
     _unavailable = ""
     _serving = None
     _checked_at = 0.0
-    _shipped_attached = False
     _batchers.clear()
     _by_version.clear()

@@ -24,7 +24,7 @@ import time
 from typing import Any
 
 from catalog.queueing import CLASSIFIER_READY_KEY, CLASSIFIER_READY_TTL_S
-from workers.queues import Queue
+from catalog.tasks_contract import Queue
 
 logger = logging.getLogger(__name__)
 

@@ -21,13 +21,21 @@ def photo_read(name: str) -> bytes:
         with default_storage.open(name, "rb") as handle:
             return bytes(handle.read())
     except Exception as error:
-        if storage_error_is_missing(error):
-            if isinstance(error, FileNotFoundError):
-                raise
-            raise FileNotFoundError(name) from error
-        if storage_error_is_transient(error):
-            raise StorageUnavailable(describe(error)) from error
-        raise
+        sorted_error = storage_error(error)
+        if sorted_error is error:
+            raise
+        raise sorted_error from error
+
+
+def storage_error(error: BaseException) -> BaseException:
+    """`error`, raised by Django's storage API, as the retry policy knows it: FileNotFoundError
+    for a missing file (also S3's 404), `StorageUnavailable` when a retry may succeed, else
+    `error` itself."""
+    if storage_error_is_missing(error):
+        return error if isinstance(error, FileNotFoundError) else FileNotFoundError(str(error))
+    if storage_error_is_transient(error) and not isinstance(error, StorageUnavailable):
+        return StorageUnavailable(describe(error))
+    return error
 
 
 def photo_reader(name: str) -> Callable[[], bytes]:

@@ -14,9 +14,10 @@ from celery_batches import SimpleRequest
 from django.conf import settings
 
 from catalog import services
+from catalog.tasks_contract import TaskName
+from config.celery import app
 from workers import inference, readiness, retry
 from workers.batches import AckLateBatches, report_succeeded
-from workers.celery import app
 from workers.classify import PhotoOutcome, PhotoResult, classify_images, settle
 
 logger = logging.getLogger("workers.tasks")
@@ -56,7 +57,7 @@ def _refresh_readiness(**_: Any) -> None:
 
 
 @app.task(
-    name="workers.tasks.image_classify_task",
+    name=TaskName.IMAGE_CLASSIFY,
     base=AckLateBatches,
     bind=True,
     flush_every=settings.CLASSIFY_BATCH_SIZE,
@@ -147,13 +148,13 @@ def _send_again(
         sent.add(image_id)
 
 
-@app.task(name="workers.tasks.images_requeue_stuck_task")
+@app.task(name=TaskName.IMAGES_REQUEUE_STUCK)
 def images_requeue_stuck_task() -> int:
     """Periodic sweeper: re-send photos a crash or a broker outage left PENDING/QUEUED."""
     return services.images_requeue_stuck()
 
 
-@app.task(name="workers.tasks.jobs_sweep_task")
+@app.task(name=TaskName.JOBS_SWEEP)
 def jobs_sweep_task() -> dict[str, int]:
     """Periodic sweeper of the other durable states: training runs that will never finish are
     set aside with their reason, bulk jobs left PLANNING get their planning sent again."""
@@ -161,3 +162,21 @@ def jobs_sweep_task() -> dict[str, int]:
         "training_runs_set_aside": services.training_runs_sweep(),
         "bulk_plans_sent": services.bulk_jobs_requeue_stuck(),
     }
+
+
+@app.task(name=TaskName.CLASSIFY_PROBES_DELETE_EXPIRED)
+def classify_probes_delete_expired_task() -> int:
+    """Periodic: delete POST /api/classify probe listings past CLASSIFY_PROBE_RETENTION_S."""
+    return services.classify_probes_delete_expired()
+
+
+@app.task(name=TaskName.API_TOKENS_DELETE_EXPIRED)
+def api_tokens_delete_expired_task() -> int:
+    """Periodic: delete expired API tokens."""
+    return services.api_tokens_delete_expired()
+
+
+@app.task(name=TaskName.STORED_FILES_SWEEP)
+def stored_files_sweep_task() -> int:
+    """Periodic sweeper: delete stored files no photo row names (rolled-back or unregistered uploads)."""
+    return services.stored_files_sweep()

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from django.core.management import call_command
 
-from catalog.models import CategorySource, ClassificationStatus, Listing, ListingImage
+from catalog.models import CategorySource, ClassificationStatus, Listing, ListingImage, ModelVersion
 from tests.conftest import WorkerProcess
 
 pytestmark = [pytest.mark.worker, pytest.mark.usefixtures("taxonomy")]
@@ -40,6 +40,7 @@ def test_import_photos_creates_listings_and_prints_the_suggestions(
     table = out.getvalue()
     assert "4 new listings, 0 already imported" in table
     assert "photo" in table and "suggested category" in table and "model version" in table
+    assert "listing category (source)" in table and "shoes (seller)" in table
     for name in ("shoes/first.jpg", "shoes/second.jpg", "loose.jpg", "broken.jpg"):
         assert name in table
     assert "FAILED" in table
@@ -49,3 +50,24 @@ def test_import_photos_creates_listings_and_prints_the_suggestions(
     call_command("import_photos", str(tmp_path), "--wait", "--timeout", "60", stdout=again)
     assert "0 new listings, 4 already imported" in again.getvalue()
     assert Listing.objects.count() == 4
+
+
+def test_imported_photos_without_a_seller_choice_get_their_category_from_the_model(
+    shipped_version: ModelVersion, tmp_path: Path
+) -> None:
+    from tests.conftest import FIXTURE_PHOTOS
+
+    # given a clear photo of shoes in a folder named after its category
+    (tmp_path / "shoes").mkdir()
+    shutil.copy(next((FIXTURE_PHOTOS / "shoes").glob("*.jpg")), tmp_path / "shoes" / "boots.jpg")
+
+    # when it is imported with folder names ignored (the seller skipped the choice)
+    out = io.StringIO()
+    call_command("import_photos", str(tmp_path), "--ignore-folders", "--wait", "--timeout", "180", stdout=out)
+
+    # then the model set the listing's category, and the table says so
+    listing = Listing.objects.get(title="boots")
+    assert (listing.category_source, listing.category.slug) == (CategorySource.AUTO, "shoes")
+    table = out.getvalue()
+    assert "shoes (auto)" in table
+    assert "1 of 1 listings auto-accepted" in table

@@ -8,6 +8,7 @@ from django.test import Client
 from django.urls import reverse
 
 from catalog import selectors, services
+from catalog.access import MODEL_MANAGER_GROUP
 from catalog.models import (
     Category,
     ModelActivation,
@@ -16,7 +17,7 @@ from catalog.models import (
     TrainingRun,
     TrainingStatus,
 )
-from catalog.services.registry import MODEL_TRAIN_TASK
+from catalog.views import registry as registry_views
 from tests.catalog.review_helpers import staff_user, version
 from tests.factories import UserFactory
 
@@ -35,8 +36,8 @@ def _compare(candidate: ModelVersion, baseline: ModelVersion) -> ModelComparison
 
 
 def test_training_is_queued_after_commit_once(django_capture_on_commit_callbacks) -> None:  # type: ignore[no-untyped-def]
-    # given a staff user
-    user = staff_user()
+    # given a model manager
+    user = staff_user(groups=[MODEL_MANAGER_GROUP])
 
     # when they ask for training twice
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
@@ -53,12 +54,12 @@ def test_training_is_queued_after_commit_once(django_capture_on_commit_callbacks
 
 
 def test_the_training_task_is_routed_to_the_training_queue() -> None:
-    from workers.celery import app
-    from workers.queues import Queue
+    from catalog.tasks_contract import Queue, TaskName
+    from config.celery import app
 
     # then the names the catalogue sends go to the training queue
-    assert app.conf.task_routes[MODEL_TRAIN_TASK] == {"queue": Queue.TRAINING.value}
-    assert app.conf.task_routes["workers.training.model_compare_task"] == {"queue": Queue.TRAINING.value}
+    assert app.conf.task_routes[TaskName.MODEL_TRAIN] == {"queue": Queue.TRAINING.value}
+    assert app.conf.task_routes[TaskName.MODEL_COMPARE] == {"queue": Queue.TRAINING.value}
 
 
 def test_activation_needs_a_comparison_with_the_active_version() -> None:
@@ -141,7 +142,7 @@ def test_registry_page_shows_versions_side_by_side_and_activates(client: Client)
         held_out_photos=500,
     )
     _compare(candidate, active)
-    client.force_login(staff_user(can_activate=True))
+    client.force_login(staff_user(groups=[MODEL_MANAGER_GROUP]))
 
     # when staff open the registry and press Activate
     page = client.get(reverse("catalog:registry")).content.decode()
@@ -159,7 +160,7 @@ def test_an_uncompared_candidate_offers_compare_not_activate(client: Client) -> 
     # given an active version and an uncompared candidate
     version("active", active=True)
     candidate = version("candidate")
-    client.force_login(staff_user(can_activate=True))
+    client.force_login(staff_user(groups=[MODEL_MANAGER_GROUP]))
 
     # when staff open the registry, and post activate anyway
     page = client.get(reverse("catalog:registry")).content.decode()
@@ -196,7 +197,7 @@ def test_a_version_page_serves_its_confusion_matrix_and_reliability_diagram(clie
         },
         auto_accept_thresholds={"hat": 0.93},
     )
-    client.force_login(staff_user())
+    client.force_login(staff_user(groups=[MODEL_MANAGER_GROUP]))
 
     # when staff open the version page and its two charts
     page = client.get(reverse("catalog:model-version", args=[trained.pk])).content.decode()
@@ -223,3 +224,38 @@ def test_staff_add_a_category_that_training_will_pick_up() -> None:
     assert any(entry["slug"] == "scarves" for entry in selectors.taxonomy_entries())
     with pytest.raises(ValueError, match="already exists"):
         services.category_add(name="Scarves")
+
+
+def test_a_version_page_states_its_target_and_which_categories_wait_for_people(client: Client) -> None:
+    # given a version whose held-out auto-accept figures were recorded without a target precision,
+    # and a threshold for one of its two categories
+    recorded = version("recorded")
+    ModelVersion.objects.filter(pk=recorded.pk).update(
+        metrics={
+            "held_out": {
+                "n": 4,
+                "accuracy": 0.75,
+                "per_category": {
+                    "hat": {"precision": 1.0, "recall": 0.5, "f1": 0.667, "support": 2},
+                    "shoes": {"precision": 0.67, "recall": 1.0, "f1": 0.8, "support": 2},
+                },
+                "auto_accept": {"photos": 4, "accepted": 1, "correct": 1, "coverage": 0.25, "precision": 1.0},
+            }
+        },
+        auto_accept_thresholds={"hat": 0.93},
+        auto_accept_precision=None,
+    )
+    client.force_login(staff_user(groups=[MODEL_MANAGER_GROUP]))
+
+    # when staff open the version page
+    page = client.get(reverse("catalog:model-version", args=[recorded.pk])).content.decode()
+
+    # then no empty target is printed, and the category without a threshold says people decide
+    assert "target precision )" not in page and "target precision" not in page
+    assert "never" not in page
+    assert "people decide" in page and registry_views.NO_THRESHOLD.split(":")[0] in page
+
+    # and with a target recorded, it is printed
+    ModelVersion.objects.filter(pk=recorded.pk).update(auto_accept_precision=0.97)
+    page = client.get(reverse("catalog:model-version", args=[recorded.pk])).content.decode()
+    assert "(target precision 0.97)" in page

@@ -13,7 +13,7 @@ from django.utils import timezone
 from catalog import services
 from catalog.models import BulkJob, BulkJobStatus, ModelVersion, TrainingRun, TrainingStatus
 from catalog.services.registry import TRAINING_RUN_LOST, TRAINING_RUN_STOPPED, TRAINING_RUN_SUPERSEDED
-from config.embedded import start_redis
+from dev.embedded import start_redis
 from tests.conftest import point_celery_app_at
 
 pytestmark = pytest.mark.django_db
@@ -121,8 +121,8 @@ def test_the_sweeper_plans_again_a_bulk_job_left_planning(broker) -> None:  # ty
 
 
 def test_the_job_sweeper_runs_every_minute_on_the_maintenance_queue() -> None:
-    from workers.celery import app
-    from workers.queues import Queue
+    from catalog.tasks_contract import Queue
+    from config.celery import app
 
     schedule = {entry["task"]: entry["schedule"] for entry in app.conf.beat_schedule.values()}
     assert schedule["workers.tasks.jobs_sweep_task"] == 60.0

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from chaos.cache import rewrite_checksum, scramble_weights
 from classifier import integrity
 from classifier.backbone import OnnxBackbone, ensure_onnx
+from dev.chaos.cache import rewrite_checksum, scramble_weights
 
 
 @pytest.fixture

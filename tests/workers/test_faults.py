@@ -11,9 +11,9 @@ import pytest
 
 from catalog import services
 from catalog.models import ClassificationStatus, ListingImage
-from chaos.photos import all_done_once, delivered, photos_upload
-from chaos.processes import kill_pool, kill_worker
-from config.embedded import start_redis
+from dev.chaos.photos import all_done_once, delivered, photos_upload
+from dev.chaos.processes import kill_pool, kill_worker
+from dev.embedded import start_redis
 from tests.conftest import WorkerProcess, point_celery_app_at, start_worker, stop_worker, wait_for
 from tests.factories import ListingFactory
 

@@ -15,8 +15,8 @@ from django.test import Client
 from catalog import services
 from catalog.models import ClassificationStatus, ListingImage
 from catalog.queueing import queue_depths
-from chaos.cache import block_manifest, copy_cache, truncate
-from config.embedded import start_redis
+from dev.chaos.cache import block_manifest, copy_cache, truncate
+from dev.embedded import start_redis
 from tests.conftest import point_celery_app_at, start_worker, stop_worker, wait_for
 from tests.factories import ListingFactory, UserFactory
 

@@ -20,7 +20,7 @@ import pytest
 
 from catalog import services
 from catalog.models import CategorySuggestion, ListingImage
-from chaos.photos import (
+from dev.chaos.photos import (
     Sabotage,
     all_done_once,
     failure_reason,
@@ -28,7 +28,7 @@ from chaos.photos import (
     stored_path,
     upload_with_culprit,
 )
-from config.embedded import start_redis
+from dev.embedded import start_redis
 from tests.conftest import WorkerProcess, point_celery_app_at, start_worker, stop_worker, wait_for
 from tests.factories import ListingFactory
 

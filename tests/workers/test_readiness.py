@@ -11,7 +11,7 @@ from celery import Celery
 from django.test import Client
 
 from catalog.queueing import CLASSIFIER_READY_KEY
-from config.embedded import start_redis
+from dev.embedded import start_redis
 from tests.conftest import point_celery_app_at
 from tests.factories import UserFactory
 from workers import readiness
@@ -50,7 +50,7 @@ def test_a_worker_that_cannot_classify_consumes_only_the_maintenance_queue(broke
 
 @pytest.mark.django_db
 def test_metrics_show_each_running_workers_readiness(broker: str, client: Client) -> None:
-    from workers.celery import app
+    from config.celery import app
 
     # given one worker ready, one refusing, and one that stopped publishing (its key expired)
     for name, ready in (("ready@host", True), ("refusing@host", False), ("gone@host", True)):

@@ -1,11 +1,13 @@
 """Import a folder of photos as listings, through the real queue.
 
-    python manage.py import_photos DIR [--seller NAME] [--wait] [--timeout SECONDS]
+    python manage.py import_photos DIR [--seller NAME] [--ignore-folders] [--wait] [--timeout SECONDS]
 
 One listing per photo. When a photo's parent folder is a category slug, that category is the
-seller's choice. A photo already imported for the same seller (same SHA-256) is not imported
-twice, so the command can be re-run. With --wait, it waits for every photo to be classified or
-to fail, then prints a table (photo, suggested category, confidence, model version).
+seller's choice, unless --ignore-folders: then the listing's category comes from the model
+(auto-accept) or a person, as for a seller who skipped the choice. A photo already imported for
+the same seller (same SHA-256) is not imported twice, so the command can be re-run. With --wait,
+it waits for every photo to be classified or to fail, then prints a table (photo, suggested
+category, confidence, the listing's category and who set it, model version).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import transaction
 
 from catalog import selectors, services
-from catalog.models import Category, ClassificationStatus, ListingImage
+from catalog.models import Category, CategorySource, ClassificationStatus, Listing, ListingImage
 
 PHOTO_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".heic"}
 
@@ -30,6 +32,11 @@ class Command(BaseCommand):
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("directory", type=Path)
         parser.add_argument("--seller", default="demo-seller", help="username of the seller")
+        parser.add_argument(
+            "--ignore-folders",
+            action="store_true",
+            help="folder names are not the seller's category choice (the model or a person sets it)",
+        )
         parser.add_argument("--wait", action="store_true", help="wait for suggestions, print a table")
         parser.add_argument("--timeout", type=float, default=300.0, help="seconds to wait (--wait)")
         parser.add_argument(
@@ -50,7 +57,7 @@ class Command(BaseCommand):
         if not paths:
             raise CommandError(f"no photos under {directory}")
         seller = services.user_get_or_create(username=options["seller"])
-        categories = {c.slug: c for c in Category.objects.all()}
+        categories = {} if options["ignore_folders"] else {c.slug: c for c in Category.objects.all()}
         image_ids: list[tuple[Path, int]] = []
         created = 0
         for path in paths:
@@ -91,22 +98,34 @@ class Command(BaseCommand):
             time.sleep(0.25)
         rows = []
         for path, pk in image_ids:
-            image = ListingImage.objects.select_related("listing").get(pk=pk)
+            image = ListingImage.objects.select_related("listing__category").get(pk=pk)
             suggestion = selectors.image_latest_suggestion(image=image)
+            listing_category = _listing_category(image.listing)
             if suggestion is not None:
                 rows.append(
                     (
                         str(path.relative_to(root)),
                         suggestion.category.slug,
                         f"{suggestion.confidence:.2f}",
+                        listing_category,
                         suggestion.model_version.name,
                     )
                 )
             else:
-                rows.append((str(path.relative_to(root)), "FAILED", "-", image.failure_reason))
-        header = ("photo", "suggested category", "confidence", "model version")
-        widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(4)]
+                name = str(path.relative_to(root))
+                rows.append((name, "FAILED", "-", listing_category, image.failure_reason))
+        header = ("photo", "suggested category", "confidence", "listing category (source)", "model version")
+        widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
         for row in [header, tuple("-" * w for w in widths), *rows]:
             self.stdout.write(
                 "  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=True))
             )
+        auto = sum(1 for row in rows if row[3].endswith(f"({CategorySource.AUTO.value})"))
+        self.stdout.write(f"\n{auto} of {len(rows)} listings auto-accepted (category set by the model).")
+
+
+def _listing_category(listing: Listing) -> str:
+    """The listing's category and who set it: "dress (auto)", "shoes (seller)", or "none"."""
+    if listing.category is None:
+        return "none"
+    return f"{listing.category.slug} ({listing.category_source or 'none'})"
