@@ -56,14 +56,6 @@ def model_version_active() -> ModelVersion | None:
     return ModelVersion.objects.filter(is_active=True).first()
 
 
-def image_get(*, image_id: int) -> ListingImage | None:
-    return ListingImage.objects.select_related("listing").filter(pk=image_id).first()
-
-
-def image_suggestion(*, image: ListingImage, model_version: ModelVersion) -> CategorySuggestion | None:
-    return CategorySuggestion.objects.filter(image=image, model_version=model_version).first()
-
-
 def images_stuck(*, older_than_s: int) -> QuerySet[ListingImage]:
     """Photos still PENDING or QUEUED `older_than_s` seconds after their last status change."""
     from datetime import timedelta
@@ -75,14 +67,6 @@ def images_stuck(*, older_than_s: int) -> QuerySet[ListingImage]:
         status__in=[ClassificationStatus.PENDING, ClassificationStatus.QUEUED],
         status_changed_at__lt=cutoff,
     ).order_by("pk")
-
-
-def listing_list_recent(*, limit: int = 50) -> QuerySet[Listing]:
-    return (
-        Listing.objects.select_related("seller", "category", "suggested_category")
-        .prefetch_related("images")
-        .order_by("-created_at", "-id")[:limit]
-    )
 
 
 def image_latest_suggestion(*, image: ListingImage) -> CategorySuggestion | None:
