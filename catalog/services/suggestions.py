@@ -9,7 +9,7 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from catalog import selectors, suggestion_tree
+from catalog import suggestion_tree
 from catalog.models import (
     Category,
     CategorySuggestion,
@@ -19,6 +19,7 @@ from catalog.models import (
     ListingImage,
     ModelVersion,
 )
+from catalog.selectors import catalogue as catalogue_selectors
 from catalog.services.images import image_classification_fail, image_status_set
 
 _S = ClassificationStatus
@@ -65,7 +66,7 @@ def image_classification_record(
     database does not know (taxonomy out of sync) are dropped from the top-k. Returns None when
     no category of the top-k is known; the photo then fails with a reason.
     """
-    known = selectors.categories_by_slug()
+    known = catalogue_selectors.categories_by_slug()
     entries = [entry for entry in top_k if entry.slug in known]
     if not entries:
         image_classification_fail(
@@ -114,7 +115,7 @@ def listing_suggestion_refresh(*, listing: Listing, model_version: ModelVersion)
     )
     derived = suggestion_tree.derive(
         top_ks,
-        selectors.category_parents() if top_ks else {},
+        catalogue_selectors.category_parents() if top_ks else {},
         keep=settings.SUGGESTION_TOP_K,
         confident=settings.PHOTO_CONFIDENT_MIN,
     )
