@@ -52,9 +52,9 @@ CROP_RATIO = (3 / 4, 4 / 3)
 AUGMENTATIONS = ("crop", "trivial")
 SEED = 0
 #: Tails trained from the same start with this many seeds are averaged weight by weight (a "model
-#: soup"); inference costs the same. The shipped fashion-tail-v1 is a soup of 2, a number first
-#: picked on clothing-small/test; docs/BENCHMARKS.md ("Choosing on validation") re-examines it on
-#: validation/, which alone may choose settings.
+#: soup"); inference costs the same. The shipped fashion-tail-v1 is a soup of 2, a number picked
+#: on clothing-small/test before validation/ alone chose settings; docs/BENCHMARKS.md ("Choosing
+#: on validation: the tail") compares that tail with two later recipes on validation/.
 SOUP_SEEDS = 2
 
 
