@@ -195,11 +195,15 @@ def render(results: dict[str, Any]) -> str:
 
 def write_section(doc: Path, results: dict[str, Any]) -> None:
     """Replace the section in `doc` (or append it), leaving the other sections as they are."""
+    replace_section(doc, render(results), SECTION)
+
+
+def replace_section(doc: Path, section: str, heading: str) -> None:
+    """Replace the `heading` section of `doc` (up to the next `## `) by `section`, or append it."""
     text = doc.read_text(encoding="utf-8") if doc.exists() else "# Benchmarks\n"
-    section = render(results)
-    if SECTION in text:
-        start = text.index(SECTION)
-        following = text.find("\n## ", start + len(SECTION))
+    if heading in text:
+        start = text.index(heading)
+        following = text.find("\n## ", start + len(heading))
         end = len(text) if following == -1 else following + 1
         text = text[:start] + section + ("\n" + text[end:] if following != -1 else "")
     else:

@@ -7,6 +7,7 @@ from django.http import HttpRequest
 from django.utils.html import format_html
 
 from catalog import selectors, services
+from catalog.access import BULK_APPLY_PERMISSION, BULK_RUN_PERMISSION
 from catalog.models import (
     BulkJob,
     BulkJobError,
@@ -126,8 +127,18 @@ class ModelVersionAdmin(admin.ModelAdmin):
 # --- bulk reclassification ---------------------------------------------------------------------
 
 
+# User-facing message; tests reuse it.
+BULK_APPLY_NEEDS_PERMISSION = (
+    "Only a dry run: writing suggestions for the catalogue needs the permission to apply bulk jobs."
+)
+
+
 class BulkJobStartForm(forms.ModelForm):
-    """Start a job: version, optional category subtree, dry run first (the default)."""
+    """Start a job: version, optional category subtree, dry run first (the default). A job that is
+    not a dry run writes suggestions, so it needs the apply permission (`can_apply`, set per
+    request by the admin)."""
+
+    can_apply = False
 
     class Meta:
         model = BulkJob
@@ -138,6 +149,12 @@ class BulkJobStartForm(forms.ModelForm):
         self.fields["dry_run"].initial = True
         self.fields["chunk_size"].initial = settings.BULK_CHUNK_SIZE
         self.fields["category"].help_text = "Only listings in this category or below; empty for all."
+
+    def clean_dry_run(self) -> bool:
+        dry_run = bool(self.cleaned_data.get("dry_run"))
+        if not dry_run and not self.can_apply:
+            raise forms.ValidationError(BULK_APPLY_NEEDS_PERMISSION)
+        return dry_run
 
 
 class BulkJobErrorInline(admin.TabularInline):
@@ -202,7 +219,18 @@ class BulkJobAdmin(admin.ModelAdmin):
     def get_form(self, request: HttpRequest, obj: Any = None, change: bool = False, **kwargs: Any) -> Any:
         if obj is None:
             kwargs["form"] = BulkJobStartForm
-        return super().get_form(request, obj, change=change, **kwargs)
+        form = super().get_form(request, obj, change=change, **kwargs)
+        # A class made for this request by modelform_factory: the flag never leaks to another user.
+        form.can_apply = self.has_apply_permission(request)  # type: ignore[attr-defined]
+        return form
+
+    # Each action declares the permission it needs (`permissions=[...]` reads these methods), so
+    # a staff member who may only view jobs is offered none of them.
+    def has_run_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm(BULK_RUN_PERMISSION)
+
+    def has_apply_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm(BULK_APPLY_PERMISSION)
 
     def get_fields(self, request: HttpRequest, obj: Any = None) -> Any:
         return BulkJobStartForm.Meta.fields if obj is None else self.readonly_fields
@@ -283,19 +311,19 @@ class BulkJobAdmin(admin.ModelAdmin):
         if count:
             self.message_user(request, f"{done}: {count} job(s).", messages.SUCCESS)
 
-    @admin.action(description="Cancel selected jobs")
+    @admin.action(description="Cancel selected jobs", permissions=["run"])
     def cancel_jobs(self, request: HttpRequest, queryset: Any) -> None:
         self._each(request, queryset, services.bulk_job_cancel, "Cancelled")
 
-    @admin.action(description="Resume selected jobs (finish what is missing)")
+    @admin.action(description="Resume selected jobs (finish what is missing)", permissions=["run"])
     def resume_jobs(self, request: HttpRequest, queryset: Any) -> None:
         self._each(request, queryset, services.bulk_job_resume, "Resumed")
 
-    @admin.action(description="Retry the failed photos of selected jobs")
+    @admin.action(description="Retry the failed photos of selected jobs", permissions=["run"])
     def retry_failed_photos(self, request: HttpRequest, queryset: Any) -> None:
         self._each(request, queryset, services.bulk_job_retry_failed, "Retrying")
 
-    @admin.action(description="Apply selected dry runs")
+    @admin.action(description="Apply selected dry runs", permissions=["apply"])
     def apply_dry_runs(self, request: HttpRequest, queryset: Any) -> None:
         def apply(*, job: BulkJob) -> None:
             services.bulk_job_apply(job=job, requested_by=request.user)  # type: ignore[arg-type]

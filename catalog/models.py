@@ -65,12 +65,23 @@ class Listing(models.Model):
     )
     # A hidden listing that holds one photo sent to POST /api/classify; never shown or browsed.
     is_probe = models.BooleanField(default=False)
+    # When the seller published it (None: a draft, seen by its seller only). A published listing
+    # is public only while it has a category (`selectors.listings_public`).
+    published_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    # Two or more confident photos name categories on different branches of the tree (e.g. a
+    # laptop + toaster bundle): the listing's category is then no training label for its photos.
+    photos_disagree = models.BooleanField(default=False)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
         ordering = ["-created_at", "-id"]
         indexes = [models.Index(fields=["seller", "-created_at"])]
+        # Staff rights checked by the review pages (catalog.access).
+        permissions = [
+            ("review_listing", "Can review listings' categories (accept, correct, reject)"),
+            ("bulk_accept_listing", "Can accept the first suggestion of many listings at once"),
+        ]
 
     def __str__(self) -> str:
         return self.title
@@ -100,6 +111,9 @@ class ListingImage(models.Model):
     failure_reason = models.TextField(blank=True)
     # Incremented when a worker starts on the photo; bounds redelivery of a poison image.
     deliveries = models.PositiveIntegerField(default=0)
+    # A reviewer's decision about this photo alone (when the listing's photos disagree); it wins
+    # over the listing's category as the photo's training label.
+    label = models.ForeignKey(Category, null=True, blank=True, related_name="+", on_delete=models.PROTECT)
     status_changed_at = models.DateTimeField(auto_now_add=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
@@ -142,7 +156,10 @@ class ModelVersion(models.Model):
 
     class Meta:
         ordering = ["-created_at"]
-        permissions = [("activate_modelversion", "Can activate or roll back a model version")]
+        permissions = [
+            ("activate_modelversion", "Can activate or roll back a model version"),
+            ("train_modelversion", "Can train new versions and compare them with the active one"),
+        ]
         constraints = [
             models.UniqueConstraint(
                 fields=["is_active"],
@@ -208,6 +225,8 @@ class DecisionAction(models.TextChoices):
     CORRECTED = "corrected", "corrected by a reviewer"
     REJECTED = "rejected", "rejected by a reviewer as not classifiable"
     AUTO_ACCEPTED = "auto_accepted", "auto-accepted suggestion"
+    PHOTO_LABELLED = "photo_labelled", "photo labelled by a reviewer"
+    UNDONE = "undone", "decision undone by a reviewer"
 
 
 class CategoryDecision(models.Model):
@@ -217,10 +236,18 @@ class CategoryDecision(models.Model):
     `suggested_top_k` is what the model said at that moment ([{"slug", "confidence"}], best
     first) and `model_version` which version said it; `suggestion_rank` is the 1-based rank of
     the chosen category in it (None when the person chose something else); `threshold` is the
-    auto-accept threshold an AUTO decision cleared.
+    auto-accept threshold an AUTO decision cleared. A decision with an `image` is about that photo
+    alone (its `label`; `previous_category` is the photo's label before). An UNDONE decision
+    points at the decision it reverted (`undoes`).
     """
 
     listing = models.ForeignKey(Listing, related_name="category_decisions", on_delete=models.CASCADE)
+    image = models.ForeignKey(
+        ListingImage, null=True, blank=True, related_name="decisions", on_delete=models.CASCADE
+    )
+    undoes = models.OneToOneField(
+        "self", null=True, blank=True, related_name="undone_by", on_delete=models.SET_NULL
+    )
     action = models.CharField(max_length=16, choices=DecisionAction.choices)
     source = models.CharField(max_length=16, choices=CategorySource.choices)
     category = models.ForeignKey(Category, null=True, blank=True, related_name="+", on_delete=models.PROTECT)
@@ -312,6 +339,10 @@ class ModelActivation(models.Model):
         ModelComparison, null=True, blank=True, related_name="+", on_delete=models.SET_NULL
     )
     is_rollback = models.BooleanField(default=False)
+    # Why staff activated a version the registry's rules objected to (`objections`, the messages
+    # shown to them); both empty for an activation nothing objected to.
+    override_reason = models.TextField(blank=True)
+    objections = models.JSONField(default=list, blank=True)
     actor = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, related_name="+", on_delete=models.SET_NULL
     )
@@ -377,6 +408,11 @@ class BulkJob(models.Model):
 
     class Meta:
         ordering = ["-created_at", "-id"]
+        # Admin actions (catalog.access): cancel / resume / retry, and writing suggestions.
+        permissions = [
+            ("run_bulkjob", "Can cancel, resume and retry bulk jobs"),
+            ("apply_bulkjob", "Can apply a dry run or start a job that writes suggestions"),
+        ]
 
     def __str__(self) -> str:
         kind = "dry run" if self.dry_run else "reclassification"

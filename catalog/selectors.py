@@ -133,9 +133,16 @@ def category_paths() -> dict[int, str]:
     return {node.category.pk: node.path for node in category_tree(active_only=False)}
 
 
+def listings_published() -> QuerySet[Listing]:
+    """Listings their sellers published (no drafts, no hidden probes of POST /api/classify),
+    with or without a category: what reviewers see."""
+    return Listing.objects.filter(is_probe=False, published_at__isnull=False)
+
+
 def listings_public() -> QuerySet[Listing]:
-    """Listings anyone may see: every listing except the hidden probes of POST /api/classify."""
-    return Listing.objects.filter(is_probe=False)
+    """Listings anyone may see: published ones that have a category (chosen by a person or
+    auto-accepted). A published listing without one waits, unseen, until it gets one."""
+    return listings_published().filter(category__isnull=False)
 
 
 def listing_search(*, category: Category | None = None, query: str = "") -> QuerySet[Listing]:
@@ -154,22 +161,33 @@ def listing_search(*, category: Category | None = None, query: str = "") -> Quer
 
 
 def listings_of_seller(*, seller: AbstractBaseUser) -> QuerySet[Listing]:
-    """The seller's own listings (probes excluded), newest first, photos prefetched in order.
+    """The seller's own listings, drafts included (probes excluded), newest first, photos
+    prefetched in order.
 
     Views look listings up in this queryset only, so another seller's listing is a 404.
     """
     return (
-        listings_public()
-        .filter(seller_id=seller.pk)
+        Listing.objects.filter(is_probe=False, seller_id=seller.pk)
         .select_related("category", "suggested_category")
         .prefetch_related(Prefetch("images", queryset=ListingImage.objects.order_by("position", "id")))
         .order_by("-created_at", "-id")
     )
 
 
-def image_public(*, image_id: int) -> ListingImage | None:
-    """A photo of a public listing (not a probe), or None."""
-    return ListingImage.objects.filter(pk=image_id, listing__is_probe=False).first()
+def image_public(*, image_id: int, viewer: AbstractBaseUser | None = None) -> ListingImage | None:
+    """A photo of a public listing, of a listing of `viewer` (drafts included, probes not), or of
+    any published listing when `viewer` reviews (the queue holds listings still without a
+    category); else None."""
+    from django.db.models import Q
+
+    from catalog.access import REVIEW_PERMISSION
+
+    visible = Q(listing__in=listings_public())
+    if viewer is not None and viewer.is_authenticated:
+        visible |= Q(listing__seller_id=viewer.pk)
+        if viewer.has_perm(REVIEW_PERMISSION):  # type: ignore[attr-defined]
+            visible |= Q(listing__in=listings_published())
+    return ListingImage.objects.filter(visible, pk=image_id, listing__is_probe=False).first()
 
 
 def probe_image_of_user(*, user: AbstractBaseUser, image_id: int) -> ListingImage | None:
@@ -196,12 +214,13 @@ class SuggestedCategory:
 
 @dataclass(frozen=True)
 class PhotoState:
-    """Classification state of one photo of a listing."""
+    """Classification state of one photo of a listing, with its own top-1 once classified."""
 
     image: ListingImage
     number: int  # 1-based position shown to the seller
     status: str
     failure_reason: str
+    top: SuggestedCategory | None = None
 
 
 @dataclass(frozen=True)
@@ -210,13 +229,17 @@ class ListingSuggestions:
 
     `state`: "pending" while any photo waits for the worker (suggestions from the photos already
     classified may be there), "done" when suggestions exist and nothing waits, "failed" when every
-    photo failed, "empty" with no photo.
+    photo failed, "empty" with no photo. `disagree`: confident photos name categories on different
+    branches of the tree (each photo's own top-1 is then in `photos`). `preselected`: the
+    category auto-accept set, while it is still the first suggestion.
     """
 
     state: str
     suggestions: list[SuggestedCategory]
     photos: list[PhotoState]
     model_version: str
+    disagree: bool = False
+    preselected: Category | None = None
 
     @property
     def pending_count(self) -> int:
@@ -230,15 +253,24 @@ class ListingSuggestions:
 _WAITING = {ClassificationStatus.PENDING, ClassificationStatus.QUEUED}
 
 
-def listing_suggestions(*, listing: Listing, top: int = 3) -> ListingSuggestions:
-    """The `top` categories for the listing: each photo's latest suggestion (the active model
-    version's when there is one), confidences averaged over the photos that have one, as in
-    `services.listing_suggestion_refresh`. Three queries whatever the number of photos."""
+def category_parents() -> dict[str, str | None]:
+    """Every category's parent slug by slug (None for a top-level one), for `catalog.suggestion_tree`."""
+    rows = Category.objects.values_list("slug", "parent__slug")
+    return {slug: parent for slug, parent in rows}
+
+
+def listing_suggestions(*, listing: Listing, top: int = 3, raw: bool = False) -> ListingSuggestions:
+    """The `top` categories offered for the listing: each photo's latest suggestion (the active
+    model version's when there is one), confidences averaged over the photos that have one and
+    de-duplicated along the tree, as in `services.listing_suggestion_refresh`; alternatives under
+    `SUGGESTION_MIN_CONFIDENCE` left out. `raw=True` skips both (the model's own top-k, for
+    `POST /api/classify`). Four queries whatever the number of photos."""
+    from django.conf import settings
+
+    from catalog import suggestion_tree
+    from catalog.models import CategorySource
+
     images = list(ListingImage.objects.filter(listing=listing).order_by("position", "id"))
-    photos = [
-        PhotoState(image=image, number=i + 1, status=image.status, failure_reason=image.failure_reason)
-        for i, image in enumerate(images)
-    ]
     latest: dict[int, CategorySuggestion] = {}
     rows = (
         CategorySuggestion.objects.filter(image__listing=listing)
@@ -247,20 +279,41 @@ def listing_suggestions(*, listing: Listing, top: int = 3) -> ListingSuggestions
     )
     for suggestion in rows:
         latest.setdefault(suggestion.image_id, suggestion)
-    totals: dict[str, float] = defaultdict(float)
-    for suggestion in latest.values():
-        for entry in suggestion.top_k:
-            totals[entry["slug"]] += float(entry["confidence"])
-    ranked = sorted(totals.items(), key=lambda item: item[1], reverse=True)[:top]
-    by_slug = {c.slug: c for c in Category.objects.filter(slug__in=[slug for slug, _ in ranked])}
-    paths = category_paths() if ranked else {}
-    suggestions = [
-        SuggestedCategory(
-            category=by_slug[slug], path=paths.get(by_slug[slug].pk, slug), confidence=total / len(latest)
+    parents = category_parents() if latest else {}
+    ranked = suggestion_tree.average_top_k(s.top_k for s in latest.values())
+    if not raw:
+        ranked = suggestion_tree.along_tree(ranked, parents)
+        ranked = suggestion_tree.shown(ranked, min_confidence=settings.SUGGESTION_MIN_CONFIDENCE)
+    ranked = ranked[:top]
+    firsts = {image_id: s.top_k[0] for image_id, s in latest.items() if s.top_k}
+    wanted = {slug for slug, _ in ranked} | {str(entry["slug"]) for entry in firsts.values()}
+    by_slug = {c.slug: c for c in Category.objects.filter(slug__in=wanted)}
+    paths = category_paths() if by_slug else {}
+
+    def offered(slug: str, confidence: float) -> SuggestedCategory | None:
+        category = by_slug.get(slug)
+        if category is None:
+            return None
+        return SuggestedCategory(category=category, path=paths.get(category.pk, slug), confidence=confidence)
+
+    suggestions = [s for s in (offered(slug, confidence) for slug, confidence in ranked) if s]
+    photos = [
+        PhotoState(
+            image=image,
+            number=i + 1,
+            status=image.status,
+            failure_reason=image.failure_reason,
+            top=offered(str(firsts[image.pk]["slug"]), float(firsts[image.pk]["confidence"]))
+            if image.pk in firsts
+            else None,
         )
-        for slug, total in ranked
-        if slug in by_slug
+        for i, image in enumerate(images)
     ]
+    disagree = suggestion_tree.photos_disagree(
+        ((str(e["slug"]), float(e["confidence"])) for e in firsts.values()),
+        parents,
+        min_confidence=settings.PHOTO_CONFIDENT_MIN,
+    )
     if not photos:
         state = "empty"
     elif any(photo.status in _WAITING for photo in photos):
@@ -269,9 +322,18 @@ def listing_suggestions(*, listing: Listing, top: int = 3) -> ListingSuggestions
         state = "done"
     else:
         state = "failed"
+    preselected = None
+    auto = listing.category_source == CategorySource.AUTO and not disagree
+    if auto and suggestions and suggestions[0].category.pk == listing.category_id:
+        preselected = suggestions[0].category
     versions = {s.model_version.name for s in latest.values()}
     return ListingSuggestions(
-        state=state, suggestions=suggestions, photos=photos, model_version=", ".join(sorted(versions))
+        state=state,
+        suggestions=suggestions,
+        photos=photos,
+        model_version=", ".join(sorted(versions)),
+        disagree=disagree,
+        preselected=preselected,
     )
 
 
@@ -296,7 +358,7 @@ def review_queue(*, filters: ReviewFilters | None = None) -> QuerySet[Listing]:
     from catalog.models import CategorySource
 
     filters = filters or ReviewFilters()
-    listings = listings_public().filter(
+    listings = listings_published().filter(
         category_source__in=[CategorySource.NONE, CategorySource.AUTO], suggested_margin__isnull=False
     )
     if filters.category is not None:
@@ -317,9 +379,9 @@ def review_queue(*, filters: ReviewFilters | None = None) -> QuerySet[Listing]:
 
 
 def review_listing(*, listing_id: int) -> Listing | None:
-    """One public listing for the review pages, with what they show."""
+    """One published listing for the review pages, with what they show."""
     return (
-        listings_public()
+        listings_published()
         .select_related("category", "suggested_category", "suggested_model_version", "seller")
         .prefetch_related(Prefetch("images", queryset=ListingImage.objects.order_by("position", "id")))
         .filter(pk=listing_id)
@@ -331,7 +393,7 @@ def listing_decisions(*, listing: Listing) -> QuerySet[CategoryDecision]:
     """The listing's audit trail: every category decision, oldest first."""
     return (
         CategoryDecision.objects.filter(listing=listing)
-        .select_related("category", "previous_category", "actor", "model_version")
+        .select_related("category", "previous_category", "actor", "model_version", "undone_by")
         .order_by("created_at", "id")
     )
 
@@ -391,19 +453,28 @@ class LabelledPhoto:
 
 
 def labelled_photos() -> list[LabelledPhoto]:
-    """Every classifiable photo of a public listing whose category a seller or a reviewer set,
-    labelled with that category, in photo id order. Photos that failed to decode are left out."""
+    """Training data, in photo id order: every classifiable photo of a listing (not a probe) that
+    a person labelled. A photo's label is a reviewer's decision about that photo when there is
+    one (`ListingImage.label`), else the category a seller or a reviewer set for its listing, but
+    only when the listing's photos agree (`Listing.photos_disagree` is False): "Bags" on a laptop
+    + toaster + bag bundle labels none of its photos. Photos that failed to decode are left out."""
+    from django.db.models import Q
+    from django.db.models.functions import Coalesce
+
     from catalog.models import CategorySource
 
+    listing_label = Q(
+        listing__category__isnull=False,
+        listing__category_source__in=[CategorySource.SELLER, CategorySource.REVIEWER],
+        listing__photos_disagree=False,
+    )
     rows = (
-        ListingImage.objects.filter(
-            listing__is_probe=False,
-            listing__category__isnull=False,
-            listing__category_source__in=[CategorySource.SELLER, CategorySource.REVIEWER],
-        )
+        ListingImage.objects.filter(Q(label__isnull=False) | listing_label, listing__is_probe=False)
         .exclude(status=ClassificationStatus.FAILED)
+        .exclude(checksum="")  # a direct upload that no worker has validated yet
+        .annotate(slug=Coalesce("label__slug", "listing__category__slug"))
         .order_by("pk")
-        .values_list("pk", "listing__category__slug", "checksum", "file")
+        .values_list("pk", "slug", "checksum", "file")
     )
     return [
         LabelledPhoto(image_id=pk, slug=slug, checksum=checksum, file_name=name)

@@ -35,17 +35,21 @@ def thumbnail_name(*, image_id: int, checksum: str, size: str) -> str:
 def thumbnail_get_or_create(*, image: ListingImage, size: str) -> bytes | None:
     """WebP bytes of the photo's thumbnail whose long side is `THUMBNAIL_SIZES[size]` px.
 
-    Read from storage when cached, else rendered from the stored photo and saved. Returns None when
+    Read from storage when cached, else rendered from the stored photo and saved (not yet for a
+    direct upload that no worker has validated: it has no checksum to name it). Returns None when
     the stored photo cannot be read as an image (it then failed classification too).
     Raises `KeyError` for an unknown size.
     """
     long_side = THUMBNAIL_SIZES[size]
     name = thumbnail_name(image_id=image.pk, checksum=image.checksum, size=size)
-    try:
-        with default_storage.open(name, "rb") as handle:
-            return handle.read()
-    except (FileNotFoundError, OSError):
-        pass
+    # A direct upload has no checksum until a worker validated it: render it, cache nothing yet.
+    cacheable = bool(image.checksum)
+    if cacheable:
+        try:
+            with default_storage.open(name, "rb") as handle:
+                return handle.read()
+        except (FileNotFoundError, OSError):
+            pass
     try:
         with default_storage.open(str(image.file.name), "rb") as handle:
             data = handle.read()
@@ -54,7 +58,7 @@ def thumbnail_get_or_create(*, image: ListingImage, size: str) -> bytes | None:
     thumbnail = thumbnail_render(data, long_side=long_side)
     if thumbnail is None:
         return None
-    if not default_storage.exists(name):
+    if cacheable and not default_storage.exists(name):
         default_storage.save(name, ContentFile(thumbnail))
     return thumbnail
 

@@ -7,7 +7,8 @@ Every check runs before the photo is stored:
    the file name or the browser's content type;
 3. the pixel limit (`settings.UPLOAD_MAX_PIXELS`) is read from the header, which `Image.open`
    parses lazily, before a single pixel is decoded; Pillow's `DecompressionBombWarning` is an error;
-4. animated images are refused; the photo is then fully decoded, so a truncated or corrupt file is
+4. photos under `UPLOAD_MIN_SIDE_PX` on either side are refused (the classifier cannot read them);
+5. animated images are refused; the photo is then fully decoded, so a truncated or corrupt file is
    refused here and not in the worker.
 
 The stored copy is re-encoded: EXIF orientation applied first, then saved without EXIF, XMP or
@@ -21,13 +22,13 @@ downscale, and the web process does not carry libheif.
 from __future__ import annotations
 
 import io
+import uuid
 import warnings
 from dataclasses import dataclass
 from pathlib import PurePath
 from typing import IO
 
 from django.conf import settings
-from django.utils.text import get_valid_filename
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 # User-facing messages; tests reuse them.
@@ -38,6 +39,11 @@ UPLOAD_UNSUPPORTED_FORMAT = "{format} files are not accepted. Upload a JPEG, PNG
 UPLOAD_ANIMATED = "Animated images are not accepted. Upload a still photo."
 UPLOAD_TOO_MANY_PIXELS = "The photo has more than {limit_mp} megapixels; use a smaller photo."
 UPLOAD_CORRUPT = "The photo is damaged or incomplete and cannot be read."
+UPLOAD_TOO_SMALL = "The photo is too small: it must be at least {min_px} pixels wide and high."
+
+# The classifier refuses images under 16 px on a side (classifier.preprocess.DEFAULT_MIN_SIDE);
+# refusing them here tells the seller at once instead of failing in the worker.
+UPLOAD_MIN_SIDE_PX = 16
 
 
 class UploadRejected(ValueError):
@@ -61,7 +67,7 @@ class CleanPhoto:
     """A validated photo, re-encoded without metadata. `data` holds the bytes to store."""
 
     data: bytes
-    filename: str
+    extension: str  # "jpg", "png" or "webp"
     format: str  # "JPEG", "PNG" or "WEBP"
     content_type: str
     width: int
@@ -118,17 +124,20 @@ def photo_open(data: bytes) -> Image.Image:
     if image.format not in ACCEPTED_FORMATS:
         raise UploadRejected(UPLOAD_UNSUPPORTED_FORMAT.format(format=image.format or "These"))
     pixels_check(*image.size)
+    if min(image.size) < UPLOAD_MIN_SIDE_PX:
+        raise UploadRejected(UPLOAD_TOO_SMALL.format(min_px=UPLOAD_MIN_SIDE_PX))
     if getattr(image, "is_animated", False):  # animated PNG or WebP
         raise UploadRejected(UPLOAD_ANIMATED)
     return image
 
 
-def photo_clean(upload: bytes | IO[bytes], *, filename: str) -> CleanPhoto:
+def photo_clean(upload: bytes | IO[bytes]) -> CleanPhoto:
     """Validate one uploaded photo and re-encode it without metadata.
 
     Returns a `CleanPhoto` in the upload's own format (JPEG, PNG or WebP), EXIF orientation applied,
     no EXIF/XMP/GPS. Raises `UploadRejected` (its message is one of this module's constants) for an
-    empty, oversized, non-image, unsupported, animated, over-pixel-limit, truncated or corrupt file.
+    empty, oversized, non-image, unsupported, too small, animated, over-pixel-limit, truncated or
+    corrupt file.
     """
     data = read_limited(upload)
     image = photo_open(data)
@@ -158,7 +167,7 @@ def photo_clean(upload: bytes | IO[bytes], *, filename: str) -> CleanPhoto:
     extension, content_type = ACCEPTED_FORMATS[out_format]
     return CleanPhoto(
         data=buffer.getvalue(),
-        filename=_stored_name(filename, extension),
+        extension=extension,
         format=out_format,
         content_type=content_type,
         width=clean.width,
@@ -183,10 +192,11 @@ def _to_8bit(image: Image.Image) -> Image.Image:
     return image.convert("RGBA" if has_alpha else "RGB")
 
 
-def _stored_name(filename: str, extension: str) -> str:
-    stem = PurePath(filename or "photo").stem[:80] or "photo"
-    try:
-        stem = get_valid_filename(stem)
-    except Exception:  # noqa: BLE001 - a name made only of odd characters
-        stem = "photo"
-    return f"{stem}.{extension}"
+def photo_storage_name(filename: str) -> str:
+    """The name a photo is stored under: a random UUID with the lower-cased extension of `filename`
+    (e.g. "IMG_0001.JPG" → "3f2a…c9.jpg"), never the uploader's own file name, which can carry
+    personal details and collides across sellers. An odd or missing extension is dropped."""
+    suffix = PurePath(filename or "").suffix.lower()
+    if not (2 <= len(suffix) <= 6 and suffix[1:].isascii() and suffix[1:].isalnum()):
+        suffix = ""
+    return f"{uuid.uuid4().hex}{suffix}"

@@ -1,12 +1,14 @@
 from django.urls import include, path
 
-from catalog.views import accounts, pages, registry, review, seller
+from catalog.views import accounts, drafts, pages, registry, review, seller
 
 app_name = "catalog"
 
 seller_patterns = [
     path("", seller.dashboard, name="seller-dashboard"),
-    path("new/", seller.listing_create, name="listing-create"),
+    path("new/", drafts.listing_new, name="listing-create"),
+    path("new/photos/", drafts.draft_photos_add, name="draft-photos"),
+    path("uploads/", seller.photo_uploads, name="photo-uploads"),
     path("<int:pk>/", seller.listing_edit, name="listing-edit"),
     path("<int:pk>/delete/", seller.listing_delete, name="listing-delete"),
     path("<int:pk>/photos/", seller.photos_add, name="photos-add"),
@@ -20,6 +22,8 @@ seller_patterns = [
 staff_patterns = [
     path("review/", review.review_queue, name="review"),
     path("review/bulk-accept/", review.review_bulk_accept, name="review-bulk-accept"),
+    path("review/undo/", review.review_undo, name="review-undo"),
+    path("review/photos/<int:image_id>/label/", review.review_photo_label, name="review-photo-label"),
     path("review/<int:pk>/accept/", review.review_accept, name="review-accept"),
     path("review/<int:pk>/correct/", review.review_correct, name="review-correct"),
     path("review/<int:pk>/reject/", review.review_reject, name="review-reject"),

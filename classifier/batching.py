@@ -1,25 +1,33 @@
 """Many photos through one classifier: parallel decoding, one onnxruntime call per batch.
 
-Decoding and resizing run in a thread pool (Pillow releases the GIL), overlapped with inference
-on the previous batch (onnxruntime releases it too), so on a 2-core machine the CNN rarely waits
-for JPEG decoding. Used by workers for batched uploads and bulk reclassification, and by the
-benchmark for the in-process limit.
+A pipeline in one process: reading, decoding (JPEG draft scaling, ``Image.reduce``) and cropping
+the first view run in a thread pool (Pillow releases the GIL) for the next batch while
+onnxruntime (which releases it too) runs the current one; no extra processes, so no extra copy
+of the model in memory. A photo that cannot be read or decoded fails alone, with its reason.
+Used by workers for batched uploads and bulk reclassification, and by the benchmark.
 """
 
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from itertools import islice
 from typing import Generic, TypeVar
 
 import numpy as np
+from PIL import Image
 
-from classifier.model import MAX_BATCH, ImageClassifier, Prediction
-from classifier.preprocess import INPUT_SIZE, ImageRejected, ImageSource, load_image, to_batch
+from classifier.model import ImageClassifier, Prediction
+from classifier.preprocess import ImageRejected, ImageSource, load_image
 
 K = TypeVar("K", bound=Hashable)
+T = TypeVar("T")
+
+#: Largest batch accepted: a GPU wants batches of 64 or more; on the CPU 16 is best (see workers).
+MAX_BATCH_SIZE = 256
 
 #: A photo to classify: a key chosen by the caller and a function returning the photo's bytes (or
 #: a path / file object). The loader runs in the decode pool; exceptions other than
@@ -39,36 +47,56 @@ class BatchOutcome(Generic[K]):
     error: BaseException | None = None
 
 
+@dataclass
+class _Prepared:
+    """A decoded photo and its first view, float32 (3, 224, 224); the image stays for the other
+    views, which the view policy may ask for after the first has been scored."""
+
+    image: Image.Image
+    first: np.ndarray
+    decode_ms: float
+
+
 class BatchClassifier:
     """Classifies streams of photos with an ``ImageClassifier`` and a decode thread pool.
 
     ``decode_threads``: decoding threads (default 2). ``batch_size``: photos per onnxruntime call
-    (at most ``MAX_BATCH``; each photo is fed once per head view). Thread-safe for one caller at a
-    time; create one per process and reuse it.
+    (default 32, at most ``MAX_BATCH_SIZE``). ``prefetch``: batches decoded ahead of the one the
+    network runs (default 1). The head's views run as the classifier's ``view_policy`` says: the first for
+    every photo, the others (one more onnxruntime call per batch) only for uncertain photos.
+    Thread-safe for one caller at a time; create one per process and reuse it.
     """
 
     def __init__(
-        self, classifier: ImageClassifier, *, decode_threads: int = 2, batch_size: int = MAX_BATCH
+        self,
+        classifier: ImageClassifier,
+        *,
+        decode_threads: int = 2,
+        batch_size: int = 32,
+        prefetch: int = 1,
     ) -> None:
         if classifier.backbone is None:
             raise RuntimeError("BatchClassifier needs a classifier with a backbone.")
         self.classifier = classifier
-        self.batch_size = max(1, min(batch_size, MAX_BATCH))
+        self.batch_size = max(1, min(batch_size, MAX_BATCH_SIZE))
         self.decode_threads = max(1, decode_threads)
+        self.prefetch = max(1, prefetch)
         self._pool = ThreadPoolExecutor(max_workers=self.decode_threads, thread_name_prefix="decode")
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
-    def _prepare(self, loader: PhotoLoader) -> np.ndarray:
-        """Load, decode and crop one photo: float32 (V, 3, 224, 224), one row per head view."""
+    def _prepare(self, loader: PhotoLoader) -> _Prepared:
+        """Load and decode one photo and crop its first view (in a decode thread)."""
+        began = time.perf_counter()
         image = load_image(loader())
-        views = self.classifier.head.views
-        return np.concatenate(
-            [to_batch([image], INPUT_SIZE, resize_ratio=v.resize_ratio, mirror=v.mirror) for v in views]
+        classifier = self.classifier
+        first = classifier.view_batch(
+            [image], [classifier.view_policy.first_index(len(classifier.head.views))]
         )
+        return _Prepared(image=image, first=first[0], decode_ms=(time.perf_counter() - began) * 1000.0)
 
-    def _submit(self, items: Sequence[tuple[K, PhotoLoader]]) -> list[tuple[K, Future[np.ndarray]]]:
+    def _submit(self, items: Sequence[tuple[K, PhotoLoader]]) -> list[tuple[K, Future[_Prepared]]]:
         return [(key, self._pool.submit(self._prepare, loader)) for key, loader in items]
 
     def classify(
@@ -81,43 +109,32 @@ class BatchClassifier:
     ) -> Iterator[BatchOutcome[K]]:
         """Yields one ``BatchOutcome`` per item, in input order, batch by batch.
 
-        The next batch is decoded while the current one runs through the network. A photo that
-        cannot be decoded or loaded fails alone. ``batch_size`` overrides the instance's for this
-        call. ``on_batch(keys)`` is called before each batch is decoded, with the keys of every
-        photo then being decoded or run (the current batch and the next), e.g. to record them so
-        that a photo that crashes the process can be found afterwards.
+        While the network runs a batch, the next ``prefetch`` batches are decoded in the pool. A
+        photo that cannot be decoded or loaded fails alone. ``batch_size`` overrides the
+        instance's for this call; photos that all fit in one batch are run as two halves (at
+        least ``SPLIT_MIN`` photos each), so the second half decodes while the first runs.
+        ``on_batch(keys)`` is called before each batch is submitted for decoding, with the keys
+        of every photo then being decoded or run, e.g. to record them so that a photo that
+        crashes the process can be found afterwards.
         """
-        size = max(1, min(batch_size or self.batch_size, MAX_BATCH))
-        iterator = iter(items)
-
-        def next_chunk() -> list[tuple[K, PhotoLoader]]:
-            chunk = []
-            for item in iterator:
-                chunk.append(item)
-                if len(chunk) == size:
-                    break
-            return chunk
-
-        first = next_chunk()
-        if on_batch is not None and first:
-            on_batch([key for key, _ in first])
-        pending = self._submit(first)
-        while pending:
-            upcoming = next_chunk()
+        pending: deque[list[tuple[K, Future[_Prepared]]]] = deque()
+        for batch in _batches(items, max(1, min(batch_size or self.batch_size, MAX_BATCH_SIZE))):
+            if len(pending) > self.prefetch:
+                yield from self._infer(pending.popleft(), top_k)
             if on_batch is not None:
-                on_batch([key for key, _ in pending] + [key for key, _ in upcoming])
-            submitted = self._submit(upcoming)
-            yield from self._infer(pending, top_k)
-            pending = submitted
+                on_batch([key for submitted in pending for key, _ in submitted] + [key for key, _ in batch])
+            pending.append(self._submit(batch))
+        while pending:
+            yield from self._infer(pending.popleft(), top_k)
 
     def classify_all(self, items: Iterable[tuple[K, PhotoLoader]], top_k: int = 5) -> list[BatchOutcome[K]]:
         """``classify`` collected into a list."""
         return list(self.classify(items, top_k=top_k))
 
-    def _infer(self, pending: list[tuple[K, Future[np.ndarray]]], top_k: int) -> list[BatchOutcome[K]]:
+    def _infer(self, pending: list[tuple[K, Future[_Prepared]]], top_k: int) -> list[BatchOutcome[K]]:
         began = time.perf_counter()
         outcomes: list[BatchOutcome[K]] = []
-        ready: list[tuple[BatchOutcome[K], np.ndarray]] = []
+        ready: list[tuple[BatchOutcome[K], _Prepared]] = []
         for key, future in pending:
             outcome: BatchOutcome[K] = BatchOutcome(key=key)
             outcomes.append(outcome)
@@ -131,29 +148,39 @@ class BatchClassifier:
             return outcomes
         decoded = time.perf_counter()
         classifier = self.classifier
-        assert classifier.backbone is not None
-        count, views = len(ready), len(classifier.head.views)
-        # View-major layout, as ImageClassifier.predict: all photos in view 0, then view 1, ...
-        batch = np.stack([arrays for _, arrays in ready], axis=1).reshape(
-            views * count, 3, INPUT_SIZE, INPUT_SIZE
+        outputs = classifier.run_views(
+            np.stack([prepared.first for _, prepared in ready]),
+            lambda rows: [ready[row][1].image for row in rows],
         )
-        embeddings, logits = classifier.backbone.run(batch)
-        embeddings = embeddings.reshape(views, count, -1).mean(axis=0)
-        logits = logits.reshape(views, count, -1).mean(axis=0)
         inferred = time.perf_counter()
-        tops = classifier.top_k_from_scores(classifier.scores_from_outputs(embeddings, logits), top_k)
-        finished = time.perf_counter()
+        count = len(ready)
         timings = {
             "wait_decode_ms": (decoded - began) * 1000.0 / count,
-            "backbone_ms": (inferred - decoded) * 1000.0 / count,
-            "head_ms": (finished - inferred) * 1000.0 / count,
+            "inference_ms": (inferred - decoded) * 1000.0 / count,
         }
-        for (outcome, _), top, embedding, image_logits in zip(ready, tops, embeddings, logits, strict=True):
-            outcome.prediction = Prediction(
-                top_k=top,
-                model_version=classifier.model_version,
-                embedding=embedding,
-                logits=image_logits,
-                timings_ms=dict(timings),
-            )
+        predictions = classifier.predictions(outputs, top_k, timings)
+        for (outcome, prepared), prediction in zip(ready, predictions, strict=True):
+            prediction.timings_ms = {"decode_ms": prepared.decode_ms, **prediction.timings_ms}
+            outcome.prediction = prediction
         return outcomes
+
+
+#: Smallest half when the photos of one batch are run as two halves to overlap decoding.
+SPLIT_MIN = 4
+
+
+def _batches(items: Iterable[T], size: int) -> Iterator[list[T]]:
+    """Consecutive batches of ``size`` items; when all the items fit in one batch of at least
+    ``2 × SPLIT_MIN``, two halves instead, so that decoding the second overlaps running the first."""
+    iterator = iter(items)
+    first, second = list(islice(iterator, size)), list(islice(iterator, size))
+    if not second and len(first) >= 2 * SPLIT_MIN:
+        half = (len(first) + 1) // 2
+        yield first[:half]
+        yield first[half:]
+        return
+    if first:
+        yield first
+    while second:
+        yield second
+        second = list(islice(iterator, size))

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,8 +39,9 @@ from PIL import Image
 
 from classifier.backbone import OnnxBackbone, ensure_onnx
 from classifier.head import ArtifactError, LinearHead, softmax
-from classifier.preprocess import ImageRejected, ImageSource, load_image, to_view_batch
+from classifier.preprocess import ImageRejected, ImageSource, load_image, to_batch
 from classifier.taxonomy import Taxonomy, load_taxonomy
+from classifier.views import ViewOutputs, ViewPolicy, run_views
 
 MAX_BATCH = 32
 #: Below this share of ImageNet mass on mapped classes, zero-shot confidences shrink proportionally.
@@ -60,10 +61,11 @@ class Prediction:
     """Top-k categories for one photo, most confident first.
 
     ``embedding``: float32 (1280,), the backbone's pooled features, and ``logits``: float32 (1000,),
-    its ImageNet logits (both averaged over the head's views), kept so the photo can be re-scored
-    by a later head of the same backbone version without decoding it again
+    its ImageNet logits (averaged over the views that ran, see ``classifier.views``), kept so the
+    photo can be re-scored by a later head of the same backbone version without decoding it again
     (``ImageClassifier.scores_from_outputs``). ``timings_ms``: per-phase wall-clock milliseconds
-    for this photo (batch phases divided evenly across the batch).
+    for this photo (batch phases divided evenly across the batch). ``views``: how many of the
+    head's views the backbone ran for this photo.
     """
 
     top_k: list[CategoryScore]
@@ -71,6 +73,7 @@ class Prediction:
     embedding: np.ndarray
     logits: np.ndarray | None = None
     timings_ms: dict[str, float] = field(default_factory=dict)
+    views: int = 1
 
     @property
     def category(self) -> str:
@@ -124,6 +127,10 @@ class ZeroShotScorer:
         return mask
 
 
+def _rows_of(images: Sequence[Image.Image]) -> Callable[[Sequence[int]], list[Image.Image]]:
+    return lambda rows: [images[row] for row in rows]
+
+
 def _sigmoid(value: np.ndarray) -> np.ndarray:
     return 0.5 * (1.0 + np.tanh(0.5 * value))
 
@@ -132,7 +139,8 @@ class ImageClassifier:
     """Photos in, calibrated top-k taxonomy categories out (see the module docstring for the method).
 
     Build with ``ImageClassifier.load()``. Thread-safe for concurrent ``predict`` calls (onnxruntime
-    sessions are); create one per process.
+    sessions are); create one per process. ``view_policy``: which of the head's views run for
+    which photo (default ``ViewPolicy.from_environment()``).
     """
 
     def __init__(
@@ -141,8 +149,10 @@ class ImageClassifier:
         taxonomy: Taxonomy,
         backbone: OnnxBackbone | None = None,
         backbone_version: str | None = None,
+        view_policy: ViewPolicy | None = None,
     ) -> None:
         self.head = head
+        self.view_policy = view_policy or ViewPolicy.from_environment()
         self.taxonomy = taxonomy
         self.backbone = backbone
         self.backbone_version: str = (
@@ -241,44 +251,83 @@ class ImageClassifier:
             for row, columns in zip(scores, order, strict=True)
         ]
 
+    def view_batch(self, images: Sequence[Image.Image], views: Sequence[int]) -> np.ndarray:
+        """The head's views at indices ``views`` of RGB ``images``: float32 (len(views) × N, 3,
+        224, 224), view-major (``preprocess.to_batch`` for each view in turn)."""
+        return np.concatenate(
+            [
+                to_batch(images, resize_ratio=view.resize_ratio, mirror=view.mirror)
+                for view in (self.head.views[index] for index in views)
+            ]
+        )
+
+    def run_views(
+        self, first: np.ndarray, images: Callable[[Sequence[int]], Sequence[Image.Image]]
+    ) -> ViewOutputs:
+        """Backbone outputs and scores of a batch under ``view_policy``: ``first`` float32
+        (N, 3, 224, 224) holds every photo's first view (``view_batch(images, [first_index])``);
+        ``images(rows)`` returns the decoded photos at those rows of the batch when the policy
+        wants their other views. Raises ``RuntimeError`` without a backbone."""
+        backbone = self.backbone
+        if backbone is None:
+            raise RuntimeError("This classifier has no backbone; use scores_from_outputs().")
+        count = len(self.head.views)
+        first_index = self.view_policy.first_index(count)
+        others = [index for index in range(count) if index != first_index]
+        return run_views(
+            first,
+            lambda rows: self.view_batch(images(rows), others),
+            view_count=count,
+            run=backbone.run,
+            score=self.scores_from_outputs,
+            policy=self.view_policy,
+        )
+
+    def predictions(self, outputs: ViewOutputs, top_k: int, timings_ms: dict[str, float]) -> list[Prediction]:
+        """One ``Prediction`` per row of ``outputs``, each with a copy of ``timings_ms``."""
+        return [
+            Prediction(
+                top_k=top,
+                model_version=self.model_version,
+                embedding=embedding,
+                logits=image_logits,
+                timings_ms=dict(timings_ms),
+                views=int(views),
+            )
+            for top, embedding, image_logits, views in zip(
+                self.top_k_from_scores(outputs.scores, top_k),
+                outputs.embeddings,
+                outputs.logits,
+                outputs.views,
+                strict=True,
+            )
+        ]
+
     def predict(self, images: Sequence[Image.Image], top_k: int = 5) -> list[Prediction]:
         """Top-k categories for decoded images (any mode; converted to RGB).
 
-        Runs the backbone on batches of at most 32 photos (times the head's views), averaging
-        outputs over the views. Returns one ``Prediction`` per image, in order.
-        Raises ``RuntimeError`` when the classifier was built without a backbone.
+        Runs the backbone on batches of at most 32 photos, with the head's views chosen by
+        ``view_policy`` (outputs averaged over the views that ran). Returns one ``Prediction``
+        per image, in order. Raises ``RuntimeError`` when the classifier was built without a
+        backbone.
         """
         if self.backbone is None:
             raise RuntimeError("This classifier has no backbone; use scores_from_outputs().")
         predictions: list[Prediction] = []
+        first_index = self.view_policy.first_index(len(self.head.views))
         for start in range(0, len(images), MAX_BATCH):
             chunk = images[start : start + MAX_BATCH]
             began = time.perf_counter()
-            batch = to_view_batch(chunk, self.head.views)
+            batch = self.view_batch(chunk, [first_index])
             prepared = time.perf_counter()
-            embeddings, logits = self.backbone.run(batch)
-            embeddings = embeddings.reshape(len(self.head.views), len(chunk), -1).mean(axis=0)
-            logits = logits.reshape(len(self.head.views), len(chunk), -1).mean(axis=0)
+            outputs = self.run_views(batch, _rows_of(chunk))
             inferred = time.perf_counter()
-            scores = self.scores_from_outputs(embeddings, logits)
-            tops = self.top_k_from_scores(scores, top_k)
-            scored = time.perf_counter()
             share = 1000.0 / len(chunk)
             timings = {
                 "preprocess_ms": (prepared - began) * share,
-                "backbone_ms": (inferred - prepared) * share,
-                "head_ms": (scored - inferred) * share,
+                "inference_ms": (inferred - prepared) * share,
             }
-            predictions.extend(
-                Prediction(
-                    top_k=top,
-                    model_version=self.model_version,
-                    embedding=embedding,
-                    logits=image_logits,
-                    timings_ms=dict(timings),
-                )
-                for top, embedding, image_logits in zip(tops, embeddings, logits, strict=True)
-            )
+            predictions.extend(self.predictions(outputs, top_k, timings))
         return predictions
 
     def classify(self, sources: Sequence[ImageSource], top_k: int = 5) -> list[Prediction | ImageRejected]:

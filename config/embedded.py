@@ -28,6 +28,24 @@ from pathlib import Path
 BASE_DIR = Path(__file__).resolve().parent.parent
 DEFAULT_RUN_DIR = BASE_DIR / ".run"
 DATABASE_NAME = "marketplace"
+#: What the web app, the workers and `manage.py` commands must agree on to see the same photos
+#: and rows: written to `services.env` with the values this process has (started servers' URLs
+#: first), so a command run in another shell reaches the same database, broker and storage.
+#: Credentials are not written: S3 keys come from the usual AWS sources (environment, ~/.aws).
+SHARED_SETTINGS = (
+    # One key for every process of a stack: sessions and signed values made by one hold in all.
+    "DJANGO_SECRET_KEY",
+    "DATABASE_URL",
+    "CELERY_BROKER_URL",
+    "CELERY_RESULT_BACKEND",
+    "MEDIA_ROOT",
+    "STORAGE_BACKEND",
+    "AWS_STORAGE_BUCKET_NAME",
+    "AWS_S3_ENDPOINT_URL",
+    "AWS_S3_PUBLIC_ENDPOINT_URL",
+    "AWS_S3_REGION_NAME",
+    "AWS_S3_ADDRESSING_STYLE",
+)
 
 
 class EmbeddedServiceError(RuntimeError):
@@ -157,8 +175,10 @@ def _start_redis(run_dir: Path, services: EmbeddedServices) -> str:
 def start_missing_services(run_dir: Path | None = None) -> EmbeddedServices:
     """Start PostgreSQL and/or Redis for each of DATABASE_URL / CELERY_BROKER_URL that is unset.
 
-    Returns the started services; `.env` maps the variable names to URLs of the new servers and
-    is also written to `<run_dir>/services.env`, where `config.settings` finds it.
+    Returns the started services; `.env` maps the variable names to URLs of the new servers.
+    Those URLs, with every other `SHARED_SETTINGS` value set in this process's environment
+    (MEDIA_ROOT, the storage settings), are written to `<run_dir>/services.env`, where
+    `config.settings` finds them; the file is removed by `stop()`.
     """
     run_dir = Path(run_dir or os.environ.get("RUN_DIR") or DEFAULT_RUN_DIR)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -171,11 +191,19 @@ def start_missing_services(run_dir: Path | None = None) -> EmbeddedServices:
     except BaseException:
         services.stop()
         raise
-    lines = [f"{key}={value}" for key, value in services.env.items()]
-    (run_dir / "services.env").write_text("\n".join(lines) + "\n")
-    if services.env:
-        services._stoppers.insert(0, lambda: (run_dir / "services.env").unlink(missing_ok=True))
+    write_services_env(run_dir / "services.env", services.env)
+    services._stoppers.insert(0, lambda: (run_dir / "services.env").unlink(missing_ok=True))
     return services
+
+
+def write_services_env(path: Path, started: dict[str, str]) -> dict[str, str]:
+    """Write `started` URLs plus the `SHARED_SETTINGS` set in os.environ to `path` (KEY=value
+    lines, readable by the owner only); returns what was written."""
+    shared = {key: os.environ[key] for key in SHARED_SETTINGS if os.environ.get(key)}
+    values = {**shared, **started}
+    path.write_text("".join(f"{key}={value}\n" for key, value in values.items()))
+    path.chmod(0o600)
+    return values
 
 
 @contextlib.contextmanager

@@ -153,6 +153,14 @@ def celery_worker_process(
     stop_worker(worker)
 
 
+@pytest.fixture(autouse=True)
+def _own_throttle_counters(settings) -> None:  # type: ignore[no-untyped-def]
+    """Each test counts API requests (throttles) from zero, under a key prefix of its own in the
+    shared cache; never FLUSHDB, which would also empty whatever else that Redis database holds.
+    Login lockouts need nothing: their attempts are database rows, rolled back with the test."""
+    settings.CACHES = {"default": {**settings.CACHES["default"], "KEY_PREFIX": f"test-{uuid.uuid4().hex}"}}
+
+
 @pytest.fixture
 def taxonomy(transactional_db: None) -> None:
     """Categories from the taxonomy file (transactional tests truncate migration data)."""
@@ -192,3 +200,24 @@ def seller(transactional_db: None):
     from tests.factories import UserFactory
 
     return UserFactory()
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    """moto's S3 server on a free loopback port, for the session (the S3 test tier)."""
+    from tests.s3_server import start_s3_server
+
+    server = start_s3_server(tmp_path_factory.mktemp("s3") / "moto.log")
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def s3_bucket(s3_server, settings, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A fresh bucket on the S3 server, used by this test process's Django storage
+    (STORAGE_BACKEND=s3) for this test only. Returns the bucket name."""
+    from tests.s3_server import use_bucket
+
+    bucket = s3_server.create_bucket()
+    use_bucket(s3_server, bucket, settings=settings, monkeypatch=monkeypatch)
+    return bucket

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import factory
 from django.contrib.auth import get_user_model
+from django.utils import timezone
 
 from catalog.models import Listing
 
@@ -25,3 +26,4 @@ class ListingFactory(factory.django.DjangoModelFactory):
     seller = factory.SubFactory(UserFactory)
     title = factory.Sequence(lambda n: f"Item {n}")
     description = "Gently used."
+    published_at = factory.LazyFunction(timezone.now)

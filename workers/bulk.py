@@ -32,8 +32,10 @@ from workers.tasks import RETRYABLE_ERRORS
 
 logger = logging.getLogger("workers.bulk")
 
-#: Cached-embedding photos scored per matrix product (bounds memory: ~9 KB per photo).
-HEAD_ONLY_BATCH = 2048
+#: Cached-embedding photos read, scored and written at a time: a whole chunk of cached photos
+#: (~4,000, see `CACHED_PHOTO_COST`) in one go, while bounding memory (~9 KB read per photo, and
+#: about 60 KB of float64 temporaries while scoring) when staff choose bigger chunks.
+HEAD_ONLY_BATCH = 4096
 #: CNN results written to the database every this many photos (the resume granularity).
 WRITE_EVERY = 64
 
@@ -128,23 +130,25 @@ def chunk_run(*, chunk_id: int) -> str:
         counts.suggested += len(stored)
         timings["write_ms"] = timings.get("write_ms", 0.0) + (time.perf_counter() - began) * 1000
 
-    # 1. Cached backbone outputs: the head alone.
+    # 1. Cached backbone outputs: the head alone, one read, one matrix product and one write per
+    # HEAD_ONLY_BATCH photos.
     began = time.perf_counter()
     backbone_version = job.model_version.backbone_version or classifier.backbone_version
     cached_ids: set[int] = set()
     if backbone_version == classifier.backbone_version:
-        ids, embeddings, logits = bulk.embeddings_cached(
-            image_ids=[photo.image_id for photo in todo], backbone_version=backbone_version
-        )
-        timings["fetch_ms"] = (time.perf_counter() - began) * 1000
-        for start in range(0, len(ids), HEAD_ONLY_BATCH):
-            batch_ids = ids[start : start + HEAD_ONLY_BATCH]
-            scores = classifier.scores_from_outputs(
-                embeddings[start : start + HEAD_ONLY_BATCH], logits[start : start + HEAD_ONLY_BATCH]
+        todo_ids = [photo.image_id for photo in todo]
+        for start in range(0, len(todo_ids), HEAD_ONLY_BATCH):
+            fetching = time.perf_counter()
+            ids, embeddings, logits = bulk.embeddings_cached(
+                image_ids=todo_ids[start : start + HEAD_ONLY_BATCH], backbone_version=backbone_version
             )
+            timings["fetch_ms"] = timings.get("fetch_ms", 0.0) + (time.perf_counter() - fetching) * 1000
+            if not ids:
+                continue
+            scores = classifier.scores_from_outputs(embeddings, logits)
             # A damaged cache row (NaN, inf) scores nothing sensible: that photo takes the CNN path.
             usable = np.isfinite(scores).all(axis=1)
-            kept = [image_id for image_id, ok in zip(batch_ids, usable, strict=True) if ok]
+            kept = [image_id for image_id, ok in zip(ids, usable.tolist(), strict=True) if ok]
             record(_top_k_arrays(kept, scores[usable], classifier.slugs))
             cached_ids.update(kept)
         counts.cached = len(cached_ids)
@@ -194,10 +198,11 @@ def _top_k_arrays(image_ids: Sequence[int], scores: np.ndarray, slugs: Sequence[
     without building an object per category (this runs for every photo of a head-only job)."""
     keep = max(1, min(settings.SUGGESTION_TOP_K, len(slugs)))
     order = np.argsort(-scores, axis=1, kind="stable")[:, :keep]
-    values = np.take_along_axis(scores, order, axis=1)
+    names = np.asarray(slugs, dtype=object)[order].tolist()
+    values = np.take_along_axis(scores, order, axis=1).tolist()
     return [
-        PhotoScores(image_id=image_id, top_k=[(slugs[c], v) for c, v in zip(columns, row, strict=True)])
-        for image_id, columns, row in zip(image_ids, order.tolist(), values.tolist(), strict=True)
+        PhotoScores(image_id=image_id, top_k=list(zip(row_names, row_values, strict=True)))
+        for image_id, row_names, row_values in zip(image_ids, names, values, strict=True)
     ]
 
 

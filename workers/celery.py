@@ -46,6 +46,9 @@ app.conf.update(
     task_routes={
         "workers.tasks.image_classify_task": {"queue": Queue.CLASSIFY.value},
         "workers.tasks.images_requeue_stuck_task": {"queue": Queue.MAINTENANCE.value},
+        "workers.tasks.classify_probes_delete_expired_task": {"queue": Queue.MAINTENANCE.value},
+        "workers.tasks.api_tokens_delete_expired_task": {"queue": Queue.MAINTENANCE.value},
+        "workers.tasks.stored_files_sweep_task": {"queue": Queue.MAINTENANCE.value},
         "workers.bulk.bulk_job_plan_task": {"queue": Queue.BULK.value},
         "workers.bulk.bulk_chunk_task": {"queue": Queue.BULK.value},
         "workers.training.model_train_task": {"queue": Queue.TRAINING.value},
@@ -55,7 +58,19 @@ app.conf.update(
         "requeue-stuck-images": {
             "task": "workers.tasks.images_requeue_stuck_task",
             "schedule": 60.0,
-        }
+        },
+        "delete-expired-classify-probes": {
+            "task": "workers.tasks.classify_probes_delete_expired_task",
+            "schedule": 600.0,
+        },
+        "delete-expired-api-tokens": {
+            "task": "workers.tasks.api_tokens_delete_expired_task",
+            "schedule": 3600.0,
+        },
+        "sweep-orphan-files": {
+            "task": "workers.tasks.stored_files_sweep_task",
+            "schedule": 3600.0,
+        },
     },
     timezone="UTC",
     imports=["workers.tasks", "workers.bulk", "workers.training"],

@@ -13,8 +13,9 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from celery import signals
 from django.conf import settings
 
 if TYPE_CHECKING:
@@ -22,6 +23,7 @@ if TYPE_CHECKING:
     from classifier import ImageClassifier
     from classifier.batching import BatchClassifier
     from classifier.taxonomy import Taxonomy
+    from classifier.views import ViewPolicy
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +35,7 @@ _checked_at = 0.0
 _batchers: dict[str, BatchClassifier] = {}
 _by_version: dict[str, ImageClassifier] = {}
 _AUTO_THREADS_ENV = "CLASSIFIER_THREADS_AUTO"
+_one_process_pool = False
 MODEL_VERSION_UNAVAILABLE = (
     "This worker serves model version {serving!r} and cannot load {name!r}; "
     "activate the version first or start workers that serve it."
@@ -44,8 +47,10 @@ class ModelVersionUnavailable(RuntimeError):
 
 
 def set_process_count(processes: int) -> None:
-    """Record how many worker processes share this machine (called in the parent, before fork)."""
+    """Record how many worker processes share this machine (called in the parent, before fork).
+    A solo or threads pool is one process whatever its concurrency."""
     cores = os.cpu_count() or 1
+    processes = 1 if _one_process_pool else processes
     os.environ[_AUTO_THREADS_ENV] = str(max(1, cores // max(1, processes)))
 
 
@@ -60,6 +65,44 @@ def providers() -> list[str] | None:
     if settings.CLASSIFIER_DEVICE == "cuda":
         return ["CUDAExecutionProvider", "CPUExecutionProvider"]
     return None
+
+
+GPU_NEEDS_ONE_PROCESS = (
+    "CLASSIFIER_DEVICE=cuda needs one worker process per GPU without fork: start it with "
+    "--pool solo (or --pool threads), one worker per GPU (CUDA_VISIBLE_DEVICES), not --pool {pool}."
+)
+
+
+@signals.worker_init.connect
+def _check_pool(sender: Any = None, **_: Any) -> None:
+    """CUDA contexts do not survive fork and one GPU shared by several processes holds several
+    copies of the model: a CUDA worker runs the solo or threads pool, one worker per GPU. Those
+    pools are one process, which then gets every core's threads."""
+    global _one_process_pool
+    pool = getattr(sender, "pool_cls", None)  # a name ("prefork", "solo") until Celery resolves it
+    name = (pool if isinstance(pool, str) else getattr(pool, "__module__", "")) or "prefork"
+    if settings.CLASSIFIER_DEVICE == "cuda" and "prefork" in name:
+        raise RuntimeError(GPU_NEEDS_ONE_PROCESS.format(pool=name))
+    _one_process_pool = "prefork" not in name
+    if _one_process_pool:
+        set_process_count(1)
+
+
+def batch_size() -> int:
+    """Photos per onnxruntime call: CLASSIFIER_BATCH_SIZE, else 16 on the CPU (faster than 32 on
+    2 cores, half the activation memory) and 64 on a GPU (which needs larger batches to fill)."""
+    if settings.CLASSIFIER_BATCH_SIZE > 0:
+        return settings.CLASSIFIER_BATCH_SIZE
+    return 64 if settings.CLASSIFIER_DEVICE == "cuda" else 16
+
+
+def view_policy() -> ViewPolicy:
+    """Which of the head's views run for which photo (CLASSIFIER_SECOND_VIEW_MARGIN, else the
+    classifier's default; see `classifier.views`)."""
+    from classifier.views import ViewPolicy
+
+    margin = settings.CLASSIFIER_SECOND_VIEW_MARGIN
+    return ViewPolicy() if margin is None else ViewPolicy(second_view_margin=margin)
 
 
 def decode_threads() -> int:
@@ -111,7 +154,7 @@ def _load() -> ImageClassifier:
     path = backbone_path(precision(), settings.CLASSIFIER_CACHE_DIR or None, views=head.views)
     # Decoding threads share the cores with onnxruntime's: no busy-waiting between operators.
     backbone = OnnxBackbone(path, num_threads=threads_per_process(), providers=providers(), spin=False)
-    return ImageClassifier(head=head, taxonomy=load_taxonomy(), backbone=backbone)
+    return ImageClassifier(head=head, taxonomy=load_taxonomy(), backbone=backbone, view_policy=view_policy())
 
 
 def base_classifier() -> ImageClassifier:
@@ -240,7 +283,9 @@ def classifier_for_version(model_version: ModelVersion) -> ImageClassifier:
 
     try:
         head = LinearHead.from_bytes(manifest, payload)
-        other = ImageClassifier(head=head, taxonomy=taxonomy(), backbone=classifier.backbone)
+        other = ImageClassifier(
+            head=head, taxonomy=taxonomy(), backbone=classifier.backbone, view_policy=classifier.view_policy
+        )
     except ArtifactError as error:
         raise ModelVersionUnavailable(str(error)) from error
     other.model_version = model_version.name
@@ -256,9 +301,7 @@ def batch_classifier_for(classifier: ImageClassifier) -> BatchClassifier:
         from classifier.batching import BatchClassifier
 
         with _lock:
-            batcher = BatchClassifier(
-                classifier, decode_threads=decode_threads(), batch_size=settings.CLASSIFIER_BATCH_SIZE
-            )
+            batcher = BatchClassifier(classifier, decode_threads=decode_threads(), batch_size=batch_size())
             _batchers[classifier.model_version] = batcher
     return batcher
 

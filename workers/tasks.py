@@ -162,8 +162,16 @@ def _classify_group(
 
     if not images:
         return {}
-    by_id = {image.pk: image for image in images}
+    # Photos uploaded straight to the bucket are validated (and re-encoded) before anything else.
     outcomes: dict[int, str] = {}
+    for image in images:
+        refused = services.image_upload_verify(image=image)
+        if refused is not None:
+            outcomes[image.pk] = refused
+    images = [image for image in images if image.pk not in outcomes]
+    if not images:
+        return outcomes
+    by_id = {image.pk: image for image in images}
     began = time.perf_counter()
     batcher = inference.batch_classifier_for(classifier)
     for outcome in batcher.classify(
@@ -242,3 +250,21 @@ def _log(
 def images_requeue_stuck_task() -> int:
     """Periodic sweeper: re-send photos a crash or a broker outage left PENDING/QUEUED."""
     return services.images_requeue_stuck()
+
+
+@app.task(name="workers.tasks.classify_probes_delete_expired_task")
+def classify_probes_delete_expired_task() -> int:
+    """Periodic: delete POST /api/classify probe listings past CLASSIFY_PROBE_RETENTION_S."""
+    return services.classify_probes_delete_expired()
+
+
+@app.task(name="workers.tasks.api_tokens_delete_expired_task")
+def api_tokens_delete_expired_task() -> int:
+    """Periodic: delete expired API tokens."""
+    return services.api_tokens_delete_expired()
+
+
+@app.task(name="workers.tasks.stored_files_sweep_task")
+def stored_files_sweep_task() -> int:
+    """Periodic sweeper: delete stored files no photo row names (rolled-back or unregistered uploads)."""
+    return services.stored_files_sweep()

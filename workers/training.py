@@ -142,11 +142,34 @@ def head_of(version: ModelVersion, base: ImageClassifier) -> LinearHead:
     raise ValueError(f"{version.name} has no stored head artifact.")
 
 
+def comparison_photos(*, candidate: ModelVersion, baseline: ModelVersion) -> list[tuple[int, str]]:
+    """The held-out photos two versions are compared on, as (image id, label), in id order: every
+    labelled photo that training holds out (by checksum, `held_out`; never one the backbone's tail
+    trained on), with its label now, so every category sellers or reviewers labelled is covered,
+    whichever categories the candidate was trained on; plus the held-out photos stored with
+    either version that are not labelled any more."""
+    from classifier.backbone import tail_trained_on
+
+    seen = tail_trained_on()
+    percent = settings.TRAINING_HELD_OUT_PERCENT
+    pairs = {
+        photo.image_id: photo.slug
+        for photo in selectors.labelled_photos()
+        if held_out(photo.checksum, percent) and photo.checksum not in seen
+    }
+    for version in (candidate, baseline):
+        for image_id, slug in version.held_out_images or []:
+            pairs.setdefault(int(image_id), str(slug))
+    return sorted(pairs.items())
+
+
 def compare(
     *, candidate: ModelVersion, baseline: ModelVersion, base: ImageClassifier, taxonomy: Taxonomy
 ) -> ModelComparison:
-    """Score `candidate` and `baseline` on the candidate's held-out photos (their cached backbone
-    outputs; missing ones are embedded when this worker runs that backbone) and record it."""
+    """Score `candidate` and `baseline` on the same held-out photos (`comparison_photos`; their
+    cached backbone outputs, missing ones embedded when this worker runs that backbone) and
+    record it, with recall and photo count per category and the categories each version serves
+    (what `catalog.activation` checks before activation)."""
     from classifier.retrain import LabelledOutputs, score_head
 
     for version in (candidate, baseline):
@@ -156,7 +179,7 @@ def compare(
                     name=version.name, backbone=version.backbone_version, serving=base.backbone_version
                 )
             )
-    pairs = [(int(image_id), str(slug)) for image_id, slug in candidate.held_out_images or []]
+    pairs = comparison_photos(candidate=candidate, baseline=baseline)
     photos = selectors.photos_by_id(image_ids=[i for i, _ in pairs])
     labels = dict(pairs)
     outputs, _ = embed_missing(photos=photos, classifier=base)
@@ -171,20 +194,29 @@ def compare(
     )
     scores = {}
     per_category: dict[str, dict[str, float]] = {}
+    served: dict[str, list[str]] = {}
     for role, version in (("candidate", candidate), ("baseline", baseline)):
-        predicted, _ = score_head(head_of(version, base), taxonomy, data)
+        head = head_of(version, base)
+        served[role] = sorted(head.classes)
+        predicted, _ = score_head(head, taxonomy, data)
         right = np.array([p == t for p, t in zip(predicted, data.labels, strict=True)])
         scores[role] = float(right.mean())
         for slug in sorted(set(data.labels)):
             rows = np.array([t == slug for t in data.labels])
-            per_category.setdefault(slug, {})[role] = round(float(right[rows].mean()), 4)
+            per_category.setdefault(slug, {"photos": int(rows.sum())})[role] = round(
+                float(right[rows].mean()), 4
+            )
     comparison = services.model_comparison_record(
         candidate=candidate,
         baseline=baseline,
         photos=len(kept),
         candidate_accuracy=round(scores["candidate"], 4),
         baseline_accuracy=round(scores["baseline"], 4),
-        details={"recall_by_category": per_category},
+        details={
+            "recall_by_category": per_category,
+            "served": served,
+            "uncovered": [slug for slug in served["baseline"] if slug not in per_category],
+        },
     )
     return comparison
 

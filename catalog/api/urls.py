@@ -1,9 +1,8 @@
 from django.urls import path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
-from rest_framework.authtoken.views import obtain_auth_token
 from rest_framework.routers import SimpleRouter
 
-from catalog.api import views
+from catalog.api import tokens, views
 
 app_name = "api"
 
@@ -13,7 +12,9 @@ router.register("listings", views.ListingViewSet, basename="listing")
 urlpatterns = [
     path("classify", views.ClassifyView.as_view(), name="classify"),
     path("classify/<int:image_id>", views.ClassifyResultView.as_view(), name="classify-result"),
-    path("token", obtain_auth_token, name="token"),
+    path("token", tokens.TokenObtainView.as_view(), name="token"),
+    path("token/revoke", tokens.TokenRevokeView.as_view(), name="token-revoke"),
+    path("token/revoke-all", tokens.TokenRevokeAllView.as_view(), name="token-revoke-all"),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="api:schema"), name="docs"),
     *router.urls,

@@ -30,6 +30,16 @@ from catalog.services.decisions import (
     review_correct,
     review_reject,
 )
+from catalog.services.direct_uploads import (
+    UPLOAD_EXPIRED,
+    UPLOAD_NOT_RECEIVED,
+    PresignedUpload,
+    direct_uploads_enabled,
+    image_upload_verify,
+    listing_upload_register,
+    listing_uploads_register,
+    photo_upload_presign,
+)
 from catalog.services.images import (
     ALLOWED_TRANSITIONS,
     LISTING_MAX_PHOTOS,
@@ -55,17 +65,34 @@ from catalog.services.images import (
     listing_photo_upload,
     listing_photos_add,
 )
+from catalog.services.labels import (
+    NOTHING_TO_UNDO,
+    UNDO_OVERTAKEN,
+    PhotoLabelOutcome,
+    UndoOutcome,
+    review_photo_label,
+    review_undo,
+)
 from catalog.services.listings import (
     listing_create,
     listing_delete,
     listing_update,
+    listings_delete,
     taxonomy_load,
     user_create,
     user_get_or_create,
 )
+from catalog.services.publishing import (
+    LISTING_ALREADY_PUBLISHED,
+    LISTING_NEEDS_A_CATEGORY,
+    LISTING_NEEDS_PHOTOS,
+    listing_draft_create,
+    listing_publish,
+)
 from catalog.services.registry import (
     ACTIVATION_NEEDS_COMPARISON,
     NOTHING_TO_ROLL_BACK,
+    ActivationRefused,
     RegistryRefused,
     category_add,
     image_embeddings_store,
@@ -80,6 +107,14 @@ from catalog.services.registry import (
     training_run_request,
     training_run_start,
 )
+from catalog.services.retention import (
+    TOO_MANY_PROBES_WAITING,
+    ProbeLimitReached,
+    api_tokens_delete_expired,
+    classify_probe_room_make,
+    classify_probes_delete_expired,
+)
+from catalog.services.storage import stored_files_sweep
 from catalog.services.suggestions import (
     ScoredCategory,
     image_classification_record,
@@ -111,7 +146,19 @@ __all__ = [
     "review_bulk_accept",
     "review_correct",
     "review_reject",
+    "NOTHING_TO_UNDO",
+    "UNDO_OVERTAKEN",
+    "PhotoLabelOutcome",
+    "UndoOutcome",
+    "review_photo_label",
+    "review_undo",
+    "LISTING_ALREADY_PUBLISHED",
+    "LISTING_NEEDS_A_CATEGORY",
+    "LISTING_NEEDS_PHOTOS",
+    "listing_draft_create",
+    "listing_publish",
     "ACTIVATION_NEEDS_COMPARISON",
+    "ActivationRefused",
     "NOTHING_TO_ROLL_BACK",
     "RegistryRefused",
     "category_add",
@@ -136,6 +183,12 @@ __all__ = [
     "classify_probe_create",
     "listing_category_set",
     "listing_delete",
+    "listings_delete",
+    "TOO_MANY_PROBES_WAITING",
+    "ProbeLimitReached",
+    "api_tokens_delete_expired",
+    "classify_probe_room_make",
+    "classify_probes_delete_expired",
     "listing_image_delete",
     "listing_images_reorder",
     "listing_photo_upload",
@@ -162,4 +215,13 @@ __all__ = [
     "model_version_ensure",
     "taxonomy_load",
     "user_get_or_create",
+    "stored_files_sweep",
+    "UPLOAD_EXPIRED",
+    "UPLOAD_NOT_RECEIVED",
+    "PresignedUpload",
+    "direct_uploads_enabled",
+    "image_upload_verify",
+    "listing_upload_register",
+    "listing_uploads_register",
+    "photo_upload_presign",
 ]

@@ -142,16 +142,23 @@ def listing_auto_accept(*, listing: Listing, model_version: ModelVersion) -> boo
     threshold of its category for `model_version` (source AUTO, audited with version and threshold).
 
     Only the active version auto-accepts, only once no photo of the listing waits for the worker,
-    and never over a person's decision. Returns True when the category was set.
+    never when its confident photos disagree (they show different things), and never over a
+    person's decision. Returns True when the category was set.
     """
     if not settings.AUTO_ACCEPT_ENABLED or not model_version.is_active:
         return False
     current = (
         Listing.objects.filter(pk=listing.pk)
-        .values("category_source", "suggested_top_k", "suggested_confidence", "suggested_model_version_id")
+        .values(
+            "category_source",
+            "suggested_top_k",
+            "suggested_confidence",
+            "suggested_model_version_id",
+            "photos_disagree",
+        )
         .first()
     )
-    if current is None or current["category_source"] in HUMAN_SOURCES:
+    if current is None or current["category_source"] in HUMAN_SOURCES or current["photos_disagree"]:
         return False
     if current["suggested_model_version_id"] != model_version.pk or not current["suggested_top_k"]:
         return False

@@ -11,7 +11,6 @@ from typing import IO
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.files.base import ContentFile
-from django.core.files.storage import default_storage
 from django.db import transaction
 from django.db.models import F, Max
 from django.utils import timezone
@@ -19,7 +18,8 @@ from django.utils import timezone
 from catalog import selectors
 from catalog.models import ClassificationStatus, Listing, ListingImage
 from catalog.queueing import IMAGE_CLASSIFY_TASK, enqueue_on_commit, send_task
-from catalog.uploads import UploadRejected, photo_clean, read_limited
+from catalog.services.storage import stored_files_delete
+from catalog.uploads import UploadRejected, photo_clean, photo_storage_name, read_limited
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +56,9 @@ def image_add(
 ) -> ListingImage:
     """Store a photo for `listing` and queue its classification once the transaction commits.
 
+    The file is stored as `listings/<year>/<month>/<uuid>.<extension of filename>`; the uploader's
+    file name is not kept. It is written within the caller's transaction: if that rolls back, the
+    file is an orphan for `stored_files_sweep` (catalog.services.storage says why).
     The byte limit (settings.UPLOAD_MAX_BYTES) is enforced before anything is stored.
     Raises `UploadRejected`. A broker outage does not fail the upload: the row stays PENDING.
     """
@@ -68,7 +71,7 @@ def image_add(
         size_bytes=len(data),
         position=position,
     )
-    image.file.save(filename, ContentFile(data), save=False)
+    image.file.save(photo_storage_name(filename), ContentFile(data), save=False)
     image.save()
     image_enqueue(image_id=image.pk)
     return image
@@ -175,12 +178,12 @@ def listing_photo_upload(*, listing: Listing, upload: bytes | IO[bytes], filenam
         Listing.objects.select_for_update().filter(pk=listing.pk).first()
         if listing.images.count() >= LISTING_MAX_PHOTOS:
             raise UploadRejected(LISTING_TOO_MANY_PHOTOS.format(limit=LISTING_MAX_PHOTOS))
-        clean = photo_clean(upload, filename=filename)
+        clean = photo_clean(upload)
         last = listing.images.aggregate(last=Max("position"))["last"]
         return image_add(
             listing=listing,
             upload=clean.data,
-            filename=clean.filename,
+            filename=f"photo.{clean.extension}",
             position=0 if last is None else last + 1,
         )
 
@@ -210,23 +213,13 @@ def listing_image_delete(*, image: ListingImage, allow_last: bool = False) -> No
         Listing.objects.select_for_update().filter(pk=listing.pk).first()
         if not allow_last and listing.images.count() <= 1:
             raise ListingRuleBroken(LISTING_NEEDS_A_PHOTO)
-        stored = (str(image.file.name), image.pk, image.checksum)
+        stored = [(str(image.file.name), image.pk, image.checksum)]
         image.delete()
         _positions_renumber(listing=listing, image_ids=list(listing.images.values_list("pk", flat=True)))
         version = selectors.model_version_active()
         if version is not None:
             listing_suggestion_refresh(listing=listing, model_version=version)
-        transaction.on_commit(lambda: _stored_files_delete(*stored))
-
-
-def _stored_files_delete(name: str, image_id: int, checksum: str) -> None:
-    from catalog.thumbnails import thumbnails_delete
-
-    try:
-        default_storage.delete(name)
-        thumbnails_delete(image_id=image_id, checksum=checksum)
-    except OSError:
-        logger.warning("could not delete %s from storage", name, exc_info=True)
+        transaction.on_commit(lambda: stored_files_delete(stored))
 
 
 def listing_images_reorder(*, listing: Listing, image_ids: Sequence[int]) -> None:
@@ -253,11 +246,16 @@ def classify_probe_create(
     *, user: AbstractBaseUser, upload: bytes | IO[bytes], filename: str
 ) -> ListingImage:
     """Store one photo for `POST /api/classify` in a new hidden listing of `user` (is_probe), and
-    queue its classification after commit. Probe listings are never browsed or listed.
+    queue its classification after commit. Probe listings are never browsed or listed; the
+    user's oldest finished ones make room past settings.CLASSIFY_PROBES_PER_USER.
 
-    Raises `UploadRejected` (same checks as `listing_photo_upload`) before anything is stored.
+    Raises `UploadRejected` (same checks as `listing_photo_upload`) before anything is stored,
+    and `ProbeLimitReached` when all of the user's probes are still waiting for the worker.
     """
-    clean = photo_clean(upload, filename=filename)
+    from catalog.services.retention import classify_probe_room_make
+
+    clean = photo_clean(upload)
     with transaction.atomic():
+        classify_probe_room_make(user=user)
         listing = Listing.objects.create(seller_id=user.pk, title=PROBE_LISTING_TITLE, is_probe=True)
-        return image_add(listing=listing, upload=clean.data, filename=clean.filename, position=0)
+        return image_add(listing=listing, upload=clean.data, filename=f"photo.{clean.extension}", position=0)

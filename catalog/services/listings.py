@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import logging
 from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.models import User
-from django.core.files.storage import default_storage
 from django.db import transaction
+from django.db.models import QuerySet
 
-from catalog.models import Category, CategorySource, Listing
+from catalog.models import Category, CategorySource, Listing, ListingImage
+from catalog.services.storage import stored_files_delete
 from catalog.taxonomy import taxonomy_sync
-
-logger = logging.getLogger(__name__)
 
 
 def taxonomy_load(*, path: str | None = None) -> int:
@@ -30,12 +28,18 @@ def listing_create(
     price: Decimal | None = None,
     category: Category | None = None,
 ) -> Listing:
-    """Create a listing. A category given here is the seller's choice (source SELLER), recorded
-    as a `CategoryDecision` like every other category change."""
+    """Create a published listing (the API and `import_photos`; the web form goes through a
+    draft, `listing_draft_create` then `listing_publish`). It is public once it has a category:
+    one given here is the seller's choice (source SELLER), recorded as a `CategoryDecision` like
+    every other category change; without one, it waits for an auto-accepted or a reviewer's."""
+    from django.utils import timezone
+
     from catalog.services.decisions import listing_category_set
 
     with transaction.atomic():
-        listing = Listing.objects.create(seller=seller, title=title, description=description, price=price)
+        listing = Listing.objects.create(
+            seller=seller, title=title, description=description, price=price, published_at=timezone.now()
+        )
         if category is not None:
             listing_category_set(
                 listing=listing, category=category, source=CategorySource.SELLER, actor=seller
@@ -66,21 +70,20 @@ def listing_update(*, listing: Listing, title: str, description: str, price: Dec
 
 def listing_delete(*, listing: Listing) -> None:
     """Delete a listing with its photos, suggestions, stored files and thumbnails (after commit)."""
-    from catalog.thumbnails import thumbnails_delete
+    listings_delete(listings=Listing.objects.filter(pk=listing.pk))
 
-    stored = list(listing.images.values_list("file", "pk", "checksum"))
+
+def listings_delete(*, listings: QuerySet[Listing]) -> int:
+    """Delete these listings with their photos, suggestions, stored files and thumbnails (files
+    after commit; a storage error is logged and left to the orphan sweep). Returns how many went."""
     with transaction.atomic():
-        listing.delete()
-
-        def delete_files() -> None:
-            for name, image_id, checksum in stored:
-                try:
-                    default_storage.delete(name)
-                    thumbnails_delete(image_id=image_id, checksum=checksum)
-                except OSError:
-                    logger.warning("could not delete %s from storage", name, exc_info=True)
-
-        transaction.on_commit(delete_files)
+        listing_ids = list(listings.select_for_update().values_list("pk", flat=True))
+        stored = list(
+            ListingImage.objects.filter(listing_id__in=listing_ids).values_list("file", "pk", "checksum")
+        )
+        Listing.objects.filter(pk__in=listing_ids).delete()
+        transaction.on_commit(lambda: stored_files_delete(stored))
+    return len(listing_ids)
 
 
 def user_create(*, username: str, password: str, email: str = "") -> User:

@@ -1,10 +1,11 @@
 """The model registry: training runs, trained versions, comparisons, activation and rollback.
 
 The web process never trains or scores: it records a request and hands the work to the
-`training` queue by task name (`workers.training`), after commit. Activation is a staff
-permission (`catalog.activate_modelversion`) and needs a comparison of the candidate with the
-active version on the same held-out photos; rollback returns to the version the last activation
-replaced, without one (it was active before).
+`training` queue by task name (`workers.training`), after commit. Training and comparisons need
+the `catalog.train_modelversion` permission (catalog.access). Activation needs
+`catalog.activate_modelversion` and a comparison of the candidate with the active version on the
+same held-out photos; rollback returns to the version the last activation replaced, without one
+(it was active before).
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from django.db import transaction
 from django.utils import timezone
 
 from catalog import selectors
+from catalog.access import ACTIVATE_PERMISSION, TRAIN_PERMISSION
+from catalog.activation import activation_objections
 from catalog.models import (
     Category,
     ModelActivation,
@@ -32,7 +35,6 @@ logger = logging.getLogger(__name__)
 
 MODEL_TRAIN_TASK = "workers.training.model_train_task"
 MODEL_COMPARE_TASK = "workers.training.model_compare_task"
-ACTIVATE_PERMISSION = "catalog.activate_modelversion"
 
 # User-facing messages; tests reuse them.
 ACTIVATION_NEEDS_COMPARISON = (
@@ -47,19 +49,32 @@ class RegistryRefused(ValueError):
     """A registry change that its rules refuse; `str(error)` is shown to staff."""
 
 
-def _require_staff(user: AbstractBaseUser | None) -> None:
-    if user is None or not getattr(user, "is_staff", False):
-        raise PermissionDenied("staff only")
+ACTIVATION_REFUSED = "{candidate} was not activated: {reasons}"
+
+
+class ActivationRefused(RegistryRefused):
+    """The candidate has objections (`catalog.activation`); `objections` lists them. Staff may
+    still activate it by giving a written reason."""
+
+    def __init__(self, candidate: str, objections: list[str]) -> None:
+        super().__init__(ACTIVATION_REFUSED.format(candidate=candidate, reasons=" ".join(objections)))
+        self.objections = objections
+
+
+def _require_permission(user: AbstractBaseUser | None, permission: str) -> None:
+    if user is None or not user.has_perm(permission):  # type: ignore[attr-defined]
+        raise PermissionDenied(f"needs the permission {permission}")
 
 
 def training_run_request(*, requested_by: AbstractBaseUser | None) -> TrainingRun:
     """Queue a training run on the `training` queue (after commit) and return its row.
 
     A run already queued or running is returned instead of a second one. `requested_by=None` is
-    the command line (`manage.py train`); a web user must be staff (else `PermissionDenied`).
+    the command line (`manage.py train`); a web user needs `catalog.train_modelversion` (else
+    `PermissionDenied`).
     """
     if requested_by is not None:
-        _require_staff(requested_by)
+        _require_permission(requested_by, TRAIN_PERMISSION)
     with transaction.atomic():
         pending = (
             TrainingRun.objects.select_for_update()
@@ -197,8 +212,9 @@ def model_comparison_record(
 
 
 def model_comparison_request(*, candidate: ModelVersion, requested_by: AbstractBaseUser) -> None:
-    """Queue a comparison of `candidate` with the active version (after commit)."""
-    _require_staff(requested_by)
+    """Queue a comparison of `candidate` with the active version (after commit). Needs
+    `catalog.train_modelversion` (else `PermissionDenied`)."""
+    _require_permission(requested_by, TRAIN_PERMISSION)
     enqueue_on_commit(MODEL_COMPARE_TASK, args=[candidate.pk])
 
 
@@ -208,6 +224,8 @@ def _activate(
     actor: AbstractBaseUser,
     comparison: ModelComparison | None,
     is_rollback: bool,
+    objections: list[str] | None = None,
+    override_reason: str = "",
 ) -> ModelActivation:
     current = ModelVersion.objects.select_for_update().filter(is_active=True).first()
     # One active version at most (a partial unique constraint): clear the old one first.
@@ -220,7 +238,17 @@ def _activate(
         comparison=comparison,
         is_rollback=is_rollback,
         actor_id=actor.pk,
+        objections=objections or [],
+        override_reason=override_reason,
     )
+    if objections:
+        logger.warning(
+            "model version %s activated by user %s despite %s objection(s): %s",
+            version.name,
+            actor.pk,
+            len(objections),
+            override_reason,
+        )
     logger.info(
         "model version %s %s by user %s (was %s)",
         version.name,
@@ -231,15 +259,19 @@ def _activate(
     return activation
 
 
-def model_version_activate(*, version: ModelVersion, actor: AbstractBaseUser) -> ModelActivation:
+def model_version_activate(
+    *, version: ModelVersion, actor: AbstractBaseUser, override_reason: str = ""
+) -> ModelActivation:
     """Make `version` the one workers serve.
 
     Needs the `catalog.activate_modelversion` permission (else `PermissionDenied`), a head
     artifact, and a comparison with the active version on the same held-out photos (else
-    `RegistryRefused` with the message to show).
+    `RegistryRefused` with the message to show). A candidate the rules of `catalog.activation`
+    object to (it drops a category with listings, or loses recall) raises `ActivationRefused`,
+    unless `override_reason` says in words why to activate it anyway: the activation then keeps
+    the reason and the objections (the registry's audit trail).
     """
-    if not actor.has_perm(ACTIVATE_PERMISSION):  # type: ignore[attr-defined]
-        raise PermissionDenied("activating a model version needs a permission")
+    _require_permission(actor, ACTIVATE_PERMISSION)
     with transaction.atomic():
         active = ModelVersion.objects.select_for_update().filter(is_active=True).first()
         if active is not None and active.pk == version.pk:
@@ -255,7 +287,21 @@ def model_version_activate(*, version: ModelVersion, actor: AbstractBaseUser) ->
                 raise RegistryRefused(
                     ACTIVATION_NEEDS_COMPARISON.format(candidate=version.name, active=active.name)
                 )
-        return _activate(version=version, actor=actor, comparison=comparison, is_rollback=False)
+        objections = (
+            activation_objections(candidate=version, active=active, comparison=comparison)
+            if active is not None
+            else []
+        )
+        if objections and not override_reason.strip():
+            raise ActivationRefused(version.name, objections)
+        return _activate(
+            version=version,
+            actor=actor,
+            comparison=comparison,
+            is_rollback=False,
+            objections=objections,
+            override_reason=override_reason.strip() if objections else "",
+        )
 
 
 def model_version_rollback(*, actor: AbstractBaseUser) -> ModelActivation:
@@ -264,8 +310,7 @@ def model_version_rollback(*, actor: AbstractBaseUser) -> ModelActivation:
     Needs the `catalog.activate_modelversion` permission. Raises `RegistryRefused` with
     `NOTHING_TO_ROLL_BACK` when there is no earlier version.
     """
-    if not actor.has_perm(ACTIVATE_PERMISSION):  # type: ignore[attr-defined]
-        raise PermissionDenied("rolling back a model version needs a permission")
+    _require_permission(actor, ACTIVATE_PERMISSION)
     with transaction.atomic():
         target = selectors.model_rollback_target()
         if target is None:

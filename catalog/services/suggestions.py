@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -10,7 +9,7 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from catalog import selectors
+from catalog import selectors, suggestion_tree
 from catalog.models import (
     Category,
     CategorySuggestion,
@@ -99,43 +98,44 @@ def listing_suggestion_refresh(*, listing: Listing, model_version: ModelVersion)
     """Derive the listing's suggested category from all its photos' suggestions.
 
     Each photo's top-k confidences are averaged over the listing's classified photos, so a
-    category seen in several photos wins over one photo's strong but lone vote. Stores the best
-    category and its confidence, the averaged top-k, the margin between its first two confidences
-    (the review queue's uncertainty order) and the model version. Never touches the category a
-    person chose; when the suggestion clears its category's auto-accept threshold for the active
-    version, `listing_auto_accept` sets it (source AUTO, audited).
+    category seen in several photos wins over one photo's strong but lone vote, then
+    de-duplicated along the tree (`catalog.suggestion_tree`). Stores the best category and its
+    confidence, that top-k, the margin between its first two confidences (the review queue's
+    uncertainty order), the model version, and whether confident photos disagree. Never touches
+    the category a person chose; when the suggestion clears its category's auto-accept threshold
+    for the active version, `listing_auto_accept` sets it (source AUTO, audited).
     """
     from catalog.services.decisions import listing_auto_accept
 
-    suggestions = CategorySuggestion.objects.filter(
-        image__listing=listing, model_version=model_version
-    ).values_list("top_k", flat=True)
-    totals: dict[str, float] = defaultdict(float)
-    count = 0
-    for top_k in suggestions:
-        count += 1
-        for entry in top_k:
-            totals[entry["slug"]] += float(entry["confidence"])
-    if not count:  # e.g. its classified photos were removed
+    top_ks = list(
+        CategorySuggestion.objects.filter(image__listing=listing, model_version=model_version).values_list(
+            "top_k", flat=True
+        )
+    )
+    derived = suggestion_tree.derive(
+        top_ks,
+        selectors.category_parents() if top_ks else {},
+        keep=settings.SUGGESTION_TOP_K,
+        confident=settings.PHOTO_CONFIDENT_MIN,
+    )
+    if derived is None:  # e.g. its classified photos were removed
         Listing.objects.filter(pk=listing.pk).update(
             suggested_category=None,
             suggested_confidence=None,
             suggested_top_k=[],
             suggested_margin=None,
             suggested_model_version=None,
+            photos_disagree=False,
             updated_at=timezone.now(),
         )
         return
-    ranked = sorted(totals.items(), key=lambda item: (-item[1], item[0]))[: settings.SUGGESTION_TOP_K]
-    top_k = [{"slug": slug, "confidence": round(total / count, 6)} for slug, total in ranked]
-    second = top_k[1]["confidence"] if len(top_k) > 1 else 0.0
-    category = Category.objects.filter(slug=top_k[0]["slug"]).first()
     Listing.objects.filter(pk=listing.pk).update(
-        suggested_category=category,
-        suggested_confidence=ranked[0][1] / count,
-        suggested_top_k=top_k,
-        suggested_margin=round(top_k[0]["confidence"] - second, 6),
+        suggested_category=Category.objects.filter(slug=derived.top_k[0]["slug"]).first(),
+        suggested_confidence=derived.confidence,
+        suggested_top_k=derived.top_k,
+        suggested_margin=derived.margin,
         suggested_model_version=model_version,
+        photos_disagree=derived.photos_disagree,
         updated_at=timezone.now(),
     )
     listing_auto_accept(listing=listing, model_version=model_version)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.core.paginator import Paginator
 from django.db import connection
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
-from django.shortcuts import get_object_or_404, redirect, render
+from django.shortcuts import redirect, render
 from django.templatetags.static import static
 from django.views.decorators.http import require_GET
 
@@ -47,14 +47,23 @@ def browse(request: HttpRequest) -> HttpResponse:
 
 @require_GET
 def listing_detail(request: HttpRequest, pk: int) -> HttpResponse:
-    """A listing's public page: photos (as thumbnails), price, description, category path."""
-    listing = get_object_or_404(selectors.listing_search(), pk=pk)
+    """A listing's public page: photos (as thumbnails), price, description, category path. Its
+    seller also sees it before it is public (a draft, or still without a category), marked so."""
+    listing = selectors.listing_search().filter(pk=pk).first()
+    preview = False
+    if listing is None and request.user.is_authenticated:
+        listing = selectors.listings_of_seller(seller=request.user).filter(pk=pk).first()  # type: ignore[arg-type]
+        preview = True
+    if listing is None:
+        raise Http404("no such listing")
     path = selectors.category_path(category=listing.category) if listing.category else []
-    return render(
-        request,
-        "catalog/listing_detail.html",
-        {"listing": listing, "photos": list(listing.images.all()), "category_path": path},
-    )
+    context = {
+        "listing": listing,
+        "photos": list(listing.images.all()),
+        "category_path": path,
+        "preview": preview,
+    }
+    return render(request, "catalog/listing_detail.html", context)
 
 
 @require_GET
@@ -63,7 +72,7 @@ def photo_thumbnail(request: HttpRequest, image_id: int, size: str) -> HttpRespo
     cached in storage. A photo that cannot be decoded gets a placeholder picture."""
     if size not in THUMBNAIL_SIZES:
         raise Http404("unknown thumbnail size")
-    image = selectors.image_public(image_id=image_id)
+    image = selectors.image_public(image_id=image_id, viewer=request.user)  # type: ignore[arg-type]
     if image is None:
         raise Http404("no such photo")
     data = thumbnail_get_or_create(image=image, size=size)
@@ -71,7 +80,8 @@ def photo_thumbnail(request: HttpRequest, image_id: int, size: str) -> HttpRespo
         return redirect(static("catalog/img/unreadable-photo.svg"))
     response = HttpResponse(data, content_type=THUMBNAIL_CONTENT_TYPE)
     # Photos never change under an id; a removed photo's URL answers 404 to new requests.
-    response["Cache-Control"] = "public, max-age=86400"
+    public = selectors.listings_public().filter(pk=image.listing_id).exists()
+    response["Cache-Control"] = f"{'public' if public else 'private'}, max-age=86400"
     return response
 
 

@@ -11,12 +11,20 @@ from django.conf import settings
 from django.contrib import messages
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
+from django.urls import reverse
 from django.views.decorators.cache import cache_control
 from django.views.decorators.http import require_GET, require_POST
 
 from catalog import charts, selectors, services
-from catalog.models import ModelVersion
-from catalog.services.registry import ACTIVATE_PERMISSION, RegistryRefused
+from catalog.access import (
+    ACTIVATE_PERMISSION,
+    CATEGORY_ADD_PERMISSION,
+    REGISTRY_VIEW_PERMISSION,
+    TRAIN_PERMISSION,
+)
+from catalog.activation import activation_objections
+from catalog.models import ModelComparison, ModelVersion
+from catalog.services.registry import ActivationRefused, RegistryRefused
 from catalog.views.staff import staff_required
 
 # User-facing messages; tests reuse them.
@@ -25,6 +33,7 @@ COMPARISON_QUEUED = "Comparing {version} with the active version; reload in a mo
 ACTIVATED = "{version} is now active; workers switch to it within {seconds:g} s."
 ROLLED_BACK = "Rolled back to {version}."
 CATEGORY_ADDED = "Added {path}. It joins training once it has {minimum} labelled photos."
+OVERRIDE_NEEDS_CONFIRMATION = "Tick the box to confirm that you activate it despite the objections."
 NO_THRESHOLD = (
     "No threshold: on held-out photos this category's precision could not be shown to reach the "
     "target, so its suggestions wait for a person."
@@ -43,7 +52,13 @@ def _row(version: ModelVersion, active: ModelVersion | None) -> dict[str, object
     held_out = metrics.get("held_out") or {}
     auto = held_out.get("auto_accept") or {}
     comparison = selectors.model_comparison_with_active(version=version) if active else None
+    objections = (
+        activation_objections(candidate=version, active=active, comparison=comparison)
+        if active is not None and comparison is not None and not version.is_active
+        else []
+    )
     return {
+        "objections": objections,
         "version": version,
         "held_out": held_out,
         "auto": auto,
@@ -54,7 +69,7 @@ def _row(version: ModelVersion, active: ModelVersion | None) -> dict[str, object
     }
 
 
-@staff_required()
+@staff_required(REGISTRY_VIEW_PERMISSION)
 @require_GET
 def registry(request: HttpRequest) -> HttpResponse:
     """Every version side by side with its held-out figures; training runs and activations."""
@@ -75,7 +90,7 @@ def registry(request: HttpRequest) -> HttpResponse:
     return render(request, "catalog/staff/registry.html", context)
 
 
-@staff_required()
+@staff_required(REGISTRY_VIEW_PERMISSION)
 @require_GET
 def model_version_detail(request: HttpRequest, pk: int) -> HttpResponse:
     """One version: data size, hyperparameters, held-out metrics, thresholds, comparisons."""
@@ -83,6 +98,11 @@ def model_version_detail(request: HttpRequest, pk: int) -> HttpResponse:
     metrics = version.metrics or {}
     held_out = metrics.get("held_out") or {}
     thresholds = sorted((version.auto_accept_thresholds or {}).items())
+    active = ModelVersion.objects.filter(is_active=True).only("pk", "name", "head_manifest").first()
+    comparison = selectors.model_comparison_with_active(version=version)
+    objections = []
+    if active is not None and comparison is not None and not version.is_active:
+        objections = activation_objections(candidate=version, active=active, comparison=comparison)
     context = {
         "version": version,
         "held_out": held_out,
@@ -91,14 +111,33 @@ def model_version_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "no_threshold": NO_THRESHOLD,
         "other_metrics": {key: value for key, value in metrics.items() if key != "held_out"},
         "comparisons": version.comparisons.select_related("baseline").order_by("-created_at")[:10],
-        "comparison": selectors.model_comparison_with_active(version=version),
+        "comparison": comparison,
         "can_activate": request.user.has_perm(ACTIVATE_PERMISSION),
-        "active": ModelVersion.objects.filter(is_active=True).only("pk", "name").first(),
+        "active": active,
+        "objections": objections,
+        **_recall_rows(comparison),
     }
     return render(request, "catalog/staff/model_version.html", context)
 
 
-@staff_required()
+def _recall_rows(comparison: ModelComparison | None) -> dict[str, object]:
+    """Per-category recall of a comparison, worst change first, and the categories it lacks."""
+    details = (comparison.details if comparison else None) or {}
+    rows = [
+        {
+            "slug": slug,
+            "photos": row.get("photos"),
+            "candidate": row.get("candidate"),
+            "baseline": row.get("baseline"),
+            "points": 100 * (float(row.get("candidate") or 0) - float(row.get("baseline") or 0)),
+        }
+        for slug, row in (details.get("recall_by_category") or {}).items()
+    ]
+    rows.sort(key=lambda row: (row["points"], row["slug"]))
+    return {"recall_rows": rows, "uncovered": details.get("uncovered") or []}
+
+
+@staff_required(REGISTRY_VIEW_PERMISSION)
 @require_GET
 @cache_control(private=True, max_age=300)
 def confusion_chart(request: HttpRequest, pk: int) -> HttpResponse:
@@ -110,7 +149,7 @@ def confusion_chart(request: HttpRequest, pk: int) -> HttpResponse:
     )
 
 
-@staff_required()
+@staff_required(REGISTRY_VIEW_PERMISSION)
 @require_GET
 @cache_control(private=True, max_age=300)
 def reliability_chart(request: HttpRequest, pk: int) -> HttpResponse:
@@ -122,7 +161,7 @@ def reliability_chart(request: HttpRequest, pk: int) -> HttpResponse:
     )
 
 
-@staff_required()
+@staff_required(TRAIN_PERMISSION)
 @require_POST
 def training_start(request: HttpRequest) -> HttpResponse:
     """Queue a training run on the human-labelled photos."""
@@ -131,7 +170,7 @@ def training_start(request: HttpRequest) -> HttpResponse:
     return redirect("catalog:registry")
 
 
-@staff_required()
+@staff_required(TRAIN_PERMISSION)
 @require_POST
 def model_version_compare(request: HttpRequest, pk: int) -> HttpResponse:
     """Queue a comparison of the version with the active one on the version's held-out photos."""
@@ -141,13 +180,22 @@ def model_version_compare(request: HttpRequest, pk: int) -> HttpResponse:
     return redirect("catalog:model-version", pk=version.pk)
 
 
-@staff_required(permission=ACTIVATE_PERMISSION)
+@staff_required(ACTIVATE_PERMISSION)
 @require_POST
 def model_version_activate(request: HttpRequest, pk: int) -> HttpResponse:
-    """Make the version active, once compared with the active one."""
+    """Make the version active, once compared with the active one. A version the registry's
+    rules object to is activated only with a written reason and the confirmation box ticked;
+    otherwise its page shows the objections."""
     version = _version(pk)
+    reason = request.POST.get("override_reason", "").strip()
+    if reason and request.POST.get("confirm") != "yes":
+        messages.error(request, OVERRIDE_NEEDS_CONFIRMATION)
+        return redirect("catalog:model-version", pk=version.pk)
     try:
-        services.model_version_activate(version=version, actor=request.user)  # type: ignore[arg-type]
+        services.model_version_activate(version=version, actor=request.user, override_reason=reason)  # type: ignore[arg-type]
+    except ActivationRefused as error:
+        messages.error(request, str(error))
+        return redirect(reverse("catalog:model-version", kwargs={"pk": version.pk}) + "#activation")
     except RegistryRefused as error:
         messages.error(request, str(error))
     else:
@@ -157,7 +205,7 @@ def model_version_activate(request: HttpRequest, pk: int) -> HttpResponse:
     return redirect("catalog:registry")
 
 
-@staff_required(permission=ACTIVATE_PERMISSION)
+@staff_required(ACTIVATE_PERMISSION)
 @require_POST
 def model_version_rollback(request: HttpRequest) -> HttpResponse:
     """Return to the version the last activation replaced."""
@@ -170,7 +218,7 @@ def model_version_rollback(request: HttpRequest) -> HttpResponse:
     return redirect("catalog:registry")
 
 
-@staff_required()
+@staff_required(CATEGORY_ADD_PERMISSION)
 @require_POST
 def category_add(request: HttpRequest) -> HttpResponse:
     """Add a category to the tree (name, optional slug, optional parent)."""

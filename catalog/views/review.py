@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from urllib.parse import urlencode
 
+from django.conf import settings
 from django.contrib import messages
 from django.core.paginator import Paginator
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
@@ -18,7 +19,8 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_POST
 
 from catalog import selectors, services
-from catalog.models import Category, CategorySource, Listing, ModelVersion
+from catalog.access import BULK_ACCEPT_PERMISSION, REVIEW_PERMISSION
+from catalog.models import Category, CategorySource, Listing, ListingImage, ModelVersion
 from catalog.views.staff import staff_required
 
 REVIEW_PAGE_SIZE = 20
@@ -30,6 +32,9 @@ ALREADY_DECIDED = "“{title}” was already decided by a person; nothing change
 BULK_ACCEPTED = "Accepted the first suggestion of {count} listing{plural} at {percent}% or more."
 BAD_CONFIDENCE = "Give a confidence between 0 and 100."
 UNKNOWN_CATEGORY = "Choose a category from the list."
+UNDONE = "Undid your decision on “{title}”."
+PHOTO_LABELLED = "Photo {number} of “{title}” is labelled {path}."
+PHOTO_ALREADY_LABELLED = "Photo {number} of “{title}” already had that label."
 
 
 def _percent(value: str | None) -> float | None:
@@ -86,7 +91,7 @@ def _answer(request: HttpRequest, *, message: str, ok: bool = True, status: int 
     return _back(request)
 
 
-@staff_required()
+@staff_required(REVIEW_PERMISSION)
 @require_GET
 def review_queue(request: HttpRequest) -> HttpResponse:
     """The queue: photos and top-5 of listings no person categorised, smallest margin first."""
@@ -101,6 +106,8 @@ def review_queue(request: HttpRequest) -> HttpResponse:
     for listing in page.object_list:
         suggestions = []
         for rank, entry in enumerate(listing.suggested_top_k or [], start=1):
+            if rank > 1 and float(entry["confidence"]) < settings.SUGGESTION_MIN_CONFIDENCE:
+                break  # best first: every later alternative is below it too
             category = by_slug.get(entry["slug"])
             percent = round(float(entry["confidence"]) * 100)
             suggestions.append(
@@ -112,7 +119,15 @@ def review_queue(request: HttpRequest) -> HttpResponse:
                 }
             )
         items.append(
-            {"listing": listing, "suggestions": suggestions, "photo": next(iter(listing.images.all()), None)}
+            {
+                "listing": listing,
+                "suggestions": suggestions,
+                "photo": next(iter(listing.images.all()), None),
+                # Photos that disagree are labelled one by one: each with its own top-1.
+                "photos": selectors.listing_suggestions(listing=listing).photos
+                if listing.photos_disagree
+                else [],
+            }
         )
     context = {
         "page": page,
@@ -129,14 +144,14 @@ def review_queue(request: HttpRequest) -> HttpResponse:
 
 
 def _reviewable(pk: int) -> Listing:
-    return get_object_or_404(selectors.listings_public(), pk=pk)
+    return get_object_or_404(selectors.listings_published(), pk=pk)
 
 
 def _path(category: Category) -> str:
     return selectors.category_paths().get(category.pk, category.name)
 
 
-@staff_required()
+@staff_required(REVIEW_PERMISSION)
 @require_POST
 def review_accept(request: HttpRequest, pk: int) -> HttpResponse:
     """Accept suggestion number `rank` (1–5) of the listing (keyboard 1–5)."""
@@ -159,7 +174,7 @@ def review_accept(request: HttpRequest, pk: int) -> HttpResponse:
     )
 
 
-@staff_required()
+@staff_required(REVIEW_PERMISSION)
 @require_POST
 def review_correct(request: HttpRequest, pk: int) -> HttpResponse:
     """Set a category chosen in the picker (keyboard c)."""
@@ -173,7 +188,7 @@ def review_correct(request: HttpRequest, pk: int) -> HttpResponse:
     return _answer(request, message=DECIDED_CORRECTED.format(path=_path(category), title=listing.title))
 
 
-@staff_required()
+@staff_required(REVIEW_PERMISSION)
 @require_POST
 def review_reject(request: HttpRequest, pk: int) -> HttpResponse:
     """Reject the listing as not classifiable (keyboard r)."""
@@ -184,7 +199,7 @@ def review_reject(request: HttpRequest, pk: int) -> HttpResponse:
     return _answer(request, message=DECIDED_REJECTED.format(title=listing.title))
 
 
-@staff_required()
+@staff_required(BULK_ACCEPT_PERMISSION)
 @require_POST
 def review_bulk_accept(request: HttpRequest) -> HttpResponse:
     """Accept the first suggestion of every listing in the current filter at or above a confidence."""
@@ -208,7 +223,7 @@ def review_bulk_accept(request: HttpRequest) -> HttpResponse:
     return _answer(request, message=message)
 
 
-@staff_required()
+@staff_required(REVIEW_PERMISSION)
 @require_GET
 def listing_audit(request: HttpRequest, pk: int) -> HttpResponse:
     """A listing's photos, suggestion and the audit trail of how its category was set."""
@@ -221,5 +236,41 @@ def listing_audit(request: HttpRequest, pk: int) -> HttpResponse:
         "decisions": selectors.listing_decisions(listing=listing),
         "paths": paths,
         "human": listing.category_source in (CategorySource.SELLER, CategorySource.REVIEWER),
+        "photo_numbers": {image.pk: number for number, image in enumerate(listing.images.all(), start=1)},
     }
     return render(request, "catalog/staff/listing_audit.html", context)
+
+
+@staff_required(REVIEW_PERMISSION)
+@require_POST
+def review_undo(request: HttpRequest) -> HttpResponse:
+    """Undo the reviewer's last decision (keyboard u); the audit trail keeps both."""
+    try:
+        outcome = services.review_undo(reviewer=request.user)  # type: ignore[arg-type]
+    except ValueError as error:
+        return _answer(request, message=str(error), ok=False, status=409)
+    message = UNDONE.format(title=outcome.undone.listing.title)
+    if _wants_json(request):
+        return JsonResponse({"ok": True, "message": message, "listing": outcome.undone.listing_id})
+    return _answer(request, message=message)
+
+
+@staff_required(REVIEW_PERMISSION)
+@require_POST
+def review_photo_label(request: HttpRequest, image_id: int) -> HttpResponse:
+    """Label one photo of a listing whose photos disagree (its training label)."""
+    image = get_object_or_404(
+        ListingImage.objects.select_related("listing").filter(listing__in=selectors.listings_published()),
+        pk=image_id,
+    )
+    category = Category.objects.filter(pk=request.POST.get("category") or 0, is_active=True).first()
+    if category is None:
+        return _answer(request, message=UNKNOWN_CATEGORY, ok=False, status=400)
+    outcome = services.review_photo_label(image=image, category=category, reviewer=request.user)  # type: ignore[arg-type]
+    number = (
+        list(image.listing.images.order_by("position", "id").values_list("pk", flat=True)).index(image.pk) + 1
+    )
+    title = image.listing.title
+    if not outcome.changed:
+        return _answer(request, message=PHOTO_ALREADY_LABELLED.format(number=number, title=title))
+    return _answer(request, message=PHOTO_LABELLED.format(number=number, title=title, path=_path(category)))

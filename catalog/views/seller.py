@@ -1,5 +1,6 @@
-"""The seller's pages: "My listings", create and edit a listing with its photos, the suggestion
-panel (polled by htmx while the worker runs) and the category choice.
+"""The seller's pages: "My listings", edit a listing with its photos, the suggestion panel
+(polled by htmx while the worker runs) and the category choice. The listing form of a new
+listing (a draft until it is published) lives in `catalog.views.drafts`.
 
 Every listing is looked up in `selectors.listings_of_seller(seller=request.user)`, so another
 seller's listing or photo answers 404, never 403.
@@ -7,10 +8,11 @@ seller's listing or photo answers 404, never 403.
 
 from __future__ import annotations
 
+import json
+
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.db import transaction
-from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBadRequest, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils import timezone
@@ -29,20 +31,46 @@ SUGGESTION_POLL_MS = 300
 SUGGESTION_POLL_BACKOFF: tuple[tuple[float, int], ...] = ((10.0, SUGGESTION_POLL_MS), (120.0, 2_000))
 SUGGESTION_POLL_SLOW_MS = 10_000
 
+# The suggestion panel of a published listing, and of a draft (the listing form's category field).
+SUGGESTION_TEMPLATES = {
+    False: "catalog/seller/_suggestions.html",
+    True: "catalog/seller/_category_field.html",
+}
+
 # User-facing messages; tests reuse them.
-LISTING_CREATED = "Your listing is online. Pick its category below."
 LISTING_SAVED = "Changes saved."
 LISTING_DELETED = "Listing deleted."
 CATEGORY_SAVED = "Category saved: {path}."
 CATEGORY_UNKNOWN = "Choose a category from the list."
+UPLOAD_REQUEST_MALFORMED = "Describe the photos to upload as JSON: files with name, type and size."
 
 
 def _own_listing(request: HttpRequest, pk: int) -> Listing:
     return get_object_or_404(selectors.listings_of_seller(seller=request.user), pk=pk)  # type: ignore[arg-type]
 
 
-def _uploaded_files(request: HttpRequest) -> list[tuple[str, object]]:
+def uploaded_files(request: HttpRequest) -> list[tuple[str, object]]:
     return [(upload.name or "photo", upload) for upload in request.FILES.getlist("photos")]
+
+
+def photo_count(request: HttpRequest) -> int:
+    """Photos sent with the form: direct-upload tokens with S3 storage, else files."""
+    if services.direct_uploads_enabled():
+        return len(request.POST.getlist("uploads"))
+    return len(request.FILES.getlist("photos"))
+
+
+def photos_store(request: HttpRequest, listing: Listing) -> services.PhotoBatch:
+    """Add the form's photos to `listing`. With S3 storage the browser has uploaded them to the
+    bucket and sends one token each (the web app never receives the bytes); else they are files."""
+    if services.direct_uploads_enabled():
+        return services.listing_uploads_register(listing=listing, tokens=request.POST.getlist("uploads"))
+    return services.listing_photos_add(listing=listing, files=uploaded_files(request))  # type: ignore[arg-type]
+
+
+def direct_upload_url() -> str:
+    """Where the photo forms ask for presigned uploads ("" when photos go through the web app)."""
+    return reverse("catalog:photo-uploads") if services.direct_uploads_enabled() else ""
 
 
 @login_required
@@ -54,70 +82,36 @@ def dashboard(request: HttpRequest) -> HttpResponse:
     return render(request, "catalog/seller/dashboard.html", {"listings": listings, "paths": paths})
 
 
-@login_required
-@require_http_methods(["GET", "POST"])
-def listing_create(request: HttpRequest) -> HttpResponse:
-    """New listing: details and 1–10 photos in one form. Valid photos are kept and the bad ones are
-    listed with their reason on the edit page; with no valid photo nothing is created."""
-    form = ListingForm(request.POST or None)
-    photo_errors: list[services.RejectedPhoto] = []
-    if request.method == "POST":
-        files = _uploaded_files(request)
-        if not files:
-            form.add_error(None, PHOTOS_REQUIRED)
-        elif len(files) > services.LISTING_MAX_PHOTOS:
-            form.add_error(None, TOO_MANY_PHOTOS)
-        if form.is_valid():
-            with transaction.atomic():
-                listing = services.listing_create(
-                    seller=request.user,  # type: ignore[arg-type]
-                    title=form.cleaned_data["title"],
-                    description=form.cleaned_data["description"],
-                    price=form.cleaned_data["price"],
-                )
-                batch = services.listing_photos_add(listing=listing, files=files)  # type: ignore[arg-type]
-                if not batch.added:
-                    # Nothing was stored (only valid photos are): undo the listing row too.
-                    transaction.set_rollback(True)
-            if batch.added:
-                messages.success(request, LISTING_CREATED)
-                for rejected in batch.rejected:
-                    messages.error(
-                        request,
-                        f"{rejected.filename}{PHOTO_ERROR_SEPARATOR}{rejected.message}",
-                        extra_tags=PHOTO_ERROR_TAG,
-                    )
-                return redirect("catalog:listing-edit", pk=listing.pk)
-            photo_errors = batch.rejected
-    status = 400 if request.method == "POST" else 200
-    return render(
-        request,
-        "catalog/seller/listing_form.html",
-        {"form": form, "photo_errors": photo_errors, "max_photos": services.LISTING_MAX_PHOTOS},
-        status=status,
-    )
-
-
-def _edit_context(request: HttpRequest, listing: Listing, **extra: object) -> dict[str, object]:
+def edit_context(request: HttpRequest, listing: Listing, **extra: object) -> dict[str, object]:
+    """What the edit page (and a draft's listing form) shows: photos, suggestions, category."""
     return {
         "listing": listing,
         "photos": list(listing.images.order_by("position", "id")),
         "max_photos": services.LISTING_MAX_PHOTOS,
         "remaining": max(0, services.LISTING_MAX_PHOTOS - listing.images.count()),
-        **_suggestion_context(listing),
+        "direct_upload_url": direct_upload_url(),
+        **suggestion_context(request, listing),
         **extra,
     }
 
 
-def _suggestion_context(listing: Listing) -> dict[str, object]:
-    listing.refresh_from_db(fields=["category", "category_source"])
+def suggestion_context(request: HttpRequest, listing: Listing) -> dict[str, object]:
+    """The suggestion panel's context. A draft's panel is the listing form's category field:
+    `selected_id` is the category the seller picked there (sent back by each poll and photo
+    change), else the category auto-accept preselected."""
+    listing.refresh_from_db(fields=["category", "category_source", "published_at"])
     paths = selectors.category_paths()
     panel = selectors.listing_suggestions(listing=listing, top=3)
+    picked = request.POST.get("category") or request.GET.get("category") or ""
+    selected_id = int(picked) if picked.isdigit() else (panel.preselected.pk if panel.preselected else None)
     return {
         "listing": listing,
         "panel": panel,
         "tree": selectors.category_tree(),
         "current_path": paths.get(listing.category_id) if listing.category_id else "",
+        "form_mode": listing.published_at is None,
+        "selected_id": selected_id,
+        "selected_suggested": selected_id in {s.category.pk for s in panel.suggestions},
         **_poll_interval(panel),
     }
 
@@ -139,6 +133,10 @@ def _poll_interval(panel: selectors.ListingSuggestions) -> dict[str, object]:
 def listing_edit(request: HttpRequest, pk: int) -> HttpResponse:
     """Edit page: details form, photo manager, suggestion panel and category choice."""
     listing = _own_listing(request, pk)
+    if listing.published_at is None:
+        from catalog.views.drafts import draft_form
+
+        return draft_form(request, listing)
     initial = {"title": listing.title, "description": listing.description, "price": listing.price}
     form = ListingForm(request.POST or None, initial=initial)
     if request.method == "POST" and form.is_valid():
@@ -151,14 +149,7 @@ def listing_edit(request: HttpRequest, pk: int) -> HttpResponse:
         messages.success(request, LISTING_SAVED)
         return redirect("catalog:listing-edit", pk=listing.pk)
     status = 400 if form.errors else 200
-    # Files refused on the create page arrive here as messages, after its redirect.
-    rejected = [
-        services.RejectedPhoto(filename=name, message=text)
-        for message in messages.get_messages(request)
-        if PHOTO_ERROR_TAG in message.tags
-        for name, _, text in [str(message).partition(PHOTO_ERROR_SEPARATOR)]
-    ]
-    context = _edit_context(request, listing, form=form, rejected=rejected)
+    context = edit_context(request, listing, form=form, rejected=photo_errors_kept(request))
     return render(request, "catalog/seller/listing_edit.html", context, status=status)
 
 
@@ -174,18 +165,33 @@ def listing_delete(request: HttpRequest, pk: int) -> HttpResponse:
     return render(request, "catalog/seller/listing_confirm_delete.html", {"listing": listing})
 
 
+def photo_errors_keep(request: HttpRequest, rejected: list[services.RejectedPhoto]) -> None:
+    """Carry refused files across a redirect, as messages the next page lists by the photos."""
+    for item in rejected:
+        messages.error(
+            request, f"{item.filename}{PHOTO_ERROR_SEPARATOR}{item.message}", extra_tags=PHOTO_ERROR_TAG
+        )
+
+
+def photo_errors_kept(request: HttpRequest) -> list[services.RejectedPhoto]:
+    """The refused files `photo_errors_keep` carried over (read once)."""
+    return [
+        services.RejectedPhoto(filename=name, message=text)
+        for message in messages.get_messages(request)
+        if PHOTO_ERROR_TAG in message.tags
+        for name, _, text in [str(message).partition(PHOTO_ERROR_SEPARATOR)]
+    ]
+
+
 def _photos_response(
     request: HttpRequest, listing: Listing, rejected: list[services.RejectedPhoto]
 ) -> HttpResponse:
     """The photo manager partial for htmx (with the suggestion panel swapped out of band), else a
     redirect to the edit page with the errors as messages."""
     if request.htmx:  # type: ignore[attr-defined]
-        context = _edit_context(request, listing, rejected=rejected, oob=True)
+        context = edit_context(request, listing, rejected=rejected, oob=True)
         return render(request, "catalog/seller/_photos_update.html", context)
-    for item in rejected:
-        messages.error(
-            request, f"{item.filename}{PHOTO_ERROR_SEPARATOR}{item.message}", extra_tags=PHOTO_ERROR_TAG
-        )
+    photo_errors_keep(request, rejected)
     return redirect("catalog:listing-edit", pk=listing.pk)
 
 
@@ -194,11 +200,45 @@ def _photos_response(
 def photos_add(request: HttpRequest, pk: int) -> HttpResponse:
     """Add photos to a listing; each refused file gets its own message, the valid ones are kept."""
     listing = _own_listing(request, pk)
-    files = _uploaded_files(request)
-    rejected = services.listing_photos_add(listing=listing, files=files).rejected  # type: ignore[arg-type]
-    if not files:
+    rejected = photos_store(request, listing).rejected
+    if not photo_count(request):
         rejected = [services.RejectedPhoto(filename="", message=PHOTOS_REQUIRED)]
     return _photos_response(request, listing, rejected)
+
+
+@login_required
+@require_POST
+def photo_uploads(request: HttpRequest) -> JsonResponse:
+    """Presigned POSTs for photos the browser sends straight to the bucket (S3 storage only).
+
+    Body: JSON `{"files": [{"name": str, "type": str, "size": int}, ...]}`, at most
+    LISTING_MAX_PHOTOS files. Answers `{"uploads": [...]}` in the same order, each
+    `{"url", "fields", "token"}` or `{"error": message}` for a file that could never be accepted
+    (type, size). 404 when photos are stored locally, 400 for a malformed body.
+    """
+    if not services.direct_uploads_enabled():
+        raise Http404("photos are uploaded through the web app")
+    try:
+        files = json.loads(request.body)["files"]
+        described = [(str(f["name"]), str(f["type"]), int(f["size"])) for f in files]
+    except (ValueError, KeyError, TypeError):
+        return JsonResponse({"error": UPLOAD_REQUEST_MALFORMED}, status=400)
+    if len(described) > services.LISTING_MAX_PHOTOS:
+        return JsonResponse({"error": TOO_MANY_PHOTOS}, status=400)
+    uploads: list[dict[str, object]] = []
+    for name, content_type, size in described:
+        try:
+            upload = services.photo_upload_presign(
+                seller=request.user,  # type: ignore[arg-type]
+                filename=name,
+                content_type=content_type,
+                size=size,
+            )
+        except services.UploadRejected as error:
+            uploads.append({"error": str(error)})
+            continue
+        uploads.append({"url": upload.url, "fields": upload.fields, "token": upload.token})
+    return JsonResponse({"uploads": uploads})
 
 
 @login_required
@@ -249,7 +289,8 @@ def photos_reorder(request: HttpRequest, pk: int) -> HttpResponse:
 def suggestions_panel(request: HttpRequest, pk: int) -> HttpResponse:
     """The suggestion panel partial; while photos wait for the worker it asks to be polled again."""
     listing = _own_listing(request, pk)
-    return render(request, "catalog/seller/_suggestions.html", _suggestion_context(listing))
+    context = suggestion_context(request, listing)
+    return render(request, SUGGESTION_TEMPLATES[bool(context["form_mode"])], context)
 
 
 @login_required
@@ -269,7 +310,7 @@ def category_set(request: HttpRequest, pk: int) -> HttpResponse:
             actor=request.user,  # type: ignore[arg-type]
         )
     if request.htmx:  # type: ignore[attr-defined]
-        context = _suggestion_context(listing)
+        context = suggestion_context(request, listing)
         context["category_error"] = error
         context["just_saved"] = not error
         return render(request, "catalog/seller/_suggestions.html", context, status=400 if error else 200)

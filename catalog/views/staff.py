@@ -1,7 +1,8 @@
 """Access to the staff pages (review, training, the model registry).
 
 One rule everywhere: an anonymous visitor is sent to the login page; a signed-in user who is not
-staff, or lacks the permission a page needs, gets 404, so the pages' existence is not revealed.
+staff gets 404, so the pages' existence is not revealed; staff without the permission a page
+names (catalog.access) get 403 and nothing changes. Being staff is never enough on its own.
 """
 
 from __future__ import annotations
@@ -11,14 +12,20 @@ from functools import wraps
 from typing import Any
 
 from django.contrib.auth.views import redirect_to_login
+from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse
+
+# User-facing message of the 403 answer; tests reuse it.
+PERMISSION_NEEDED = "Your account does not have the permission for this page."
 
 
 def staff_required(
-    permission: str | None = None,
+    permission: str,
 ) -> Callable[[Callable[..., HttpResponse]], Callable[..., HttpResponse]]:
-    """Decorate a view for staff only (and holders of `permission`, e.g.
-    "catalog.activate_modelversion", when given)."""
+    """Decorate a view for staff holding `permission` (e.g. `catalog.access.REVIEW_PERMISSION`).
+
+    Anonymous: redirect to login. Not staff: `Http404`. Staff without it: `PermissionDenied` (403).
+    """
 
     def decorate(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
         @wraps(view)
@@ -26,8 +33,10 @@ def staff_required(
             user = request.user
             if not user.is_authenticated:
                 return redirect_to_login(request.get_full_path())
-            if not user.is_staff or (permission is not None and not user.has_perm(permission)):
+            if not user.is_staff:
                 raise Http404("no such page")
+            if not user.has_perm(permission):
+                raise PermissionDenied(PERMISSION_NEEDED)
             return view(request, *args, **kwargs)
 
         return wrapped

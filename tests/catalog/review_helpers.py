@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from catalog import services
+from catalog.access import staff_groups_ensure
 from catalog.models import Category, Listing, ListingImage, ModelVersion
 from tests.factories import ListingFactory, UserFactory
 
@@ -60,10 +63,18 @@ def record(image: ListingImage, scores: list[tuple[str, float]], *, model_versio
     )
 
 
-def staff_user(username: str = "reviewer", *, can_activate: bool = False):  # type: ignore[no-untyped-def]
-    from django.contrib.auth.models import Permission
+def staff_user(  # type: ignore[no-untyped-def]
+    username: str = "reviewer", *, groups: Sequence[str] = (), can_activate: bool = False, **fields: object
+):
+    """A staff member in `groups` (catalog.access names), optionally allowed to activate versions.
+    With neither, staff with no rights at all."""
+    from django.contrib.auth.models import Group, Permission
 
-    user = UserFactory(username=username, is_staff=True)
+    user = UserFactory(username=username, is_staff=True, **fields)
+    if groups:
+        # Transactional tests empty the tables between tests, groups included.
+        staff_groups_ensure(Group, Permission)
+        user.groups.add(*Group.objects.filter(name__in=groups))
     if can_activate:
         user.user_permissions.add(Permission.objects.get(codename="activate_modelversion"))
     return user

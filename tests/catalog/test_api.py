@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
-from rest_framework.authtoken.models import Token
+from knox.models import AuthToken
 from rest_framework.test import APIClient
 
 from catalog import services
 from catalog.models import Category, CategorySource, Listing, ListingImage
 from catalog.uploads import UPLOAD_NOT_AN_IMAGE
 from tests import photo_bytes as pb
+from tests.api_errors import api_error
 from tests.factories import ListingFactory, UserFactory
 
 pytestmark = pytest.mark.django_db
@@ -25,8 +26,8 @@ def photo(name: str = "a.jpg", data: bytes | None = None) -> SimpleUploadedFile:
 def api() -> APIClient:
     user = UserFactory()
     client = APIClient()
-    token = Token.objects.create(user=user)
-    client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
+    _, token = AuthToken.objects.create(user=user)
+    client.credentials(HTTP_AUTHORIZATION=f"Token {token}")
     client.user = user  # type: ignore[attr-defined]
     return client
 
@@ -47,7 +48,8 @@ def test_a_token_is_obtained_with_username_and_password() -> None:
     UserFactory(username="tok")
     response = APIClient().post("/api/token", {"username": "tok", "password": "a-long-test-password"})
     assert response.status_code == 200
-    assert len(response.json()["token"]) == 40
+    assert len(response.json()["token"]) == 64
+    assert response.json()["expiry"]
 
 
 def test_listing_crud_for_the_owner(api: APIClient) -> None:
@@ -112,7 +114,10 @@ def test_photo_upload_validates_like_the_pages(api: APIClient) -> None:
     assert good.status_code == 201
     assert good.json()["status"] == "pending"
     assert good.json()["thumbnail_url"].endswith(f"/photos/{good.json()['id']}/small.webp")
-    assert (bad.status_code, bad.json()) == (400, {"detail": UPLOAD_NOT_AN_IMAGE})
+    assert (bad.status_code, bad.json()) == (
+        400,
+        api_error("invalid", UPLOAD_NOT_AN_IMAGE, attr="file", type="validation_error"),
+    )
     assert listing.images.count() == 1
 
 
@@ -143,8 +148,8 @@ def test_suggestions_and_accepting_one(api: APIClient) -> None:
 
 
 def test_classify_answers_202_with_a_url_to_poll_then_the_top_5(api: APIClient, settings) -> None:
-    # given no waiting for the worker (no worker runs in this test)
-    settings.CLASSIFY_API_WAIT_S = 0
+    # given a generous wait, but a single-threaded web worker (the test client's), and no worker
+    settings.CLASSIFY_API_WAIT_S = 30
 
     # when a photo is posted
     response = api.post("/api/classify", {"file": photo()}, format="multipart")
@@ -177,7 +182,10 @@ def test_classify_answers_202_with_a_url_to_poll_then_the_top_5(api: APIClient, 
 def test_classify_refuses_bad_files_and_reports_failures(api: APIClient, settings) -> None:
     settings.CLASSIFY_API_WAIT_S = 0
     bad = api.post("/api/classify", {"file": photo("x.jpg", pb.SVG_IMAGE)}, format="multipart")
-    assert (bad.status_code, bad.json()) == (400, {"detail": UPLOAD_NOT_AN_IMAGE})
+    assert (bad.status_code, bad.json()) == (
+        400,
+        api_error("invalid", UPLOAD_NOT_AN_IMAGE, attr="file", type="validation_error"),
+    )
     assert not ListingImage.objects.exists()
 
     accepted = api.post("/api/classify", {"file": photo()}, format="multipart").json()

@@ -12,10 +12,12 @@ from django.urls import reverse
 from PIL import Image
 
 from catalog import services
+from catalog.access import REVIEWER_GROUP
 from catalog.models import Category, CategorySource, Listing
 from catalog.thumbnails import THUMBNAIL_SIZES, thumbnail_name
 from catalog.views.pages import BROWSE_PAGE_SIZE
 from tests import photo_bytes as pb
+from tests.catalog.review_helpers import staff_user
 from tests.factories import ListingFactory, UserFactory
 
 pytestmark = pytest.mark.django_db
@@ -47,7 +49,8 @@ def test_a_category_includes_its_descendants_and_search_matches_titles(client: C
     # then fashion lists the shoes and the outfit, shoes only the boots
     assert sorted(titles(client.get("/", {"category": "fashion"}))) == ["Leather boots", "Vintage outfit"]
     assert titles(client.get("/", {"category": "shoes"})) == ["Leather boots"]
-    assert len(titles(client.get("/"))) == 4
+    # and the listing without a category is not public yet
+    assert sorted(titles(client.get("/"))) == ["Leather boots", "Old phone", "Vintage outfit"]
     # and search is case-insensitive on the title, combined with the category
     assert titles(client.get("/", {"q": "BOOTS"})) == ["Leather boots"]
     assert titles(client.get("/", {"q": "phone", "category": "fashion"})) == []
@@ -55,8 +58,11 @@ def test_a_category_includes_its_descendants_and_search_matches_titles(client: C
 
 def test_browse_paginates_and_hides_probes(client: Client) -> None:
     seller = UserFactory()
+    lamps = Category.objects.get(slug="furniture")
     for i in range(BROWSE_PAGE_SIZE + 2):
-        ListingFactory(seller=seller, title=f"Lamp {i:02d}")
+        ListingFactory(
+            seller=seller, title=f"Lamp {i:02d}", category=lamps, category_source=CategorySource.SELLER
+        )
     services.classify_probe_create(user=seller, upload=pb.jpeg_bytes(), filename="p.jpg")
 
     first = client.get("/")
@@ -69,7 +75,7 @@ def test_browse_paginates_and_hides_probes(client: Client) -> None:
 
 def test_listing_page_serves_thumbnails_never_the_upload(client: Client) -> None:
     # given a listing with two photos
-    listing = ListingFactory(title="Chair")
+    listing = categorised("Chair", "furniture")
     batch = services.listing_photos_add(
         listing=listing, files=[("a.jpg", pb.jpeg_bytes((2000, 1000))), ("b.jpg", pb.jpeg_bytes())]
     )
@@ -84,7 +90,7 @@ def test_listing_page_serves_thumbnails_never_the_upload(client: Client) -> None
 
 
 def test_thumbnails_are_downscaled_webp_and_cached_in_storage(client: Client) -> None:
-    listing = ListingFactory()
+    listing = categorised("Lamp", "furniture")
     (image,) = services.listing_photos_add(
         listing=listing, files=[("a.jpg", pb.jpeg_bytes((2000, 1000)))]
     ).added
@@ -105,7 +111,7 @@ def test_thumbnails_are_downscaled_webp_and_cached_in_storage(client: Client) ->
 
 def test_thumbnail_errors(client: Client) -> None:
     # a photo stored by the import command that is not an image gets the placeholder
-    listing = ListingFactory()
+    listing = categorised("Lamp", "furniture")
     broken = services.image_add(listing=listing, upload=pb.HTML_PAGE, filename="x.jpg")
     response = client.get(reverse("catalog:photo-thumbnail", args=[broken.pk, "small"]))
     assert response.status_code == 302
@@ -116,3 +122,51 @@ def test_thumbnail_errors(client: Client) -> None:
     probe = services.classify_probe_create(user=UserFactory(), upload=pb.jpeg_bytes(), filename="p.jpg")
     assert client.get(reverse("catalog:photo-thumbnail", args=[probe.pk, "small"])).status_code == 404
     assert client.get(reverse("catalog:listing-detail", args=[probe.listing_id])).status_code == 404
+
+
+def test_only_published_listings_with_a_category_are_public_and_their_seller_previews_the_rest(
+    client: Client,
+) -> None:
+    # given a draft with a category, a published listing without one, and a public listing
+    seller = UserFactory()
+    shoes = Category.objects.get(slug="shoes")
+    chosen = {"category": shoes, "category_source": CategorySource.SELLER}
+    draft = ListingFactory(seller=seller, title="Draft boots", published_at=None, **chosen)
+    waiting = ListingFactory(seller=seller, title="Waiting box")
+    public = ListingFactory(seller=seller, title="Public boots", **chosen)
+    photos = {
+        listing.pk: services.image_add(listing=listing, upload=pb.jpeg_bytes(), filename="p.jpg")
+        for listing in (draft, waiting, public)
+    }
+
+    # then a visitor finds only the public one, and its pages and photos alone
+    assert titles(client.get("/")) == ["Public boots"]
+    for listing in (draft, waiting):
+        assert client.get(reverse("catalog:listing-detail", args=[listing.pk])).status_code == 404
+        photo = photos[listing.pk]
+        assert client.get(reverse("catalog:photo-thumbnail", args=[photo.pk, "small"])).status_code == 404
+    assert client.get(reverse("catalog:listing-detail", args=[public.pk])).status_code == 200
+
+    # and their seller previews the others, marked as not public, and sees their photos
+    client.force_login(seller)
+    page = client.get(reverse("catalog:listing-detail", args=[draft.pk]))
+    assert page.status_code == 200 and "it is a draft" in page.content.decode()
+    assert (
+        "not public until it has a category"
+        in client.get(reverse("catalog:listing-detail", args=[waiting.pk])).content.decode()
+    )
+    response = client.get(reverse("catalog:photo-thumbnail", args=[photos[draft.pk].pk, "small"]))
+    assert response.status_code == 200
+    assert response["Cache-Control"].startswith("private")
+    response = client.get(reverse("catalog:photo-thumbnail", args=[photos[public.pk].pk, "small"]))
+    assert response["Cache-Control"].startswith("public")
+
+    # and reviewers see the photos of the published one still without a category, not the draft's
+    client.force_login(staff_user(groups=[REVIEWER_GROUP]))
+    assert (
+        client.get(reverse("catalog:photo-thumbnail", args=[photos[waiting.pk].pk, "small"])).status_code
+        == 200
+    )
+    assert (
+        client.get(reverse("catalog:photo-thumbnail", args=[photos[draft.pk].pk, "small"])).status_code == 404
+    )

@@ -8,6 +8,7 @@ from django.test import Client
 from django.urls import reverse
 
 from catalog import selectors, services
+from catalog.access import MODEL_MANAGER_GROUP
 from catalog.models import (
     Category,
     ModelActivation,
@@ -36,8 +37,8 @@ def _compare(candidate: ModelVersion, baseline: ModelVersion) -> ModelComparison
 
 
 def test_training_is_queued_after_commit_once(django_capture_on_commit_callbacks) -> None:  # type: ignore[no-untyped-def]
-    # given a staff user
-    user = staff_user()
+    # given a model manager
+    user = staff_user(groups=[MODEL_MANAGER_GROUP])
 
     # when they ask for training twice
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
@@ -142,7 +143,7 @@ def test_registry_page_shows_versions_side_by_side_and_activates(client: Client)
         held_out_photos=500,
     )
     _compare(candidate, active)
-    client.force_login(staff_user(can_activate=True))
+    client.force_login(staff_user(groups=[MODEL_MANAGER_GROUP]))
 
     # when staff open the registry and press Activate
     page = client.get(reverse("catalog:registry")).content.decode()
@@ -160,7 +161,7 @@ def test_an_uncompared_candidate_offers_compare_not_activate(client: Client) -> 
     # given an active version and an uncompared candidate
     version("active", active=True)
     candidate = version("candidate")
-    client.force_login(staff_user(can_activate=True))
+    client.force_login(staff_user(groups=[MODEL_MANAGER_GROUP]))
 
     # when staff open the registry, and post activate anyway
     page = client.get(reverse("catalog:registry")).content.decode()
@@ -197,7 +198,7 @@ def test_a_version_page_serves_its_confusion_matrix_and_reliability_diagram(clie
         },
         auto_accept_thresholds={"hat": 0.93},
     )
-    client.force_login(staff_user())
+    client.force_login(staff_user(groups=[MODEL_MANAGER_GROUP]))
 
     # when staff open the version page and its two charts
     page = client.get(reverse("catalog:model-version", args=[trained.pk])).content.decode()
@@ -245,7 +246,7 @@ def test_a_version_page_states_its_target_and_which_categories_wait_for_people(c
         auto_accept_thresholds={"hat": 0.93},
         auto_accept_precision=None,
     )
-    client.force_login(staff_user())
+    client.force_login(staff_user(groups=[MODEL_MANAGER_GROUP]))
 
     # when staff open the version page
     page = client.get(reverse("catalog:model-version", args=[recorded.pk])).content.decode()

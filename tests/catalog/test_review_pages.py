@@ -8,6 +8,7 @@ import pytest
 from django.test import Client
 from django.urls import reverse
 
+from catalog.access import REVIEWER_GROUP
 from catalog.models import Category, CategoryDecision, CategorySource, DecisionAction, Listing
 from catalog.views import review as review_views
 from tests.catalog.review_helpers import classified_listing, staff_user, version
@@ -18,15 +19,17 @@ pytestmark = pytest.mark.django_db
 
 @pytest.fixture
 def staff_client(client: Client) -> Client:
-    client.force_login(staff_user())
+    client.force_login(staff_user(groups=[REVIEWER_GROUP]))
     return client
 
 
 def _staff_urls() -> list[tuple[str, str]]:
-    listing, _ = classified_listing([("shoes", 0.6), ("hat", 0.3)], model_version=version(active=True))
+    listing, image = classified_listing([("shoes", 0.6), ("hat", 0.3)], model_version=version(active=True))
     candidate = version("candidate")
     return [
         ("get", reverse("catalog:review")),
+        ("post", reverse("catalog:review-undo")),
+        ("post", reverse("catalog:review-photo-label", args=[image.pk])),
         ("get", reverse("catalog:listing-audit", args=[listing.pk])),
         ("post", reverse("catalog:review-accept", args=[listing.pk])),
         ("post", reverse("catalog:review-correct", args=[listing.pk])),

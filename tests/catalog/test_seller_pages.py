@@ -1,5 +1,6 @@
-"""Seller pages through Django's test client: sign-up, create/edit, the suggestion panel, the
-category choice, 404s for other sellers' listings and CSRF on every form."""
+"""Seller pages through Django's test client: sign-up, edit, the suggestion panel, the category
+choice, 404s for other sellers' listings and CSRF on every form (the listing form of a new
+listing: tests/catalog/test_listing_form.py)."""
 
 from __future__ import annotations
 
@@ -11,9 +12,8 @@ from django.test import Client
 from django.urls import reverse
 
 from catalog import selectors, services
-from catalog.forms import PHOTOS_REQUIRED
 from catalog.models import Category, CategorySource, ClassificationStatus, Listing, ListingImage
-from catalog.uploads import UPLOAD_EMPTY, UPLOAD_NOT_AN_IMAGE
+from catalog.uploads import UPLOAD_NOT_AN_IMAGE
 from catalog.views.seller import SUGGESTION_POLL_MS
 from tests import photo_bytes as pb
 from tests.factories import ListingFactory, UserFactory
@@ -84,51 +84,6 @@ def test_seller_pages_need_a_login(client: Client) -> None:
     response = client.get(reverse("catalog:listing-create"))
     assert response.status_code == 302
     assert response["Location"].startswith(reverse("login"))
-
-
-def test_create_keeps_valid_photos_and_lists_each_rejected_file(seller_client: Client) -> None:
-    # when a seller publishes a listing with two photos, an HTML page named .jpg and an empty file
-    response = seller_client.post(
-        reverse("catalog:listing-create"),
-        {
-            "title": "Red dress",
-            "price": "25.00",
-            "description": "Worn twice",
-            "photos": [
-                upload("front.jpg", pb.jpeg_bytes()),
-                upload("page.jpg", pb.HTML_PAGE),
-                upload("back.jpg", pb.jpeg_bytes((50, 50))),
-                upload("empty.jpg", b""),
-            ],
-        },
-    )
-
-    # then the listing exists with the two photos, and the edit page names both refused files
-    listing = Listing.objects.get(seller=seller_client.user)  # type: ignore[attr-defined]
-    assert response.status_code == 302
-    assert response["Location"] == reverse("catalog:listing-edit", args=[listing.pk])
-    assert (listing.title, str(listing.price), listing.images.count()) == ("Red dress", "25.00", 2)
-    page = seller_client.get(response["Location"]).content.decode()
-    assert f"<strong>page.jpg</strong>: {UPLOAD_NOT_AN_IMAGE}" in page
-    assert f"<strong>empty.jpg</strong>: {UPLOAD_EMPTY}" in page
-
-
-def test_create_with_only_bad_files_creates_nothing(seller_client: Client) -> None:
-    response = seller_client.post(
-        reverse("catalog:listing-create"),
-        {"title": "Thing", "price": "1", "photos": [upload("page.jpg", pb.HTML_PAGE)]},
-    )
-    assert response.status_code == 400
-    assert UPLOAD_NOT_AN_IMAGE in response.content.decode()
-    assert not Listing.objects.exists()
-    assert not ListingImage.objects.exists()
-
-
-def test_create_without_photos_asks_for_one(seller_client: Client) -> None:
-    response = seller_client.post(reverse("catalog:listing-create"), {"title": "Thing", "price": "1"})
-    assert response.status_code == 400
-    assert PHOTOS_REQUIRED in response.content.decode()
-    assert not Listing.objects.exists()
 
 
 def test_suggestion_panel_polls_while_pending_then_shows_the_top_3_with_paths(seller_client: Client) -> None:
@@ -296,7 +251,7 @@ def test_dashboard_shows_each_listing_with_its_photo_states(seller_client: Clien
 
     assert listing.title in page
     assert "Photo 1: Analysing" in page
-    assert "Needs a category" in page
+    assert "Not public: needs a category" in page
 
 
 def test_polling_slows_down_when_the_worker_takes_long(seller_client: Client) -> None:

@@ -46,7 +46,7 @@ def test_a_batch_keeps_the_good_photos_and_names_each_bad_one() -> None:
     files = [
         ("a.jpg", pb.jpeg_bytes()),
         ("page.jpg", pb.HTML_PAGE),
-        ("b.png", pb.encoded(Image.new("RGB", (9, 9)), "PNG")),
+        ("b.png", pb.encoded(Image.new("RGB", (20, 20)), "PNG")),
     ]
 
     # when they are uploaded together

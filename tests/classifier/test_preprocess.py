@@ -191,9 +191,35 @@ def test_large_jpeg_is_decoded_at_reduced_size(make_jpeg: Callable[..., bytes]) 
     assert load_image(data, draft_size=None).size == (2400, 1600)
 
 
-def test_png_is_never_drafted() -> None:
-    data = encode(Image.new("RGB", (1200, 800)), "PNG")
-    assert load_image(data).size == (1200, 800)
+def test_large_png_is_reduced_by_a_whole_factor() -> None:
+    # given a 1200 × 800 PNG (no DCT scaling for PNG) with a red left and blue right half
+    data = encode(halves((1200, 800)), "PNG")
+    # when loaded, it is shrunk by 3, the largest whole factor keeping the shorter side ≥ 256
+    image = load_image(data)
+    assert image.size == (400, 267)
+    assert image.getpixel((50, 100)) == (255, 0, 0) and image.getpixel((350, 100)) == (0, 0, 255)
+    # and without a draft size it keeps every pixel
+    assert load_image(data, draft_size=None).size == (1200, 800)
+
+
+def test_very_large_jpeg_is_drafted_then_reduced_and_still_turned_upright() -> None:
+    # given a 4096 × 4096 JPEG (red left, blue right) whose EXIF says "rotate 90° clockwise"
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    data = encode(halves((4096, 4096)), "JPEG", exif=exif.tobytes())
+    # when loaded: 1/8 by the decoder (512 px), then halved by Image.reduce (256 px)
+    image = load_image(data)
+    # then it is 256 px and upright: the red half is now on top
+    assert image.size == (256, 256)
+    top, bottom = image.getpixel((128, 20)), image.getpixel((128, 236))
+    assert top[0] > 200 and top[2] < 60
+    assert bottom[2] > 200 and bottom[0] < 60
+
+
+def test_sixteen_bit_images_are_not_reduced_but_still_decoded() -> None:
+    data = encode(Image.new("I;16", (1200, 800), 65535), "PNG")
+    image = load_image(data)
+    assert (image.mode, image.size, image.getpixel((0, 0))) == ("RGB", (1200, 800), (255, 255, 255))
 
 
 def test_batch_shape_dtype_and_scaling() -> None:

@@ -1,6 +1,6 @@
 """A reviewer in a real browser works the review queue with the keyboard: 2 accepts the second
 suggestion, c opens the category picker (typed search, Enter), r rejects; every key records a
-decision and moves to the next listing."""
+decision and moves to the next listing; u undoes the last one, which the audit trail keeps."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import pytest
 from django.core.files.base import ContentFile
 
 from catalog import services
+from catalog.access import REVIEWER_GROUP
 from catalog.models import (
     CategoryDecision,
     CategorySource,
@@ -18,9 +19,10 @@ from catalog.models import (
     ListingImage,
     ModelVersion,
 )
+from tests.catalog.review_helpers import staff_user
 from tests.conftest import fixture_photo_paths
 from tests.e2e.conftest import DESKTOP, PASSWORD, screenshot
-from tests.factories import ListingFactory, UserFactory
+from tests.factories import ListingFactory
 
 pytestmark = [pytest.mark.browser, pytest.mark.usefixtures("taxonomy")]
 
@@ -57,7 +59,7 @@ def _queue() -> list[Listing]:
 def test_a_reviewer_accepts_corrects_and_rejects_with_the_keyboard(new_page) -> None:
     # given three listings waiting for review and a staff member
     first, second, third = _queue()
-    UserFactory(username="rita", password=PASSWORD, is_staff=True)
+    staff_user("rita", groups=[REVIEWER_GROUP], password=PASSWORD)
     page = new_page(DESKTOP)
     page.goto("/accounts/login/?next=/staff/review/")
     page.get_by_label("Username").fill("rita")
@@ -102,3 +104,25 @@ def test_a_reviewer_accepts_corrects_and_rejects_with_the_keyboard(new_page) -> 
     assert decisions[third.pk].action == DecisionAction.REJECTED and decisions[third.pk].category is None
     assert {d.actor.username for d in decisions.values()} == {"rita"}
     assert "Rejected" in page.locator("#review-status").inner_text()
+
+    # when the reviewer presses u
+    page.keyboard.press("u")
+
+    # then the reject is undone: the third listing is back in the queue as the current one
+    page.locator(f'[data-review-item="{third.pk}"][data-undone]').wait_for()
+    assert page.locator(".review-item.is-current").get_attribute("data-review-item") == str(third.pk)
+    assert "Undid your decision" in page.locator("#review-status").inner_text()
+    third.refresh_from_db()
+    assert (third.category, third.category_source) == (None, CategorySource.NONE)
+    # and the audit trail keeps the reject and its undoing
+    trail = list(CategoryDecision.objects.filter(listing=third).order_by("created_at", "id"))
+    assert [d.action for d in trail] == [DecisionAction.REJECTED, DecisionAction.UNDONE]
+    assert trail[1].undoes == trail[0] and trail[1].actor.username == "rita"
+    # (its photo is shown to reviewers though the listing has no category, so is not public)
+    assert page.locator(f'[data-review-item="{third.pk}"] img').evaluate("img => img.naturalWidth") > 0
+    page.evaluate("window.scrollTo(0, 0)")
+    screenshot(page, "review-undo-desktop")
+
+    # and the audit page shows it
+    page.goto(f"/staff/listings/{third.pk}/")
+    page.locator("[data-undone]").wait_for()

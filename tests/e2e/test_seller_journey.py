@@ -1,6 +1,8 @@
-"""A seller in a real browser: sign up, list an item with two real photos, see the worker's
-suggestions appear without a reload, accept one, find the listing under that category; a refused
-file shows its error; another seller gets 404 on the edit page."""
+"""A seller in a real browser: sign up, add two real photos to the listing form (they upload at
+once, into a draft), see the worker's suggestions appear in its category field before publishing,
+be asked for a category, choose one, find the listing under it; a confident suggestion comes
+preselected; a file that is not a photo is left out with a message; another seller gets 404 on
+the edit page."""
 
 from __future__ import annotations
 
@@ -10,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from catalog.models import CategorySource, Listing
-from catalog.uploads import UPLOAD_NOT_AN_IMAGE
+from catalog import services
+from catalog.forms import PICKER_NOT_A_PHOTO
+from catalog.models import Category, CategorySource, Listing, ModelVersion
 from tests.conftest import WorkerProcess
 from tests.e2e.conftest import ARTIFACTS, DESKTOP, PHONE, screenshot, sign_up
 from tests.photo_bytes import HTML_PAGE
@@ -34,55 +37,91 @@ def _suggestion_latency_ms(page) -> dict[str, float | None]:
     }
 
 
-def test_a_seller_lists_an_item_accepts_a_suggestion_and_finds_it_in_browse(
+def serve_shipped_version(thresholds: dict[str, float]) -> ModelVersion:
+    """The worker's shipped version as the active registry row, with these auto-accept thresholds
+    (and its head artifact, so the worker keeps the row as it is)."""
+    from classifier.head import LinearHead
+
+    head = LinearHead.load()
+    manifest, payload = head.to_bytes()
+    # (the worker may have registered it already: it does on each look-up of the active version)
+    ModelVersion.objects.exclude(name=f"{head.backbone_version}+{head.version}").update(is_active=False)
+    version, _ = ModelVersion.objects.update_or_create(
+        name=f"{head.backbone_version}+{head.version}",
+        defaults={
+            "backbone_version": head.backbone_version,
+            "is_active": True,
+            "head_manifest": manifest,
+            "head_npz": payload,
+            "auto_accept_thresholds": thresholds,
+        },
+    )
+    return version
+
+
+def _add_photos(page, paths: list[Path]) -> None:
+    """Drop photos on the listing form; they upload at once (the first ones create the draft)."""
+    page.locator("#id_photos").set_input_files([str(path) for path in paths])
+    page.locator("#photos .photo-tile").nth(len(paths) - 1).wait_for()
+
+
+def test_a_seller_sees_suggestions_before_publishing_and_must_choose_a_category(
     celery_worker_process: WorkerProcess, new_page, two_photos: list[Path]
 ) -> None:
+    # given an active version that auto-accepts nothing
+    serve_shipped_version(thresholds={})
     page = new_page(DESKTOP)
-
-    # given a new seller
     sign_up(page, "amelie")
     assert page.get_by_role("heading", name="My listings").is_visible()
 
-    # when they fill in the form and add two real photos
+    # when a new seller opens the form, types a title and adds two real photos
     page.get_by_role("link", name="Sell an item").first.click()
+    page.wait_for_url("**/sell/new/")
     title = "Summer bundle: " + " and ".join(
         dict.fromkeys(p.parent.name.replace("-", " ") for p in two_photos)
     )
     page.get_by_label("Title").fill(title)
-    page.get_by_label("Price").fill("35")
-    page.get_by_label("Description").fill("Comfortable, worn a few times.")
-    page.locator("#id_photos").set_input_files([str(path) for path in two_photos])
-    previews = page.locator("[data-previews] .preview")
-    previews.nth(1).wait_for()
-    assert previews.count() == 2
-    # (the browser downscaled them before upload; both stay within 1600 px)
-    screenshot(page, "sell-new-desktop")
-    page.get_by_role("button", name="Publish listing").click()
+    _add_photos(page, two_photos)
 
-    # then the edit page shows the pending state, then the top 3 suggestions without a reload
+    # then the photos are stored at once in a draft, and the category field shows the worker's
+    # suggestions without a reload, while the listing is not published yet
     page.wait_for_url(re.compile(r".*/sell/\d+/$"))
     listing = Listing.objects.get(seller__username="amelie")
-    page.locator('#suggestions[data-suggestion-count="3"]').wait_for(timeout=SUGGESTION_TIMEOUT_MS)
-    timing = _suggestion_latency_ms(page)
+    assert listing.published_at is None
     page.locator('#suggestions[data-suggestion-state="done"]').wait_for(timeout=SUGGESTION_TIMEOUT_MS)
-    suggestions = page.locator(".suggestion")
-    assert suggestions.count() == 3
-    paths = [text.strip() for text in page.locator(".suggestion-path").all_inner_texts()]
-    assert all(path for path in paths)
-    assert page.locator(".suggestion .bar span").count() == 3
-    assert page.locator(".photo-tile .badge-done").count() == 2
-    screenshot(page, "sell-suggestions-desktop")
+    timing = _suggestion_latency_ms(page)
+    options = page.locator("#suggestions .suggestion-option")
+    assert 1 <= options.count() <= 3
+    paths = [text.strip() for text in page.locator("#suggestions .suggestion-path").all_inner_texts()]
+    assert all(paths) and len(set(paths)) == len(paths)
+    assert page.locator("#photos .photo-tile .badge-done").count() == 2
+    assert page.locator("#suggestions [data-preselected]").count() == 0
+    assert page.get_by_label("Title").input_value() == title
+    screenshot(page, "sell-new-desktop")
 
-    # when the seller accepts the first suggestion with one click
+    # when they publish without choosing a category
+    page.get_by_label("Price").fill("35")
+    page.get_by_label("Description").fill("Comfortable, worn a few times.")
+    page.get_by_role("button", name="Publish listing").click()
+
+    # then the form asks for one and the listing stays a draft
+    page.locator("[data-category-error]", has_text=services.LISTING_NEEDS_A_CATEGORY).wait_for()
+    listing.refresh_from_db()
+    assert listing.published_at is None
+    screenshot(page, "sell-needs-category-desktop")
+
+    # when they choose the first suggestion and publish
     first_path = paths[0]
-    page.locator(".suggestion").first.get_by_role("button", name=re.compile("Use ")).click()
+    page.locator("#suggestions .suggestion-option").first.locator("input[type=radio]").check()
+    page.get_by_role("button", name="Publish listing").click()
 
-    # then it is the listing's category, recorded as the seller's choice
+    # then it is online under that category, recorded as the seller's choice
+    page.locator(".messages", has_text="Your listing is online").wait_for()
     page.locator("[data-current-category]", has_text=first_path).wait_for()
     listing.refresh_from_db()
-    assert listing.category is not None
+    assert listing.published_at is not None and listing.category is not None
     assert listing.category_source == CategorySource.SELLER
-    assert listing.category_source != CategorySource.AUTO
+    screenshot(page, "sell-suggestions-desktop")
 
     # and the listing is found in browse under that category's top-level ancestor (descendants included)
     top_level = first_path.split(" › ")[0]
@@ -118,29 +157,60 @@ def test_a_seller_lists_an_item_accepts_a_suggestion_and_finds_it_in_browse(
     (ARTIFACTS / "seller-journey-timing.json").write_text(json.dumps(timing, indent=2))
 
 
-def test_a_refused_file_shows_its_error_and_the_good_photo_is_kept(
+def test_a_confident_top_suggestion_is_preselected_and_published_as_auto_accepted(
+    celery_worker_process: WorkerProcess, new_page, two_photos: list[Path]
+) -> None:
+    # given an active version whose threshold every suggestion clears
+    serve_shipped_version(thresholds={category.slug: 0.0 for category in Category.objects.all()})
+    page = new_page(DESKTOP)
+    sign_up(page, "flora")
+    page.goto("/sell/new/")
+
+    # when the seller adds one photo
+    _add_photos(page, two_photos[:1])
+
+    # then the top suggestion comes preselected, marked as such
+    preselected = page.locator("#suggestions .suggestion-option").first
+    preselected.locator("[data-preselected]").wait_for(timeout=SUGGESTION_TIMEOUT_MS)
+    assert preselected.locator("input[type=radio]").is_checked()
+    path = preselected.locator(".suggestion-path").inner_text().strip()
+    screenshot(page, "sell-preselected-desktop")
+
+    # when they fill in the details and publish without touching the category
+    page.get_by_label("Title").fill("One nice thing")
+    page.get_by_label("Price").fill("12")
+    page.get_by_role("button", name="Publish listing").click()
+    page.locator("[data-current-category]", has_text=path).wait_for()
+
+    # then it is public under the auto-accepted category
+    listing = Listing.objects.get(seller__username="flora")
+    assert listing.published_at is not None
+    assert listing.category_source == CategorySource.AUTO
+    page.goto(f"/?category={listing.category.slug}")  # type: ignore[union-attr]
+    page.locator(".card", has_text="One nice thing").wait_for()
+
+
+def test_a_file_that_is_not_a_photo_is_left_out_and_the_good_ones_are_kept(
     celery_worker_process: WorkerProcess, new_page, two_photos: list[Path], tmp_path: Path
 ) -> None:
     page = new_page(DESKTOP)
     sign_up(page, "bruno")
     page.goto("/sell/new/")
     page.get_by_label("Title").fill("Summer dress")
-    page.get_by_label("Price").fill("12.50")
-    page.locator("#id_photos").set_input_files([str(two_photos[0])])
-    page.locator("[data-previews] .preview").first.wait_for()
-    page.get_by_role("button", name="Publish listing").click()
+    _add_photos(page, two_photos[:1])
     page.wait_for_url(re.compile(r".*/sell/\d+/$"))
 
-    # when an HTML page named .jpg is dropped on the edit page (uploaded at once by htmx)
+    # when an HTML page named .jpg is dropped on the edit page with a real photo (uploaded at once)
     fake = tmp_path / "holiday.jpg"
     fake.write_bytes(HTML_PAGE)
-    page.locator("#id_more_photos").set_input_files([str(fake)])
+    page.locator("#id_more_photos").set_input_files([str(fake), str(two_photos[1])])
 
-    # then its error is shown inline, next to the photos, and the good photo is still there
-    error = page.locator(".photo-errors", has_text=UPLOAD_NOT_AN_IMAGE)
-    error.wait_for()
-    assert "holiday.jpg" in error.inner_text()
-    assert page.locator(".photo-tile").count() == 1
+    # then the photo is uploaded, and the page still says which file was left out and why
+    page.locator(".photo-tile").nth(1).wait_for()
+    note = page.locator("#photo-notes", has_text=PICKER_NOT_A_PHOTO.format(name="holiday.jpg"))
+    note.wait_for()
+    assert note.is_visible()
+    assert page.locator(".photo-tile").count() == 2
     screenshot(page, "upload-error-desktop")
 
 
@@ -151,10 +221,7 @@ def test_another_seller_cannot_open_the_edit_page(
     sign_up(owner, "carla")
     owner.goto("/sell/new/")
     owner.get_by_label("Title").fill("Lamp")
-    owner.get_by_label("Price").fill("8")
-    owner.locator("#id_photos").set_input_files([str(two_photos[0])])
-    owner.locator("[data-previews] .preview").first.wait_for()
-    owner.get_by_role("button", name="Publish listing").click()
+    _add_photos(owner, two_photos[:1])
     owner.wait_for_url(re.compile(r".*/sell/\d+/$"))
     edit_url = owner.url
 

@@ -214,7 +214,7 @@ def test_apply_from_cached_embeddings_writes_one_suggestion_per_photo_without_de
     # and, the version being active, each listing's suggestion is derived from them exactly as
     # the upload path derives it (refreshing it through that path changes nothing)
     fields = ("suggested_category_id", "suggested_confidence", "suggested_top_k", "suggested_margin",
-              "suggested_model_version_id")  # fmt: skip
+              "suggested_model_version_id", "photos_disagree")  # fmt: skip
     for listing in listings:
         after_job = Listing.objects.values(*fields).get(pk=listing.pk)
         services.listing_suggestion_refresh(listing=listing, model_version=version)

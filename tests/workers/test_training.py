@@ -233,3 +233,59 @@ def test_train_activate_and_roll_back_through_the_queue(celery_worker_process: W
     # when staff roll back, new photos are classified by the shipped version again
     services.model_version_rollback(actor=staff)
     assert wait_for(lambda: classified_by() == shipped.name, timeout=60, interval=1.0)
+
+
+@pytest.mark.django_db
+def test_a_comparison_covers_every_labelled_category_and_refuses_a_candidate_that_drops_one(
+    counting_classifier: Any, settings: Any
+) -> None:
+    from catalog.activation import DROPS_A_CATEGORY
+    from workers import training
+
+    # given a candidate trained on shoes and hats only, while the shipped version serves ten
+    # categories, and dresses labelled by sellers since
+    settings.TRAINING_MIN_PHOTOS_PER_CATEGORY = 4
+    settings.AUTO_ACCEPT_MIN_SUPPORT = 1
+    labelled_listings(["shoes", "hat"], 6)
+    shipped = services.model_version_ensure(
+        name=counting_classifier.model_version, backbone_version=counting_classifier.backbone_version
+    )
+    candidate = training.train(
+        run_id=services.training_run_request(requested_by=None).pk, classifier=counting_classifier
+    )
+    assert candidate is not None
+    dresses = labelled_listings(["dress"], 4)
+    # (every labelled photo counts as held out here: with a few photos the checksum split could
+    # leave a category without any)
+    settings.TRAINING_HELD_OUT_PERCENT = 100
+
+    # when the worker compares it with the active version
+    comparison = training.compare(
+        candidate=candidate, baseline=shipped, base=counting_classifier, taxonomy=counting_classifier.taxonomy
+    )
+
+    # then both are scored on the same photos, dresses included though the candidate never saw one
+    recall = comparison.details["recall_by_category"]
+    assert comparison.photos == 16
+    assert {slug: row["photos"] for slug, row in recall.items()} == {"dress": 4, "hat": 6, "shoes": 6}
+    assert comparison.details["served"] == {
+        "candidate": ["hat", "shoes"],
+        "baseline": sorted(counting_classifier.head.classes),
+    }
+    assert {dress.pk for dress in dresses} <= {
+        int(pk) for pk, _ in training.comparison_photos(candidate=candidate, baseline=shipped)
+    }
+
+    # and activation is refused: it drops dresses, which have published listings
+    staff = UserFactory(username="activator", is_staff=True, is_superuser=True)
+    with pytest.raises(services.ActivationRefused) as refused:
+        services.model_version_activate(version=candidate, actor=staff)
+    drop = DROPS_A_CATEGORY.format(
+        candidate=candidate.name,
+        category="Fashion › Dresses",
+        active=shipped.name,
+        listings=4,
+        plural="s",
+        verb="are",
+    )
+    assert drop in refused.value.objections

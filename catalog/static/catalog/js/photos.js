@@ -5,15 +5,46 @@
  *
  * Each photo is drawn on a canvas at most MAX_SIDE px on its long side (the browser applies the
  * EXIF orientation when decoding) and sent as JPEG (PNG stays PNG), so a 12 MP phone photo
- * crosses the network as ~300 kB. A file the browser cannot decode is sent unchanged: the server
- * decides what a photo is and explains a refusal. No dependencies besides htmx.
+ * crosses the network as ~300 kB. A file the browser cannot decode (a text file named .jpg) is
+ * left out with a message instead of being counted as a photo; the server still checks every
+ * file it gets. What a pick leaves out, and why, stays listed under the picker (#photo-notes),
+ * apart from the count of photos ready. Messages come from the drop zone's data attributes
+ * (catalog/forms.py), so the pages and the tests share them. No dependencies besides htmx.
+ *
+ * With S3 storage (the form has data-direct-upload), each photo goes straight to the bucket as
+ * soon as it is prepared: the web app signs one POST per photo, the browser sends the file there,
+ * and the form carries only the tokens naming the uploads, never the photo's bytes.
  */
 (function () {
   "use strict";
 
   var MAX_SIDE = 1600;
   var JPEG_QUALITY = 0.88;
+  var UPLOAD_FAILED = "The photo could not be uploaded; check your connection and try again.";
   var timings = (window.sellerTimings = window.sellerTimings || {});
+  // Notes of a pick that uploads at once (edit page): shown again after htmx swaps the section.
+  var carriedNotes = [];
+
+  function photoCount(n) { return n + " photo" + (n === 1 ? "" : "s"); }
+
+  function fill(template, values) {
+    return template.replace(/\{(\w+)\}/g, function (match, key) {
+      return Object.prototype.hasOwnProperty.call(values, key) ? values[key] : match;
+    });
+  }
+
+  /** Show `lines` (what was left out of the last pick, and why) under the photo picker. */
+  function showNotes(lines) {
+    var list = document.getElementById("photo-notes");
+    if (!list) return;
+    list.textContent = "";
+    lines.forEach(function (line) {
+      var li = document.createElement("li");
+      li.textContent = line;
+      list.appendChild(li);
+    });
+    list.hidden = !lines.length;
+  }
 
   // ---- downscaling ---------------------------------------------------------------------------
 
@@ -35,7 +66,8 @@
     return stem + (type === "image/png" ? ".png" : ".jpg");
   }
 
-  /** Resolve to {file, previewable}: the photo at most MAX_SIDE px, or the original file. */
+  /** Resolve to {file, readable}: the photo at most MAX_SIDE px (or the original file when it is
+   * already small and accepted), or readable false when the browser cannot decode it. */
   function downscale(file) {
     return decode(file).then(function (image) {
       var width = image.width, height = image.height;
@@ -43,7 +75,7 @@
       var accepted = ["image/jpeg", "image/png", "image/webp"].indexOf(file.type) >= 0;
       if (scale === 1 && accepted) {
         if (image.close) image.close();
-        return { file: file, previewable: true };
+        return { file: file, readable: true };
       }
       var canvas = document.createElement("canvas");
       canvas.width = Math.max(1, Math.round(width * scale));
@@ -55,13 +87,50 @@
       var type = file.type === "image/png" ? "image/png" : "image/jpeg";
       return new Promise(function (resolve) {
         canvas.toBlob(function (blob) {
-          if (!blob) { resolve({ file: file, previewable: true }); return; }
+          if (!blob) { resolve({ file: file, readable: true }); return; }
           var out = new File([blob], renamed(file.name, type), { type: type, lastModified: Date.now() });
-          resolve({ file: out, previewable: true });
+          resolve({ file: out, readable: true });
         }, type, JPEG_QUALITY);
       });
     }).catch(function () {
-      return { file: file, previewable: false };
+      return { file: file, readable: false };
+    });
+  }
+
+  // ---- direct uploads to the bucket (S3 storage) ---------------------------------------------
+
+  function csrfToken(form) {
+    var field = form.querySelector("input[name=csrfmiddlewaretoken]");
+    return field ? field.value : "";
+  }
+
+  function postToBucket(upload, file) {
+    var data = new FormData();
+    Object.keys(upload.fields).forEach(function (name) { data.append(name, upload.fields[name]); });
+    data.append("file", file);  // last: S3 ignores fields after the file
+    return fetch(upload.url, { method: "POST", body: data }).then(function (response) {
+      return response.ok ? { token: upload.token } : { error: UPLOAD_FAILED };
+    }, function () { return { error: UPLOAD_FAILED }; });
+  }
+
+  /** Resolve to one {token} or {error} per file, in order: the web app signs a POST per file
+   *  (or says why it never could be accepted), then each file goes straight to the bucket. */
+  function uploadToBucket(form, files) {
+    var described = files.map(function (file) { return { name: file.name, type: file.type, size: file.size }; });
+    return fetch(form.dataset.directUpload, {
+      method: "POST",
+      credentials: "same-origin",
+      headers: { "Content-Type": "application/json", "X-CSRFToken": csrfToken(form) },
+      body: JSON.stringify({ files: described }),
+    }).then(function (response) {
+      if (!response.ok) throw new Error("no presigned upload");
+      return response.json();
+    }).then(function (answer) {
+      return Promise.all(answer.uploads.map(function (upload, index) {
+        return upload.error ? { error: upload.error } : postToBucket(upload, files[index]);
+      }));
+    }).catch(function () {
+      return files.map(function () { return { error: UPLOAD_FAILED }; });
     });
   }
 
@@ -76,16 +145,33 @@
     var status = form.querySelector("[data-photo-status]");
     var submit = form.querySelector("[data-submit]");
     var autosubmit = form.hasAttribute("data-autosubmit");
+    var direct = Boolean(form.dataset.directUpload);
     var max = parseInt(zone.dataset.max || "10", 10);
+    var leftOutMessage = zone.dataset.msgLeftOut || "{count} left out.";
+    var unreadableMessage = zone.dataset.msgUnreadable || "{name} left out: not a photo.";
     var items = [];
     var busy = 0;
+    var preparing = 0;  // files picked and still being decoded or uploaded: they take room too
 
     zone.classList.add("is-enhanced");
     if (autosubmit && submit) submit.hidden = true;
+    if (direct) input.removeAttribute("name");  // the bytes go to the bucket, never in this form
 
     function say(text) { if (status) status.textContent = text; }
 
     function sync() {
+      if (direct) {
+        form.querySelectorAll("input[data-upload-token]").forEach(function (field) { field.remove(); });
+        items.forEach(function (item) {
+          var field = document.createElement("input");
+          field.type = "hidden";
+          field.name = "uploads";
+          field.value = item.token;
+          field.setAttribute("data-upload-token", "");
+          form.appendChild(field);
+        });
+        return;
+      }
       var transfer = new DataTransfer();
       items.forEach(function (item) { transfer.items.add(item.file); });
       input.files = transfer.files;
@@ -98,17 +184,10 @@
         li.className = "preview";
         li.draggable = true;
         li.dataset.index = String(index);
-        if (item.url) {
-          var img = document.createElement("img");
-          img.src = item.url;
-          img.alt = "Preview of " + item.file.name;
-          li.appendChild(img);
-        } else {
-          var box = document.createElement("span");
-          box.className = "preview-unreadable";
-          box.textContent = "No preview";
-          li.appendChild(box);
-        }
+        var img = document.createElement("img");
+        img.src = item.url;
+        img.alt = "Preview of " + item.file.name;
+        li.appendChild(img);
         var caption = document.createElement("span");
         caption.className = "preview-caption";
         caption.textContent = (index === 0 ? "Cover · " : "") + Math.max(1, Math.round(item.file.size / 1024)) + " kB";
@@ -131,7 +210,7 @@
         remove.textContent = "✕";
         remove.setAttribute("aria-label", "Remove " + item.file.name);
         remove.addEventListener("click", function () {
-          if (item.url) URL.revokeObjectURL(item.url);
+          URL.revokeObjectURL(item.url);
           items.splice(index, 1);
           changed();
         });
@@ -177,25 +256,47 @@
 
     function addFiles(fileList) {
       var files = Array.prototype.slice.call(fileList);
-      var room = max - items.length;
+      var room = Math.max(0, max - items.length - preparing);
+      var notes = [];
       if (files.length > room) {
-        say("Only " + Math.max(0, room) + " more photo" + (room === 1 ? "" : "s") + " fit; the others were left out.");
-        files = files.slice(0, Math.max(0, room));
+        notes.push(fill(leftOutMessage, { count: photoCount(files.length - room) }));
+        files = files.slice(0, room);
       }
+      showNotes(notes);
       if (!files.length) { sync(); return; }
       busy += 1;
+      preparing += files.length;
       if (submit) submit.disabled = true;
-      say("Preparing " + files.length + " photo" + (files.length > 1 ? "s" : "") + "…");
+      say("Preparing " + photoCount(files.length) + "…");
       Promise.all(files.map(downscale)).then(function (results) {
+        var readable = results.filter(function (result, index) {
+          if (!result.readable) notes.push(fill(unreadableMessage, { name: files[index].name }));
+          return result.readable;
+        });
+        if (!direct || !readable.length) return readable;
+        say("Uploading " + photoCount(readable.length) + "…");
+        return uploadToBucket(form, readable.map(function (result) { return result.file; })).then(function (answers) {
+          return readable.filter(function (result, index) {
+            result.token = answers[index].token;
+            if (!result.token) notes.push(result.file.name + ": " + answers[index].error);
+            return Boolean(result.token);
+          });
+        });
+      }).then(function (results) {
         results.forEach(function (result) {
-          items.push({ file: result.file, url: result.previewable ? URL.createObjectURL(result.file) : null });
+          items.push({ file: result.file, token: result.token, url: URL.createObjectURL(result.file) });
         });
         busy -= 1;
+        preparing -= files.length;
         changed();
+        showNotes(notes);
         if (submit) submit.disabled = busy > 0;
         if (autosubmit && busy === 0 && items.length) {
+          carriedNotes = notes;
           say("Uploading…");
           form.requestSubmit();
+        } else if (autosubmit && busy === 0) {
+          say("");
         }
       });
     }
@@ -300,7 +401,11 @@
   }
 
   document.addEventListener("htmx:afterRequest", function (event) {
-    var form = event.detail.elt && event.detail.elt.closest && event.detail.elt.closest("[data-photo-form]");
+    // A photo form swapped out by its own answer gets the event re-sent from an ancestor still in
+    // the page: the element that made the request is then the request's, not the event's.
+    var config = event.detail.requestConfig;
+    var elt = (config && config.elt) || event.detail.elt;
+    var form = elt && elt.closest && elt.closest("[data-photo-form]");
     if (form && event.detail.successful) uploadDone(performance.now());
   });
   new MutationObserver(noteSuggestions).observe(document.documentElement, {
@@ -308,6 +413,10 @@
   });
 
   function setUp(root) {
+    if (carriedNotes.length && root.querySelector && root.querySelector("#photo-notes")) {
+      showNotes(carriedNotes);
+      carriedNotes = [];
+    }
     root.querySelectorAll("[data-photo-form]").forEach(setUpPhotoForm);
     root.querySelectorAll("[data-sortable]").forEach(setUpSortable);
     root.querySelectorAll("[data-filter-list]").forEach(setUpFilter);

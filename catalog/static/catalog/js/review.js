@@ -1,4 +1,5 @@
-/* Review queue keyboard: 1–5 accept that suggestion, c choose a category, r reject, j/k move.
+/* Review queue keyboard: 1–5 accept that suggestion, c choose a category, r reject, j/k move,
+   u undo the last decision (the listing comes back as the current one).
    Actions are posted with fetch (the server answers JSON to "X-Requested-With: fetch"); without
    JavaScript every button is a plain form post. */
 (function () {
@@ -52,7 +53,10 @@
       })
       .then(function (result) {
         say(result.body.message, !result.ok);
-        if (result.ok && item) {
+        if (result.ok && form.hasAttribute("data-keep-item")) {
+          var row = form.closest("[data-photo-label]");
+          if (row) row.classList.add("is-labelled");
+        } else if (result.ok && item) {
           var next = items()[items().indexOf(item) + 1] || items()[items().indexOf(item) - 1];
           item.classList.add("is-done");
           item.setAttribute("data-decided", "1");
@@ -60,6 +64,38 @@
         }
       })
       .catch(function () { say("The decision could not be sent; try again.", true); });
+  }
+
+  // ---- undo ---------------------------------------------------------------------------------
+
+  var undoForm = document.querySelector("form[data-undo]");
+
+  function undo() {
+    if (!undoForm) return;
+    fetch(undoForm.action, {
+      method: "POST",
+      body: new FormData(undoForm),
+      headers: { "X-Requested-With": "fetch" },
+      credentials: "same-origin",
+    })
+      .then(function (response) {
+        return response.json().then(function (body) { return { ok: response.ok, body: body }; });
+      })
+      .then(function (result) {
+        say(result.body.message, !result.ok);
+        if (!result.ok || !result.body.listing) return;
+        var item = list.querySelector('[data-review-item="' + result.body.listing + '"]');
+        if (!item) return;
+        item.classList.remove("is-done");
+        item.removeAttribute("data-decided");
+        item.setAttribute("data-undone", "1");
+        select(item);
+      })
+      .catch(function () { say("The undo could not be sent; try again.", true); });
+  }
+
+  if (undoForm) {
+    undoForm.addEventListener("submit", function (event) { event.preventDefault(); undo(); });
   }
 
   list.addEventListener("submit", function (event) {
@@ -129,6 +165,7 @@
     if (picker && picker.open) return;
     var target = event.target;
     if (target.closest("input, select, textarea, [contenteditable]")) return;
+    if (event.key === "u") { event.preventDefault(); undo(); return; }
     if (!current) select(items()[0], false);
     if (!current) return;
     var key = event.key;

@@ -1,0 +1,151 @@
+"""The bulk paths' row reads and writes by binary COPY: the same rows as the upload path writes,
+and exactly the cached arrays back."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from catalog import services
+from catalog.models import CategorySuggestion, ImageEmbedding, Listing, ListingImage, ModelVersion
+from catalog.pgcopy import copy_out, fixed_width_rows
+from catalog.services import bulk
+from catalog.services.suggestions import NO_KNOWN_CATEGORY
+from tests.factories import ListingFactory
+
+pytestmark = pytest.mark.django_db
+
+SUGGESTION_FIELDS = ("image_id", "model_version_id", "category_id", "confidence", "top_k")
+LISTING_FIELDS = ("suggested_category_id", "suggested_confidence", "suggested_top_k", "suggested_margin")
+
+
+def _photos(count: int) -> list[ListingImage]:
+    listing = ListingFactory()
+    return [
+        ListingImage.objects.create(
+            listing=listing, file=f"rows/{n}.jpg", checksum="0" * 64, size_bytes=1, position=n
+        )
+        for n in range(count)
+    ]
+
+
+def _top_k(seed: int) -> list[tuple[str, float]]:
+    rng = np.random.default_rng(seed)
+    confidences = np.sort(rng.dirichlet(np.ones(6)))[::-1][:5]
+    # float64 values with many digits, and a slug the database does not know in third place
+    return list(
+        zip(["dress", "shirt", "no-such-category", "hat", "shoes"], confidences.tolist(), strict=True)
+    )
+
+
+def _rows(version: ModelVersion, image_ids: list[int]) -> list[tuple[object, ...]]:
+    return list(
+        CategorySuggestion.objects.filter(model_version=version, image_id__in=image_ids)
+        .order_by("image_id")
+        .values_list(*SUGGESTION_FIELDS)
+    )
+
+
+def test_copied_suggestions_are_the_rows_the_upload_path_writes() -> None:
+    # given two versions and the same photos' top-k, one of them with a category unknown here
+    version_copy = services.model_version_ensure(name="copy-path", backbone_version="b")
+    version_upload = services.model_version_ensure(name="upload-path", backbone_version="b")
+    images = _photos(4)
+    scores = [bulk.PhotoScores(image_id=image.pk, top_k=_top_k(n)) for n, image in enumerate(images)]
+
+    # when the bulk path writes them for one version and the upload path for the other
+    stored, failed = bulk.suggestions_record_many(model_version=version_copy, scores=scores)
+    for image, photo in zip(images, scores, strict=True):
+        services.image_classification_record(
+            image=image,
+            model_version=version_upload,
+            top_k=[services.ScoredCategory(slug, confidence) for slug, confidence in photo.top_k],
+        )
+
+    # then the rows are identical but for the version, and the top-k returned is the one stored
+    ids = [image.pk for image in images]
+    copied, uploaded = _rows(version_copy, ids), _rows(version_upload, ids)
+    assert [row[:1] + row[2:] for row in copied] == [row[:1] + row[2:] for row in uploaded]
+    assert all(len(row[4]) == 4 for row in copied)  # type: ignore[arg-type]
+    assert {row[0]: row[4] for row in copied} == stored
+    assert failed == {}
+    # and the listing derives the same suggestion from either version's rows
+    listing = images[0].listing
+    services.listing_suggestion_refresh(listing=listing, model_version=version_copy)
+    from_copy = Listing.objects.values(*LISTING_FIELDS).get(pk=listing.pk)
+    services.listing_suggestion_refresh(listing=listing, model_version=version_upload)
+    assert Listing.objects.values(*LISTING_FIELDS).get(pk=listing.pk) == from_copy
+
+
+def test_a_second_copy_updates_the_rows_in_place_and_unknown_categories_fail_alone() -> None:
+    # given suggestions already written for three photos
+    version = services.model_version_ensure(name="copy-path", backbone_version="b")
+    images = _photos(3)
+    bulk.suggestions_record_many(
+        model_version=version, scores=[bulk.PhotoScores(image.pk, _top_k(0)) for image in images]
+    )
+    before = dict(CategorySuggestion.objects.filter(model_version=version).values_list("image_id", "pk"))
+
+    # when they are written again with other scores, one photo having no known category at all
+    again = [bulk.PhotoScores(images[0].pk, [("hat", 0.7), ("dress", 0.2)])]
+    again += [bulk.PhotoScores(images[1].pk, [("no-such-category", 0.9)])]
+    stored, failed = bulk.suggestions_record_many(model_version=version, scores=again)
+
+    # then the first photo's row is updated in place, the second fails with its reason and keeps
+    # its row, and the third is untouched
+    rows = {row[0]: row for row in _rows(version, [image.pk for image in images])}
+    assert (
+        dict(CategorySuggestion.objects.filter(model_version=version).values_list("image_id", "pk")) == before
+    )
+    assert rows[images[0].pk][4] == [{"slug": "hat", "confidence": 0.7}, {"slug": "dress", "confidence": 0.2}]
+    assert rows[images[0].pk][3] == 0.7
+    assert failed == {images[1].pk: NO_KNOWN_CATEGORY} and images[1].pk not in stored
+    assert rows[images[1].pk][4] == rows[images[2].pk][4]
+
+
+def test_a_dry_run_writes_nothing() -> None:
+    version = services.model_version_ensure(name="copy-path", backbone_version="b")
+    (image,) = _photos(1)
+    stored, _ = bulk.suggestions_record_many(
+        model_version=version, scores=[bulk.PhotoScores(image.pk, _top_k(1))], write=False
+    )
+    assert list(stored) == [image.pk] and not CategorySuggestion.objects.exists()
+
+
+def test_cached_embeddings_come_back_exactly_in_photo_order_and_damaged_rows_are_left_out() -> None:
+    # given five photos with cached outputs for backbone "b" (one of them of the wrong size) and
+    # one photo cached only for another backbone
+    images = _photos(6)
+    rng = np.random.default_rng(3)
+    arrays = {}
+    for image in images[:5]:
+        embedding, logits = rng.random(1280, dtype=np.float32), rng.normal(size=1000).astype(np.float32)
+        if image == images[2]:
+            embedding = embedding[:640]
+        arrays[image.pk] = (embedding, logits)
+        ImageEmbedding.objects.create(
+            image=image, backbone_version="b", embedding=embedding.tobytes(), logits=logits.tobytes()
+        )
+    ImageEmbedding.objects.create(
+        image=images[5], backbone_version="other", embedding=b"\0" * 5120, logits=b"\0" * 4000
+    )
+
+    # when read back for backbone "b", asked in reverse order
+    ids, embeddings, logits = bulk.embeddings_cached(
+        image_ids=[image.pk for image in reversed(images)], backbone_version="b"
+    )
+
+    # then the intact rows come back, in primary-key order, bit for bit
+    expected = [image.pk for image in images[:5] if image != images[2]]
+    assert ids == expected
+    np.testing.assert_array_equal(embeddings, np.stack([arrays[pk][0] for pk in expected]))
+    np.testing.assert_array_equal(logits, np.stack([arrays[pk][1] for pk in expected]))
+    assert bulk.embeddings_cached(image_ids=[], backbone_version="b")[0] == []
+
+
+def test_a_copy_output_not_of_the_expected_layout_is_refused() -> None:
+    fields = [("value", ">i8", 1)]
+    assert fixed_width_rows(copy_out("SELECT 7::bigint"), fields)["value"].tolist() == [7]  # type: ignore[index]
+    assert fixed_width_rows(copy_out("SELECT 7::int4"), fields) is None
+    assert fixed_width_rows(copy_out("SELECT NULL::bigint"), fields) is None
+    assert fixed_width_rows(copy_out("SELECT 7::bigint, 8::bigint"), fields) is None
