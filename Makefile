@@ -22,13 +22,15 @@ install-dev: $(BIN)/.installed-dev
 
 ## make demo: embedded PostgreSQL + Redis (unless URLs are set), worker, demo photos, web :8000, Flower :5555
 demo: $(BIN)/.installed
-	$(BIN)/python -m config.demo
+	$(BIN)/python -m dev.demo
 
-## make test: lint, types, and the test suite (embedded servers when no URLs are set)
+## make test: lint, types, the import layering (pyproject's [tool.importlinter]) and the test suite
+## (embedded servers when no URLs are set)
 test: $(BIN)/.installed-dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 ## make test-no-urls: worker and demo tests as on a machine with no PostgreSQL or Redis of its own:
@@ -53,4 +55,4 @@ lint: $(BIN)/.installed-dev
 	$(BIN)/ruff format .
 
 clean:
-	rm -rf .run media test-artifacts .pytest_cache .mypy_cache .ruff_cache
+	rm -rf .run media test-artifacts .pytest_cache .mypy_cache .ruff_cache .import_linter_cache

@@ -50,7 +50,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     out = args.out or (RESULTS if mode != "smoke" else RESULTS.with_name("results-smoke.json"))
     doc = args.doc if args.doc is not None else (DOC if mode != "smoke" else None)
 
-    from config.embedded import missing_services
+    from dev.embedded import missing_services
 
     began = time.monotonic()
     media = Path(tempfile.mkdtemp(prefix="bench-media-"))

@@ -28,8 +28,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from classifier.datasets import CLOTHING_SMALL, dataset_dir
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
-DATASET = REPO_ROOT.parent / "shared" / "datasets" / "clothing-small"
+DATASET = dataset_dir(CLOTHING_SMALL)
 # Another run on the same servers must use other names (the smoke test does).
 BENCH_DATABASE = os.environ.get("BENCH_DATABASE", "marketplace_bench")
 BENCH_REDIS_DB = int(os.environ.get("BENCH_REDIS_DB", "14"))
@@ -101,7 +103,7 @@ def prepare_environment(media_root: Path) -> None:
     django.setup()
     from django.core.management import call_command
 
-    from workers.celery import app
+    from config.celery import app
 
     call_command("migrate", verbosity=0)
     with app.connection_for_write() as connection:
@@ -143,7 +145,7 @@ class Worker:
 
 def start_worker(*, app: str, queues: str, logs: Path, nice: int = 0, concurrency: int = 1) -> Worker:
     """A `celery worker` subprocess on the bench servers; returns once it answers a ping."""
-    from workers.celery import app as control
+    from config.celery import app as control
 
     name = f"bench-{queues.replace(',', '-')}-{uuid.uuid4().hex[:6]}@localhost"
     log_path = logs / f"{name.split('@')[0]}.log"
@@ -327,7 +329,7 @@ class Bench:
         log(f"{name}: {summary_line(name, entry)} ({entry['phase_seconds']} s)")
 
     def worker(
-        self, role: str, *, app: str = "workers", queues: str, nice: int = 0, concurrency: int = 1
+        self, role: str, *, app: str = "config", queues: str, nice: int = 0, concurrency: int = 1
     ) -> Worker:
         if role not in self.workers:
             self.workers[role] = start_worker(

@@ -29,8 +29,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from classifier.datasets import CLOTHING_SMALL, dataset_dir
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
-DATASET = REPO_ROOT.parent / "shared" / "datasets" / "clothing-small"
+DATASET = dataset_dir(CLOTHING_SMALL)
 RESULTS = REPO_ROOT / "bench" / "training-results.json"
 
 

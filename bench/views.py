@@ -27,8 +27,10 @@ from typing import Any
 
 import numpy as np
 
+from classifier.datasets import CLOTHING_SMALL, dataset_dir
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
-DATASET = REPO_ROOT.parent / "shared" / "datasets" / "clothing-small"
+DATASET = dataset_dir(CLOTHING_SMALL)
 RESULTS = REPO_ROOT / "bench" / "views-results.json"
 DOC = REPO_ROOT / "docs" / "BENCHMARKS.md"
 SECTION = "## Second view"

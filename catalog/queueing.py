@@ -1,8 +1,8 @@
 """Hand work to the Celery queue after the database transaction commits.
 
-The catalog sends tasks by name through the Celery app object and never imports task modules,
-so `workers` → `catalog` stays the only import direction and the web process never loads the
-model.
+The catalog sends tasks by name (`catalog.tasks_contract`) through the Celery app object
+(`config.celery`) and never imports task modules, so `workers` → `catalog` stays the only import
+direction and the web process never loads the model.
 """
 
 from __future__ import annotations
@@ -13,11 +13,10 @@ from typing import Any
 
 from django.db import transaction
 
-logger = logging.getLogger(__name__)
+from catalog.tasks_contract import Queue
+from config.celery import app
 
-IMAGE_CLASSIFY_TASK = "workers.tasks.image_classify_task"
-BULK_PLAN_TASK = "workers.bulk.bulk_job_plan_task"
-BULK_CHUNK_TASK = "workers.bulk.bulk_chunk_task"
+logger = logging.getLogger(__name__)
 
 # Bounded: an upload must answer even when the broker is down (the sweeper re-sends later).
 PUBLISH_RETRY_POLICY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.5}
@@ -25,8 +24,6 @@ PUBLISH_RETRY_POLICY = {"max_retries": 2, "interval_start": 0, "interval_step": 
 
 def send_task(task_name: str, *, args: list[Any]) -> bool:
     """Publish `task_name(*args)` now. Returns False (and logs) when the broker is unreachable."""
-    from workers.celery import app
-
     try:
         app.send_task(task_name, args=args, retry=True, retry_policy=PUBLISH_RETRY_POLICY)
     except Exception:  # kombu raises OperationalError, redis its own ConnectionError, etc.
@@ -52,12 +49,9 @@ def enqueue_on_commit(
 
 
 def queue_depths() -> dict[str, int] | None:
-    """Messages waiting in each queue of `workers.queues.Queue` (Redis list lengths, priority
+    """Messages waiting in each queue of `catalog.tasks_contract.Queue` (Redis list lengths, priority
     sub-queues included), or None when the broker cannot be reached. Messages a worker has
     already reserved (prefetched, or running unacknowledged) are not counted."""
-    from workers.celery import app
-    from workers.queues import Queue
-
     try:
         with app.connection_for_read() as connection:
             client = connection.default_channel.client

@@ -18,6 +18,12 @@ PRECISIONS = ("fp32", "int8")
 PRECISION_ENV, DEFAULT_PRECISION = "CLASSIFIER_PRECISION", "int8"
 
 
+DATA_HELP = (
+    "folder with train/, validation/, test/ "
+    "(default: clothing-small in $CLASSIFIER_DATASETS_DIR, else ../shared/datasets)"
+)
+
+
 def served_precision() -> str:
     """The backbone precision workers serve: ``$CLASSIFIER_PRECISION`` when it names one of
     ``PRECISIONS``, else int8 (the workers' default)."""
@@ -139,7 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--data",
         default=None,
-        help="folder with train/, validation/, test/ (default: ../shared/datasets/clothing-small)",
+        help=DATA_HELP,
     )
     train.add_argument("--out", default=str(ARTIFACTS_DIR), help="artifact folder")
     train.add_argument("--version", default=DEFAULT_HEAD_VERSION, help="head version name")
@@ -171,7 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
     finetune.add_argument(
         "--data",
         default=None,
-        help="folder with train/, validation/, test/ (default: ../shared/datasets/clothing-small)",
+        help=DATA_HELP,
     )
     finetune.add_argument("--out", default=str(ARTIFACTS_DIR), help="artifact folder")
     finetune.add_argument("--tail", default="fashion-tail-v1", help="tail artifact name")

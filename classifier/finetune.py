@@ -434,10 +434,11 @@ def finetune(
     auto-accept thresholds (out of fold), and test/ only reports. ``head_only``: keep the tail
     already in ``out_dir`` and only fit the head again. Raises ``FileNotFoundError`` for a
     missing split folder."""
+    from classifier.datasets import CLOTHING_SMALL, dataset_dir
     from classifier.features import list_labelled_photos
-    from classifier.train import DEFAULT_DATA_DIR, SPLITS
+    from classifier.train import SPLITS
 
-    root = Path(data_dir) if data_dir is not None else DEFAULT_DATA_DIR
+    root = Path(data_dir) if data_dir is not None else dataset_dir(CLOTHING_SMALL)
     for split in SPLITS:
         if not (root / split).is_dir():
             raise FileNotFoundError(f"Training data not found: {root / split} is missing.")

@@ -5,7 +5,7 @@ ranges are calibrated (min/max, averaged over batches) on 100 real photos, prepr
 in serving (the head's views). On CPUs with AVX-512 VNNI or AMX the int8 kernels run 2-3x faster
 than fp32 while the head's accuracy stays within a few tenths of a point (docs/BENCHMARKS.md).
 
-Calibration photos: ``../shared/datasets/clothing-small/train`` when present (10 per category,
+Calibration photos: ``clothing-small/train`` (see `classifier.datasets`) when present (10 per category,
 chosen deterministically), else the photos shipped in the repository (``demo/photos``,
 ``tests/fixtures/photos``). The cached file name hashes the fp32 export, the calibration photos
 and the recipe, so a different calibration set never reuses a stale model. Building takes about
@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from classifier.backbone import DEFAULT_TAIL, INPUT_NAME, default_cache_dir, ensure_onnx, onnx_filename
+from classifier.datasets import CLOTHING_SMALL, dataset_dir
 from classifier.preprocess import CENTRE_VIEW, ImageRejected, View, load_image, to_view_batch
 
 PRECISIONS = ("fp32", "int8")
@@ -37,7 +38,7 @@ QUANTIZER_VERSION = "2"
 CALIBRATION_PER_CATEGORY = 10
 CALIBRATION_BATCH = 10
 REPO_ROOT = Path(__file__).resolve().parent.parent
-SHARED_CALIBRATION_DIR = REPO_ROOT.parent / "shared" / "datasets" / "clothing-small" / "train"
+SHARED_CALIBRATION_DIR = dataset_dir(CLOTHING_SMALL) / "train"
 SHIPPED_CALIBRATION_DIRS = (REPO_ROOT / "demo" / "photos", REPO_ROOT / "tests" / "fixtures" / "photos")
 _PHOTO_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp"}
 

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from classifier.backbone import OnnxBackbone, ensure_onnx, tail_trained_on
+from classifier.datasets import CLOTHING_SMALL, dataset_dir
 from classifier.features import LabelledFeatures, extract_features
 from classifier.head import (
     ARTIFACTS_DIR,
@@ -32,8 +33,6 @@ from classifier.model import ImageClassifier, ZeroShotScorer
 from classifier.preprocess import RESIZE_RATIO, View
 from classifier.taxonomy import Taxonomy, load_taxonomy
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_DATA_DIR = REPO_ROOT.parent / "shared" / "datasets" / "clothing-small"
 SPLITS = ("train", "validation", "test")
 FEATURE_TRANSFORM = "sqrt-l2"
 #: Two crops averaged: the whole shorter side, and the ImageNet 87.5 % crop mirrored. Picked by
@@ -238,10 +237,10 @@ def train_head(
     """Extracts features for ``data_dir/{train,validation,test}``, fits the head on train +
     validation, measures it on test and writes the artifact to ``out_dir`` (``None``: do not write).
 
-    ``data_dir`` defaults to ``../shared/datasets/clothing-small`` beside the repository. Raises
+    ``data_dir`` defaults to clothing-small in the datasets folder (`classifier.datasets`). Raises
     ``FileNotFoundError`` naming the missing folder.
     """
-    root = Path(data_dir) if data_dir is not None else DEFAULT_DATA_DIR
+    root = Path(data_dir) if data_dir is not None else dataset_dir(CLOTHING_SMALL)
     for split in SPLITS:
         if not (root / split).is_dir():
             raise FileNotFoundError(

@@ -1,7 +1,7 @@
 """Django settings. Every deployment value comes from the environment (django-environ).
 
 Settings are documented in README.md ("Settings"). When `DATABASE_URL` is unset, the values
-written by the embedded-services launcher (`python -m config.embedded`, `make demo`) to
+written by the embedded-services launcher (`python -m dev.embedded`, `make demo`) to
 `.run/services.env` fill in what the environment does not set: the servers' URLs, MEDIA_ROOT and
 the storage settings, so `manage.py` commands use the same database, broker and photo storage as
 the demo's web app and worker.

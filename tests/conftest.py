@@ -14,9 +14,11 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
+from classifier.datasets import dataset_dir
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 FIXTURE_PHOTOS = REPO_ROOT / "tests" / "fixtures" / "photos"
-SHARED_DATASETS = REPO_ROOT.parent / "shared" / "datasets"
+SHARED_DATASETS = dataset_dir()
 
 
 def wait_for(predicate: Callable[[], object], *, timeout: float = 90.0, interval: float = 0.1) -> object:
@@ -37,7 +39,7 @@ def point_celery_app_at(url: str) -> str:
     """
     from kombu import pools
 
-    from workers.celery import app
+    from config.celery import app
 
     previous = str(app.conf.broker_write_url)
     app.conf.broker_url = app.conf.broker_write_url = app.conf.broker_read_url = url
@@ -98,7 +100,7 @@ def start_worker(
     """Start `celery worker` on the test database; returns once it answers a ping."""
     from django.db import connection
 
-    from workers.celery import app
+    from config.celery import app
 
     name = f"test-{uuid.uuid4().hex[:8]}@localhost"
     worker_env = {
@@ -108,7 +110,7 @@ def start_worker(
         **(env or {}),
     }
     process = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "workers", "worker", "-Q", queues,
+        [sys.executable, "-m", "celery", "-A", "config", "worker", "-Q", queues,
          "-c", str(concurrency), "-n", name, "-l", "INFO", "--without-gossip", "--without-mingle"],
         cwd=REPO_ROOT, env=worker_env, stdout=log.open("ab"), stderr=subprocess.STDOUT,
     )  # fmt: skip
@@ -144,7 +146,7 @@ def celery_worker_process(
 
     Queues are purged first so tasks left by an earlier run cannot touch this run's rows.
     """
-    from workers.celery import app
+    from config.celery import app
 
     app.control.purge()
     log = tmp_path_factory.mktemp("worker") / "worker.log"

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from config.embedded import BASE_DIR, EmbeddedServices, start_missing_services
+from dev.embedded import BASE_DIR, EmbeddedServices, start_missing_services
 
 _services: EmbeddedServices | None = None
 

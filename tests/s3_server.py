@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from config.embedded import free_port, start_redis
 from config.storage import s3_storage
+from dev.embedded import free_port, start_redis
 from tests.conftest import WorkerProcess, point_celery_app_at, start_worker, stop_worker
 
 REGION = "us-east-1"

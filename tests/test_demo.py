@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from config.embedded import free_port
+from dev.embedded import free_port
 from tests.conftest import FIXTURE_PHOTOS, REPO_ROOT, wait_for
 
 DEMO_PHOTOS = REPO_ROOT / "demo" / "photos"
@@ -35,7 +35,7 @@ def test_demo_classifies_the_shipped_photos_with_embedded_servers(tmp_path: Path
 
     # when the demo runs once
     result = subprocess.run(
-        [sys.executable, "-m", "config.demo"],
+        [sys.executable, "-m", "dev.demo"],
         cwd=REPO_ROOT,
         env=env,
         capture_output=True,
@@ -108,7 +108,7 @@ def test_import_photos_run_beside_a_running_demo_uses_its_database_broker_and_ph
     log = tmp_path / "demo.log"
     with log.open("ab") as out:
         demo = subprocess.Popen(
-            [sys.executable, "-m", "config.demo"], cwd=REPO_ROOT, env=demo_env, stdout=out, stderr=out
+            [sys.executable, "-m", "dev.demo"], cwd=REPO_ROOT, env=demo_env, stdout=out, stderr=out
         )
     base = f"http://127.0.0.1:{web_port}"
     try:

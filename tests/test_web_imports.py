@@ -13,7 +13,7 @@ import config.wsgi
 from django.urls import resolve
 import catalog.admin, catalog.services, catalog.selectors, catalog.views, catalog.queueing
 import catalog.api.views, catalog.uploads, catalog.thumbnails
-import workers.celery
+import config.celery
 resolve("/")
 resolve("/api/classify")
 heavy = sorted(n for n in ("torch", "onnxruntime", "torchvision", "timm", "classifier") if n in sys.modules)

@@ -1,4 +1,4 @@
-"""Celery workers: the app, queue names, tasks and per-process model loading."""
+"""Celery workers: tasks and per-process model loading. The app itself is `config.celery`."""
 
 import os
 
@@ -6,7 +6,3 @@ import os
 # process, beside onnxruntime's and the decoders'. The head's small float64 matrix products
 # (head-only reclassification) ran 8x slower that way on 2 busy cores than on one thread.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-
-from workers.celery import app
-
-__all__ = ["app"]

@@ -26,8 +26,9 @@ from django.core.files.storage import default_storage
 from catalog import services
 from catalog.services import bulk
 from catalog.services.bulk import ChunkCounts, ChunkPhoto, PhotoScores
+from catalog.tasks_contract import TaskName
+from config.celery import app
 from workers import inference
-from workers.celery import app
 from workers.tasks import RETRYABLE_ERRORS
 
 logger = logging.getLogger("workers.bulk")
@@ -48,7 +49,7 @@ _RETRY = {
 }
 
 
-@app.task(name="workers.bulk.bulk_job_plan_task", **_RETRY)
+@app.task(name=TaskName.BULK_JOB_PLAN, **_RETRY)
 def bulk_job_plan_task(job_id: int) -> int:
     """Lay out a job's chunks and send their tasks. Returns the number of chunks created."""
     return bulk.bulk_job_plan(job_id=job_id)
@@ -57,7 +58,7 @@ def bulk_job_plan_task(job_id: int) -> int:
 CHUNK_FAILED = "Chunk {index} stopped on an unexpected error ({error}); resume the job once it is fixed."
 
 
-@app.task(name="workers.bulk.bulk_chunk_task", **_RETRY)
+@app.task(name=TaskName.BULK_CHUNK, **_RETRY)
 def bulk_chunk_task(job_id: int, chunk_id: int) -> str:
     """Reclassify one chunk of a bulk job. Returns a short outcome word (for Flower).
 

@@ -17,9 +17,10 @@ from django.db import InterfaceError, OperationalError
 
 from catalog import services
 from catalog.models import CategorySuggestion, ClassificationStatus, ListingImage, ModelVersion
+from catalog.tasks_contract import TaskName
+from config.celery import app
 from workers import inference
 from workers.batches import AckLateBatches, report_succeeded
-from workers.celery import app
 
 logger = logging.getLogger("workers.tasks")
 
@@ -54,7 +55,7 @@ def _reader(name: str) -> Callable[[], bytes]:
 
 
 @app.task(
-    name="workers.tasks.image_classify_task",
+    name=TaskName.IMAGE_CLASSIFY,
     base=AckLateBatches,
     bind=True,
     flush_every=settings.CLASSIFY_BATCH_SIZE,
@@ -246,25 +247,25 @@ def _log(
     )
 
 
-@app.task(name="workers.tasks.images_requeue_stuck_task")
+@app.task(name=TaskName.IMAGES_REQUEUE_STUCK)
 def images_requeue_stuck_task() -> int:
     """Periodic sweeper: re-send photos a crash or a broker outage left PENDING/QUEUED."""
     return services.images_requeue_stuck()
 
 
-@app.task(name="workers.tasks.classify_probes_delete_expired_task")
+@app.task(name=TaskName.CLASSIFY_PROBES_DELETE_EXPIRED)
 def classify_probes_delete_expired_task() -> int:
     """Periodic: delete POST /api/classify probe listings past CLASSIFY_PROBE_RETENTION_S."""
     return services.classify_probes_delete_expired()
 
 
-@app.task(name="workers.tasks.api_tokens_delete_expired_task")
+@app.task(name=TaskName.API_TOKENS_DELETE_EXPIRED)
 def api_tokens_delete_expired_task() -> int:
     """Periodic: delete expired API tokens."""
     return services.api_tokens_delete_expired()
 
 
-@app.task(name="workers.tasks.stored_files_sweep_task")
+@app.task(name=TaskName.STORED_FILES_SWEEP)
 def stored_files_sweep_task() -> int:
     """Periodic sweeper: delete stored files no photo row names (rolled-back or unregistered uploads)."""
     return services.stored_files_sweep()

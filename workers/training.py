@@ -27,8 +27,9 @@ from django.utils import timezone
 
 from catalog import selectors, services
 from catalog.models import ModelComparison, ModelVersion
+from catalog.tasks_contract import TaskName
+from config.celery import app
 from workers import inference
-from workers.celery import app
 
 if TYPE_CHECKING:
     from classifier.head import LinearHead
@@ -298,7 +299,7 @@ def train(*, run_id: int, classifier: ImageClassifier | None = None) -> ModelVer
 
 
 @app.task(
-    name="workers.training.model_train_task",
+    name=TaskName.MODEL_TRAIN,
     bind=True,
     autoretry_for=RETRYABLE_ERRORS,
     retry_backoff=5,
@@ -321,7 +322,7 @@ def model_train_task(self: Any, run_id: int) -> str:
 
 
 @app.task(
-    name="workers.training.model_compare_task",
+    name=TaskName.MODEL_COMPARE,
     bind=True,
     autoretry_for=RETRYABLE_ERRORS,
     retry_backoff=5,

@@ -39,8 +39,9 @@ from catalog.models import (
     ListingImage,
     ModelVersion,
 )
-from catalog.queueing import BULK_CHUNK_TASK, BULK_PLAN_TASK, enqueue_on_commit
+from catalog.queueing import enqueue_on_commit
 from catalog.services.suggestions import NO_KNOWN_CATEGORY
+from catalog.tasks_contract import TaskName
 
 if TYPE_CHECKING:
     import numpy as np
@@ -98,7 +99,7 @@ def bulk_job_start(
         chunk_size=max(1, chunk_size or settings.BULK_CHUNK_SIZE),
         source_job=source_job,
     )
-    enqueue_on_commit(BULK_PLAN_TASK, args=[job.pk])
+    enqueue_on_commit(TaskName.BULK_JOB_PLAN, args=[job.pk])
     logger.info("bulk job %s queued: version %s, dry run %s", job.pk, model_version.name, dry_run)
     return job
 
@@ -202,7 +203,7 @@ def bulk_job_dispatch(*, job_id: int) -> int:
         .values_list("pk", flat=True)
     )
     for chunk_id in chunk_ids:
-        enqueue_on_commit(BULK_CHUNK_TASK, args=[job_id, chunk_id], on_sent=_marker_queued(chunk_id))
+        enqueue_on_commit(TaskName.BULK_CHUNK, args=[job_id, chunk_id], on_sent=_marker_queued(chunk_id))
     return len(chunk_ids)
 
 
@@ -240,7 +241,7 @@ def bulk_job_resume(*, job: BulkJob) -> int:
         BulkJobChunk.objects.filter(job=job).exclude(status=_C.DONE).update(status=_C.PENDING)
         sent = bulk_job_dispatch(job_id=job.pk)
         if not locked.planning_done:
-            enqueue_on_commit(BULK_PLAN_TASK, args=[job.pk])
+            enqueue_on_commit(TaskName.BULK_JOB_PLAN, args=[job.pk])
     job.refresh_from_db()
     return sent
 

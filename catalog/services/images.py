@@ -17,8 +17,9 @@ from django.utils import timezone
 
 from catalog import selectors
 from catalog.models import ClassificationStatus, Listing, ListingImage
-from catalog.queueing import IMAGE_CLASSIFY_TASK, enqueue_on_commit, send_task
+from catalog.queueing import enqueue_on_commit, send_task
 from catalog.services.storage import stored_files_delete
+from catalog.tasks_contract import TaskName
 from catalog.uploads import UploadRejected, photo_clean, photo_storage_name, read_limited
 
 logger = logging.getLogger(__name__)
@@ -80,7 +81,7 @@ def image_add(
 def image_enqueue(*, image_id: int) -> None:
     """Queue classification of a photo after commit; mark it QUEUED once the broker has it."""
     enqueue_on_commit(
-        IMAGE_CLASSIFY_TASK,
+        TaskName.IMAGE_CLASSIFY,
         args=[image_id],
         on_sent=lambda: image_status_set(image_id=image_id, status=_S.QUEUED, only_from={_S.PENDING}),
     )
@@ -139,7 +140,7 @@ def images_requeue_stuck(*, older_than_s: int | None = None, limit: int = 1000) 
     older_than_s = settings.STUCK_IMAGE_AFTER_S if older_than_s is None else older_than_s
     sent = 0
     for image_id in selectors.images_stuck(older_than_s=older_than_s).values_list("pk", flat=True)[:limit]:
-        if send_task(IMAGE_CLASSIFY_TASK, args=[image_id]):
+        if send_task(TaskName.IMAGE_CLASSIFY, args=[image_id]):
             image_status_set(image_id=image_id, status=_S.QUEUED)
             sent += 1
     return sent

@@ -30,11 +30,10 @@ from catalog.models import (
     TrainingStatus,
 )
 from catalog.queueing import enqueue_on_commit
+from catalog.tasks_contract import TaskName
 
 logger = logging.getLogger(__name__)
 
-MODEL_TRAIN_TASK = "workers.training.model_train_task"
-MODEL_COMPARE_TASK = "workers.training.model_compare_task"
 
 # User-facing messages; tests reuse them.
 ACTIVATION_NEEDS_COMPARISON = (
@@ -85,7 +84,7 @@ def training_run_request(*, requested_by: AbstractBaseUser | None) -> TrainingRu
         if pending is not None:
             return pending
         run = TrainingRun.objects.create(requested_by_id=getattr(requested_by, "pk", None))
-        enqueue_on_commit(MODEL_TRAIN_TASK, args=[run.pk])
+        enqueue_on_commit(TaskName.MODEL_TRAIN, args=[run.pk])
     return run
 
 
@@ -215,7 +214,7 @@ def model_comparison_request(*, candidate: ModelVersion, requested_by: AbstractB
     """Queue a comparison of `candidate` with the active version (after commit). Needs
     `catalog.train_modelversion` (else `PermissionDenied`)."""
     _require_permission(requested_by, TRAIN_PERMISSION)
-    enqueue_on_commit(MODEL_COMPARE_TASK, args=[candidate.pk])
+    enqueue_on_commit(TaskName.MODEL_COMPARE, args=[candidate.pk])
 
 
 def _activate(

@@ -17,7 +17,7 @@ from tests.conftest import REPO_ROOT
 pytestmark = [
     pytest.mark.worker,
     pytest.mark.dataset,
-    pytest.mark.skipif(not DATASET.is_dir(), reason="needs ../shared/datasets/clothing-small"),
+    pytest.mark.skipif(not DATASET.is_dir(), reason=f"needs the photos of {DATASET}"),
 ]
 
 

@@ -360,8 +360,8 @@ def test_probes_past_retention_are_deleted_with_their_files(
 
 
 def test_the_sweeps_run_periodically_on_the_maintenance_queue() -> None:
-    from workers.celery import app
-    from workers.queues import Queue
+    from catalog.tasks_contract import Queue
+    from config.celery import app
 
     for task in ("classify_probes_delete_expired_task", "api_tokens_delete_expired_task"):
         name = f"workers.tasks.{task}"

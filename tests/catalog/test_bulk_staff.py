@@ -47,7 +47,7 @@ def isolated_broker() -> Iterator[object]:
     """The Celery app pointed at an otherwise unused Redis database; yields its client."""
     from kombu import pools
 
-    from workers.celery import app
+    from config.celery import app
 
     previous = app.conf.broker_write_url
     isolated = previous.rsplit("/", 1)[0] + "/15"

@@ -16,7 +16,7 @@ from django.test import Client
 
 from catalog.middleware import LENGTH_REQUIRED, REQUEST_TOO_LARGE
 from catalog.models import ListingImage
-from config.embedded import free_port
+from dev.embedded import free_port
 from tests.api_errors import api_error
 from tests.conftest import REPO_ROOT
 from tests.factories import UserFactory

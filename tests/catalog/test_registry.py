@@ -17,7 +17,6 @@ from catalog.models import (
     TrainingRun,
     TrainingStatus,
 )
-from catalog.services.registry import MODEL_TRAIN_TASK
 from catalog.views import registry as registry_views
 from tests.catalog.review_helpers import staff_user, version
 from tests.factories import UserFactory
@@ -55,12 +54,12 @@ def test_training_is_queued_after_commit_once(django_capture_on_commit_callbacks
 
 
 def test_the_training_task_is_routed_to_the_training_queue() -> None:
-    from workers.celery import app
-    from workers.queues import Queue
+    from catalog.tasks_contract import Queue, TaskName
+    from config.celery import app
 
     # then the names the catalogue sends go to the training queue
-    assert app.conf.task_routes[MODEL_TRAIN_TASK] == {"queue": Queue.TRAINING.value}
-    assert app.conf.task_routes["workers.training.model_compare_task"] == {"queue": Queue.TRAINING.value}
+    assert app.conf.task_routes[TaskName.MODEL_TRAIN] == {"queue": Queue.TRAINING.value}
+    assert app.conf.task_routes[TaskName.MODEL_COMPARE] == {"queue": Queue.TRAINING.value}
 
 
 def test_activation_needs_a_comparison_with_the_active_version() -> None:

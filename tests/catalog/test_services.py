@@ -15,7 +15,7 @@ from catalog.models import (
     ClassificationStatus,
     ListingImage,
 )
-from config.embedded import free_port
+from dev.embedded import free_port
 from tests.conftest import point_celery_app_at
 from tests.factories import ListingFactory, UserFactory
 
@@ -217,7 +217,7 @@ def test_first_model_version_becomes_active_and_later_ones_do_not() -> None:
 
 
 def test_settings_keep_visibility_timeout_longer_than_the_hard_time_limit() -> None:
-    from workers.celery import app
+    from config.celery import app
 
     assert app.conf.broker_transport_options["visibility_timeout"] > app.conf.task_time_limit
     assert settings.CELERY_VISIBILITY_TIMEOUT_S > settings.CELERY_TASK_HARD_TIME_LIMIT_S

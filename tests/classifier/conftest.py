@@ -12,11 +12,12 @@ import pytest
 from PIL import Image
 
 from classifier.backbone import OnnxBackbone, ensure_onnx
+from classifier.datasets import dataset_dir
 from classifier.model import ImageClassifier
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 FIXTURE_PHOTOS = REPO_ROOT / "tests" / "fixtures" / "photos"
-SHARED_DATASETS = REPO_ROOT.parent / "shared" / "datasets"
+SHARED_DATASETS = dataset_dir()
 
 
 @pytest.fixture(scope="session")

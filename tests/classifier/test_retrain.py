@@ -4,11 +4,10 @@ the real dataset."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 
+from classifier.datasets import dataset_dir
 from classifier.head import LinearHead, transform_embeddings
 from classifier.preprocess import CENTRE_VIEW
 from classifier.retrain import (
@@ -23,7 +22,7 @@ from classifier.retrain import (
 )
 from classifier.taxonomy import load_taxonomy
 
-SHARED_DATASETS = Path(__file__).resolve().parents[2].parent / "shared" / "datasets"
+SHARED_DATASETS = dataset_dir()
 
 
 def test_categories_train_from_the_minimum_number_of_photos_on_leaves_only() -> None:

@@ -41,7 +41,7 @@ def workers(
     """A `classify` worker and a `bulk` worker. Other workers of this test session (the shared
     all-queues worker) stop consuming those two queues meanwhile, so each task lands where the
     deployment would send it."""
-    from workers.celery import app
+    from config.celery import app
 
     # Test workers only (tests.conftest names them test-...): a demo's worker is left alone.
     others = [name for reply in app.control.ping(timeout=1.0) for name in reply if name.startswith("test-")]

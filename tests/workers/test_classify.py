@@ -17,7 +17,8 @@ from catalog.models import (
     Listing,
     ListingImage,
 )
-from catalog.queueing import IMAGE_CLASSIFY_TASK, send_task
+from catalog.queueing import send_task
+from catalog.tasks_contract import TaskName
 from tests.conftest import WorkerProcess, wait_for
 from tests.factories import ListingFactory
 
@@ -99,7 +100,7 @@ def test_duplicate_deliveries_leave_exactly_one_suggestion(
     # when the same task is delivered three more times, and the image is marked for redo
     ListingImage.objects.filter(pk=image.pk).update(status=ClassificationStatus.QUEUED)
     for _ in range(3):
-        assert send_task(IMAGE_CLASSIFY_TASK, args=[image.pk])
+        assert send_task(TaskName.IMAGE_CLASSIFY, args=[image.pk])
     _wait_finished(image.pk)
     wait_for(lambda: not _queue_length("classify"), timeout=60)
 
@@ -145,7 +146,7 @@ def test_a_deleted_listing_makes_its_queued_task_a_no_op(
 
 
 def _queue_length(queue: str) -> int:
-    from workers.celery import app
+    from config.celery import app
 
     with app.connection_for_read() as connection:
         return int(connection.default_channel.client.llen(queue))

@@ -14,7 +14,7 @@ from django.db import transaction
 
 from catalog import services
 from catalog.models import CategorySuggestion, ClassificationStatus, ListingImage
-from config.embedded import start_redis
+from dev.embedded import start_redis
 from tests.conftest import WorkerProcess, point_celery_app_at, start_worker, stop_worker, wait_for
 from tests.factories import ListingFactory
 

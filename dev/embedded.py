@@ -7,7 +7,7 @@ data under `.run/`. Nothing here listens on 5432 or 6379.
 
 Usage as a wrapper, which stops the servers when the command exits:
 
-    python -m config.embedded run -- pytest -q
+    python -m dev.embedded run -- pytest -q
 """
 
 from __future__ import annotations
@@ -225,7 +225,7 @@ def missing_services(run_dir: Path | None = None) -> Iterator[EmbeddedServices]:
 
 def main(argv: list[str]) -> int:
     if len(argv) < 2 or argv[0] != "run" or "--" not in argv:
-        print("usage: python -m config.embedded run -- COMMAND [ARGS...]", file=sys.stderr)
+        print("usage: python -m dev.embedded run -- COMMAND [ARGS...]", file=sys.stderr)
         return 2
     command = argv[argv.index("--") + 1 :]
     if shutil.which(command[0]) is None and not Path(command[0]).exists():

@@ -22,7 +22,7 @@ import sys
 import time
 from pathlib import Path
 
-from config.embedded import BASE_DIR, DEFAULT_RUN_DIR, missing_services
+from dev.embedded import BASE_DIR, DEFAULT_RUN_DIR, missing_services
 
 PYTHON = sys.executable
 DEMO_PHOTOS = BASE_DIR / "demo" / "photos"
@@ -109,7 +109,7 @@ def main() -> int:
             worker_log = run_dir / "worker.log"
             processes.append(
                 _spawn(
-                    [PYTHON, "-m", "celery", "-A", "workers", "worker", "-B",
+                    [PYTHON, "-m", "celery", "-A", "config", "worker", "-B",
                      "--schedule", str(run_dir / "celerybeat-schedule"),
                      "-Q", "classify,bulk,training,maintenance", "-c", "1", "-l", "INFO",
                      "-n", "demo@%h"],
@@ -151,7 +151,7 @@ def main() -> int:
             # Flower reads FLOWER_BASIC_AUTH itself.
             processes.append(
                 _spawn(
-                    [PYTHON, "-m", "celery", "-A", "workers", "flower",
+                    [PYTHON, "-m", "celery", "-A", "config", "flower",
                      f"--address={BIND_ADDRESS}", f"--port={flower_port}"],
                     run_dir / "flower.log",
                     env={**os.environ, "FLOWER_BASIC_AUTH": f"demo:{password}"},
