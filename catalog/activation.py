@@ -18,8 +18,8 @@ from typing import Any
 
 from django.conf import settings
 
-from catalog import selectors
 from catalog.models import Category, ModelComparison, ModelVersion
+from catalog.selectors import catalogue as catalogue_selectors
 
 # User-facing messages; tests reuse them.
 DROPS_A_CATEGORY = (
@@ -45,8 +45,8 @@ def served_categories(version: ModelVersion, comparison: ModelComparison | None 
 
 
 def _published_listings_in(category: Category) -> int:
-    ids = selectors.category_descendant_ids(category=category)
-    return selectors.listings_published().filter(category_id__in=ids).count()
+    ids = catalogue_selectors.category_descendant_ids(category=category)
+    return catalogue_selectors.listings_published().filter(category_id__in=ids).count()
 
 
 def activation_objections(
@@ -56,7 +56,7 @@ def activation_objections(
     none. `comparison` is their latest comparison (its per-category recall and photo counts,
     `details["recall_by_category"]`: {slug: {"candidate", "baseline", "photos"}})."""
     objections: list[str] = []
-    paths = selectors.category_paths()
+    paths = catalogue_selectors.category_paths()
     known = set(served_categories(candidate, comparison))
     dropped = [slug for slug in served_categories(active, comparison) if slug not in known]
     for category in Category.objects.filter(slug__in=dropped).order_by("slug"):

@@ -6,7 +6,7 @@ from django.contrib import admin, messages
 from django.http import HttpRequest
 from django.utils.html import format_html
 
-from catalog import selectors, services
+from catalog import services
 from catalog.access import BULK_APPLY_PERMISSION, BULK_RUN_PERMISSION
 from catalog.models import (
     BulkJob,
@@ -19,6 +19,7 @@ from catalog.models import (
     ListingImage,
     ModelVersion,
 )
+from catalog.selectors import bulk as bulk_selectors
 
 
 @admin.register(Category)
@@ -264,7 +265,7 @@ class BulkJobAdmin(admin.ModelAdmin):
 
     @admin.display(description="progress")
     def progress(self, job: BulkJob) -> str:
-        state = selectors.bulk_job_progress(job=job)
+        state = bulk_selectors.bulk_job_progress(job=job)
         return format_html(
             '<progress value="{}" max="{}" style="width:8em"></progress> {}% ({} of {} photos)',
             state.done,
@@ -276,12 +277,12 @@ class BulkJobAdmin(admin.ModelAdmin):
 
     @admin.display(description="rate")
     def rate(self, job: BulkJob) -> str:
-        rate = selectors.bulk_job_progress(job=job).rate_per_s
+        rate = bulk_selectors.bulk_job_progress(job=job).rate_per_s
         return "–" if rate is None else f"{rate:,.0f} photos/s"
 
     @admin.display(description="ETA")
     def eta(self, job: BulkJob) -> str:
-        eta = selectors.bulk_job_progress(job=job).eta_s
+        eta = bulk_selectors.bulk_job_progress(job=job).eta_s
         if eta is None:
             return "–"
         minutes, seconds = divmod(round(eta), 60)

@@ -66,7 +66,7 @@ class Listing(models.Model):
     # A hidden listing that holds one photo sent to POST /api/classify; never shown or browsed.
     is_probe = models.BooleanField(default=False)
     # When the seller published it (None: a draft, seen by its seller only). A published listing
-    # is public only while it has a category (`selectors.listings_public`).
+    # is public only while it has a category (`selectors.catalogue.listings_public`).
     published_at = models.DateTimeField(null=True, blank=True, db_index=True)
     # Two or more confident photos name categories on different branches of the tree (e.g. a
     # laptop + toaster bundle): the listing's category is then no training label for its photos.

@@ -4,7 +4,7 @@ Averaged over the photos, de-duplicated along the taxonomy tree (a parent and it
 are never offered as rivals), and checked for photos that show different things. Pure functions
 over category slugs and a `{slug: parent slug or None}` map, so the listing's derived suggestion
 (`services.listing_suggestion_refresh`), the seller's panel and the review queue
-(`selectors.listing_suggestions`) apply one rule.
+(`selectors.suggestions.listing_suggestions`) apply one rule.
 """
 
 from __future__ import annotations

@@ -99,6 +99,9 @@ def _finetune(args: argparse.Namespace) -> int:
         views=args.views,
         passes=args.passes,
         seeds=args.seeds,
+        augment=args.augment,
+        mixup=args.mixup,
+        ema_decay=args.ema,
         head_only=args.head_only,
     )
     print(f"wrote {report.head_manifest}; seconds {report.seconds}")
@@ -183,6 +186,11 @@ def build_parser() -> argparse.ArgumentParser:
     finetune.add_argument("--views", type=int, default=4, help="augmented crops per photo (cached)")
     finetune.add_argument("--passes", type=float, default=1.0, help="passes over the cached crops")
     finetune.add_argument("--seeds", type=int, default=2, help="tails averaged into one (a model soup)")
+    finetune.add_argument(
+        "--augment", choices=("crop", "trivial"), default="crop", help="crops, or crops + TrivialAugmentWide"
+    )
+    finetune.add_argument("--mixup", type=float, default=0.0, help="mixup Beta parameter (0: off)")
+    finetune.add_argument("--ema", type=float, default=None, help="EMA decay of the tail's weights")
     finetune.add_argument(
         "--head-only", action="store_true", help="keep the tail in --out, fit the head on it again"
     )

@@ -49,11 +49,12 @@ TRUNK_SIDE = 7
 AUGMENTED_VIEWS = 4
 CROP_SCALE = (0.6, 1.0)
 CROP_RATIO = (3 / 4, 4 / 3)
+AUGMENTATIONS = ("crop", "trivial")
 SEED = 0
 #: Tails trained from the same start with this many seeds are averaged weight by weight (a "model
-#: soup"); inference costs the same. The shipped fashion-tail-v1 is a soup of 2, a number first
-#: picked on clothing-small/test; docs/BENCHMARKS.md ("Choosing on validation") re-examines it on
-#: validation/, which alone may choose settings.
+#: soup"); inference costs the same. The shipped fashion-tail-v1 is a soup of 2, a number picked
+#: on clothing-small/test before validation/ alone chose settings; docs/BENCHMARKS.md ("Choosing
+#: on validation: the tail") compares that tail with two later recipes on validation/.
 SOUP_SEEDS = 2
 
 
@@ -157,7 +158,18 @@ def tail_forward(
     return torch.nn.functional.relu6(tail["bn"](tail["head"](x))).mean(dim=(2, 3))
 
 
-def _random_crop(image: Image.Image, rng: np.random.Generator) -> np.ndarray:
+def _trivial_augment(picture: Image.Image, rng: np.random.Generator) -> Image.Image:
+    """torchvision's TrivialAugmentWide (one random operation at a random strength), seeded from
+    ``rng`` so a view stays reproducible."""
+    import torch
+    from torchvision.transforms import TrivialAugmentWide
+
+    torch.manual_seed(int(rng.integers(2**31)))
+    result: Image.Image = TrivialAugmentWide()(picture)
+    return result
+
+
+def _random_crop(image: Image.Image, rng: np.random.Generator, augment: str = "crop") -> np.ndarray:
     width, height = image.size
     area = width * height
     for _ in range(10):
@@ -173,18 +185,25 @@ def _random_crop(image: Image.Image, rng: np.random.Generator) -> np.ndarray:
     resized = image.resize(
         (INPUT_SIZE, INPUT_SIZE), Image.Resampling.BILINEAR, box=(left, top, left + crop_w, top + crop_h)
     )
-    pixels = np.asarray(resized, dtype=np.float32)
     if rng.random() < 0.5:
-        pixels = pixels[:, ::-1]
+        resized = resized.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    if augment == "trivial":
+        resized = _trivial_augment(resized, rng)
+    pixels = np.asarray(resized, dtype=np.float32)
     return ((pixels - 127.0) / 128.0).transpose(2, 0, 1)
 
 
-def augmented_batch(images: Sequence[Image.Image], seeds: Sequence[int], views: int) -> np.ndarray:
+def augmented_batch(
+    images: Sequence[Image.Image], seeds: Sequence[int], views: int, augment: str = "crop"
+) -> np.ndarray:
     """``views`` random crops of each image, view-major: float32 (views × N, 3, 224, 224). Crop
-    ``k`` of an image depends only on its seed and ``k``."""
+    ``k`` of an image depends only on its seed and ``k``. ``augment``: ``"crop"`` (random
+    resized crop and mirror) or ``"trivial"`` (the same, then TrivialAugmentWide)."""
+    if augment not in AUGMENTATIONS:
+        raise ValueError(f"Unknown augmentation {augment!r}; expected one of {AUGMENTATIONS}.")
     return np.stack(
         [
-            _random_crop(image, np.random.default_rng([seed, view]))
+            _random_crop(image, np.random.default_rng([seed, view]), augment)
             for view in range(views)
             for image, seed in zip(images, seeds, strict=True)
         ]
@@ -240,6 +259,7 @@ def cached_activations(
     paths: Sequence[Path],
     *,
     views: int = AUGMENTED_VIEWS,
+    augment: str = "crop",
     cache_dir: str | os.PathLike[str] | None = None,
     num_threads: int | None = None,
     log: Callable[[str], None] = lambda message: None,
@@ -255,7 +275,10 @@ def cached_activations(
 
     directory = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     onnx_path = trunk_onnx(directory)
-    digest = hashlib.sha256(f"{onnx_path.name};{views};{CROP_SCALE};{CROP_RATIO};{SEED}".encode())
+    recipe = f"{onnx_path.name};{views};{CROP_SCALE};{CROP_RATIO};{SEED}"
+    if augment != "crop":
+        recipe += f";{augment}"
+    digest = hashlib.sha256(recipe.encode())
     hashes = [hashlib.sha256(Path(path).read_bytes()).hexdigest() for path in paths]
     for value in hashes:
         digest.update(value.encode())
@@ -273,7 +296,8 @@ def cached_activations(
         chunk = list(range(start, min(start + 16, len(paths))))
         images = [load_image(paths[i]) for i in chunk]
         seeds = [int(hashes[i][:8], 16) for i in chunk]
-        (activations,) = session.run(["activations"], {"input": augmented_batch(images, seeds, views)})
+        batch = augmented_batch(images, seeds, views, augment)
+        (activations,) = session.run(["activations"], {"input": batch})
         result[:, chunk] = activations.reshape(views, len(chunk), TRUNK_CHANNELS, TRUNK_SIDE, TRUNK_SIDE)
         if start % 640 == 0:
             log(
@@ -300,14 +324,22 @@ def train_tail(
     learning_rate: float = 1e-3,
     batch_size: int = 32,
     seed: int = SEED,
+    mixup: float = 0.0,
+    ema_decay: float | None = None,
     num_threads: int | None = None,
     log: Callable[[str], None] = lambda message: None,
 ) -> dict[str, np.ndarray]:
     """Trains the tail and a new linear classifier on cached trunk activations
     (views, N, 192, 7, 7) with labels ``targets`` (N,) in [0, classes). Returns the tail's
     state (see ``tail_modules``) as float32 arrays; the classifier is discarded (heads are fitted
-    on the tuned embeddings afterwards)."""
+    on the tuned embeddings afterwards).
+
+    ``mixup``: when > 0, each batch is blended with a shuffled copy of itself by a weight drawn
+    from Beta(mixup, mixup), labels alike (mixup on the tail's input activations). ``ema_decay``:
+    when set, the returned weights and batch-norm statistics are an exponential moving average
+    over the steps (torch's ``AveragedModel``), not the last step's."""
     import torch
+    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
     from classifier.backbone import _pretrained_network
 
@@ -329,6 +361,11 @@ def train_tail(
     pairs = np.stack(np.meshgrid(np.arange(views), np.arange(count), indexing="ij"), axis=-1).reshape(-1, 2)
     order = np.concatenate([rng.permutation(len(pairs)) for _ in range(int(np.ceil(passes)) or 1)])
     labels = torch.from_numpy(np.asarray(targets, dtype=np.int64))
+    average = (
+        AveragedModel(tail, multi_avg_fn=get_ema_multi_avg_fn(ema_decay), use_buffers=True)
+        if ema_decay is not None
+        else None
+    )
     tail.train()
     classifier.train()
     began = time.perf_counter()
@@ -337,15 +374,28 @@ def train_tail(
         batch = torch.from_numpy(activations[chosen[:, 0], chosen[:, 1]].astype(np.float32))
         mirror = torch.from_numpy(rng.random(len(chosen)) < 0.5)
         batch[mirror] = batch[mirror].flip(-1)
+        truth = labels[chosen[:, 1]]
+        share, partner = 1.0, torch.arange(len(chosen))
+        if mixup > 0:
+            share = float(rng.beta(mixup, mixup))
+            partner = torch.from_numpy(rng.permutation(len(chosen)))
+            batch = share * batch + (1.0 - share) * batch[partner]
         logits = classifier(tail_forward(tail, batch, drop_connect=0.2))
-        loss = torch.nn.functional.cross_entropy(logits, labels[chosen[:, 1]], label_smoothing=0.1)
+        loss = share * torch.nn.functional.cross_entropy(logits, truth, label_smoothing=0.1)
+        if share < 1.0:
+            loss = loss + (1.0 - share) * torch.nn.functional.cross_entropy(
+                logits, truth[partner], label_smoothing=0.1
+            )
         optimiser.zero_grad()
         loss.backward()  # type: ignore[no-untyped-call]
         optimiser.step()
         schedule.step()
+        if average is not None:
+            average.update_parameters(tail)
         if step % 100 == 0:
             log(f"  step {step}/{steps}: loss {loss.item():.3f} ({time.perf_counter() - began:.0f} s)")
-    return {key: value.detach().numpy().copy() for key, value in tail.state_dict().items()}
+    final = average.module if average is not None else tail
+    return {key: value.detach().numpy().copy() for key, value in final.state_dict().items()}
 
 
 @dataclass
@@ -368,6 +418,9 @@ def finetune(
     views: int = AUGMENTED_VIEWS,
     passes: float = 1.0,
     seeds: int = SOUP_SEEDS,
+    augment: str = "crop",
+    mixup: float = 0.0,
+    ema_decay: float | None = None,
     precision: float = 0.97,
     head_only: bool = False,
     log: Callable[[str], None] = print,
@@ -409,11 +462,22 @@ def finetune(
             cached,
             tuned,
         )
-    activations = cached_activations([p.path for p in photos], views=views, cache_dir=cache_dir, log=log)
+    activations = cached_activations(
+        [p.path for p in photos], views=views, augment=augment, cache_dir=cache_dir, log=log
+    )
     cached = time.perf_counter()
     log(f"trunk activations of {len(photos)} photos × {views} views in {cached - began:.0f} s")
     states = [
-        train_tail(activations, targets, len(classes), passes=passes, seed=seed, log=log)
+        train_tail(
+            activations,
+            targets,
+            len(classes),
+            passes=passes,
+            seed=seed,
+            mixup=mixup,
+            ema_decay=ema_decay,
+            log=log,
+        )
         for seed in range(seeds)
     ]
     state = {key: np.mean([s[key].astype(np.float64) for s in states], axis=0) for key in states[0]}
@@ -425,6 +489,9 @@ def finetune(
         "passes": passes,
         "soup_of_seeds": seeds,
         "crop_scale": list(CROP_SCALE),
+        "augment": augment,
+        "mixup": mixup,
+        "ema_decay": ema_decay,
         "optimiser": "AdamW one-cycle, peak 1e-3, batch 32, weight decay 0.01",
         "label_smoothing": 0.1,
         "dropout": 0.2,

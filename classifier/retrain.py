@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from classifier.calibration import auto_accept_policy, evaluation_metrics
-from classifier.head import GateParameters, LinearHead, softmax, transform_embeddings
+from classifier.head import GateParameters, LinearHead, transform_embeddings
 from classifier.model import ImageClassifier, ZeroShotScorer
 from classifier.preprocess import View
 from classifier.taxonomy import Taxonomy
@@ -440,8 +440,3 @@ def train_candidate(
             "fit_and_calibrate": round(finished - fitted, 2),
         },
     )
-
-
-def held_out_probabilities(head: LinearHead, embeddings: np.ndarray) -> np.ndarray:
-    """Head-only class probabilities (rows sum to 1), for diagnostics."""
-    return softmax(head.logits(embeddings) / head.temperature)

@@ -51,12 +51,15 @@ def test_demo_classifies_the_shipped_photos_with_embedded_servers(tmp_path: Path
     assert len(rows) == len(photos)
     assert not [row for row in rows if "FAILED" in row]
     # and it says who set each listing's category: the demo's sellers skip the choice, so the
-    # model sets most of them (auto-accepted), the others wait for a person
+    # model sets the clear ones (auto-accepted, about half), the others wait for a person
     assert "listing category (source)" in lines[header]
     assert not [row for row in rows if "(seller)" in row]
-    auto = [row for row in rows if "(auto)" in row]
-    assert len(auto) > len(rows) // 2
+    auto = [row.split() for row in rows if "(auto)" in row]
+    assert len(auto) >= len(rows) // 3
     assert f"{len(auto)} of {len(rows)} listings auto-accepted" in result.stdout
+    # and what it auto-accepts is right (the folder names the true category): at most one miss
+    wrong = [cells for cells in auto if cells[3] != cells[0].split("/")[0]]
+    assert len(wrong) <= 1, wrong
     # and every process it started is gone (no server left on its data directory)
     assert not (tmp_path / "run" / "services.env").exists()
 

@@ -11,7 +11,9 @@ PROBE = """
 import sys
 import config.wsgi
 from django.urls import resolve
-import catalog.admin, catalog.services, catalog.selectors, catalog.views, catalog.queueing
+import catalog.admin, catalog.services, catalog.views, catalog.queueing
+import catalog.selectors.bulk, catalog.selectors.catalogue, catalog.selectors.registry
+import catalog.selectors.review, catalog.selectors.suggestions
 import catalog.api.views, catalog.uploads, catalog.thumbnails
 import config.celery
 resolve("/")

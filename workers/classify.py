@@ -30,8 +30,9 @@ from typing import Any
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 
-from catalog import selectors, services
+from catalog import services
 from catalog.models import ClassificationStatus, ListingImage, ModelVersion
+from catalog.selectors import catalogue as catalogue_selectors
 from classifier.preprocess import ImageRejected
 from workers import inference, retry
 from workers.storage import photo_reader, storage_error
@@ -82,7 +83,7 @@ def classify_images(
     classify, and database errors raised while loading the photos (nothing was changed then).
     """
     classifier = inference.get_classifier()
-    images = selectors.images_for_classification(image_ids=image_ids)
+    images = catalogue_selectors.images_for_classification(image_ids=image_ids)
     results = {pk: PhotoResult(PhotoOutcome.GONE) for pk in image_ids if pk not in images}
     if not images:
         return results
@@ -90,7 +91,9 @@ def classify_images(
         name=classifier.model_version, backbone_version=classifier.backbone_version
     )
     run = _Run(classifier=classifier, model_version=model_version, retries=retries or {})
-    suggested = selectors.images_with_suggestion(image_ids=list(images), model_version=model_version)
+    suggested = catalogue_selectors.images_with_suggestion(
+        image_ids=list(images), model_version=model_version
+    )
     for pk, image in images.items():
         if image.status == ClassificationStatus.DONE and pk in suggested:
             results[pk] = PhotoResult(PhotoOutcome.ALREADY_DONE)

@@ -261,12 +261,12 @@ def _attach_shipped(base: ImageClassifier) -> None:
 def taxonomy() -> Taxonomy:
     """The shipped taxonomy plus categories staff added in the database since (a trained head
     may know them)."""
-    from catalog import selectors
+    from catalog.selectors import catalogue as catalogue_selectors
     from classifier.taxonomy import Category, Taxonomy, load_taxonomy
 
     shipped = load_taxonomy()
     known = set(shipped.slugs)
-    extra = [entry for entry in selectors.taxonomy_entries() if entry["slug"] not in known]
+    extra = [entry for entry in catalogue_selectors.taxonomy_entries() if entry["slug"] not in known]
     if not extra:
         return shipped
     added = [

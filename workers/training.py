@@ -23,8 +23,9 @@ import numpy as np
 from django.conf import settings
 from django.utils import timezone
 
-from catalog import selectors, services
+from catalog import services
 from catalog.models import ModelComparison, ModelVersion
+from catalog.selectors import review as review_selectors
 from catalog.tasks_contract import TaskName
 from config.celery import app
 from workers import inference, retry
@@ -53,7 +54,7 @@ def held_out(checksum: str, percent: int) -> bool:
 
 def embed_missing(
     *,
-    photos: Sequence[selectors.LabelledPhoto],
+    photos: Sequence[review_selectors.LabelledPhoto],
     classifier: ImageClassifier,
     read: Callable[[str], bytes] = photo_read,
 ) -> tuple[dict[int, tuple[np.ndarray, np.ndarray]], list[int]]:
@@ -66,7 +67,7 @@ def embed_missing(
     from classifier.preprocess import ImageRejected, load_image
 
     backbone_version = classifier.backbone_version
-    cached = selectors.image_embeddings(
+    cached = review_selectors.image_embeddings(
         image_ids=[p.image_id for p in photos], backbone_version=backbone_version
     )
     outputs = {
@@ -101,7 +102,7 @@ def embed_missing(
 
 
 def _labelled_outputs(
-    photos: Sequence[selectors.LabelledPhoto], outputs: dict[int, tuple[np.ndarray, np.ndarray]]
+    photos: Sequence[review_selectors.LabelledPhoto], outputs: dict[int, tuple[np.ndarray, np.ndarray]]
 ) -> tuple[LabelledOutputs, np.ndarray, np.ndarray]:
     """The photos' outputs, the held-out mask and the calibration mask. Photos the backbone's
     tuned tail trained on (`classifier.backbone.tail_trained_on`) train the head but never
@@ -149,7 +150,7 @@ def comparison_photos(*, candidate: ModelVersion, baseline: ModelVersion) -> lis
     percent = settings.TRAINING_HELD_OUT_PERCENT
     pairs = {
         photo.image_id: photo.slug
-        for photo in selectors.labelled_photos()
+        for photo in review_selectors.labelled_photos()
         if held_out(photo.checksum, percent) and photo.checksum not in seen
     }
     for version in (candidate, baseline):
@@ -175,7 +176,7 @@ def compare(
                 )
             )
     pairs = comparison_photos(candidate=candidate, baseline=baseline)
-    photos = selectors.photos_by_id(image_ids=[i for i, _ in pairs])
+    photos = review_selectors.photos_by_id(image_ids=[i for i, _ in pairs])
     labels = dict(pairs)
     outputs, _ = embed_missing(photos=photos, classifier=base)
     kept = [image_id for image_id, _ in pairs if image_id in outputs]
@@ -227,7 +228,7 @@ def train(*, run_id: int, classifier: ImageClassifier | None = None) -> ModelVer
         return None
     began = time.perf_counter()
     base = classifier or inference.base_classifier()
-    photos = selectors.labelled_photos()
+    photos = review_selectors.labelled_photos()
     outputs, computed = embed_missing(photos=photos, classifier=base)
     embedded = time.perf_counter()
     data, mask, unbiased = _labelled_outputs(photos, outputs)

@@ -12,8 +12,9 @@ from drf_spectacular.extensions import OpenApiSerializerFieldExtension
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from catalog import selectors
 from catalog.models import Category, Listing, ListingImage
+from catalog.selectors import catalogue as catalogue_selectors
+from catalog.selectors import suggestions as suggestions_selectors
 
 
 class CategorySerializer(serializers.Serializer):
@@ -153,7 +154,7 @@ class ListingSerializer(serializers.ModelSerializer):
     def get_category_path(self, listing: Listing) -> str | None:
         if listing.category is None:
             return None
-        return " › ".join(c.name for c in selectors.category_path(category=listing.category))
+        return " › ".join(c.name for c in catalogue_selectors.category_path(category=listing.category))
 
     def get_url(self, listing: Listing) -> str:
         url = reverse("catalog:listing-detail", kwargs={"pk": listing.pk})
@@ -188,7 +189,7 @@ class ListingSuggestionsSerializer(serializers.Serializer):
     model_version = serializers.CharField()
 
 
-def listing_suggestions_data(panel: selectors.ListingSuggestions) -> dict[str, Any]:
+def listing_suggestions_data(panel: suggestions_selectors.ListingSuggestions) -> dict[str, Any]:
     return {
         "state": panel.state,
         "categories": [

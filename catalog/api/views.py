@@ -21,7 +21,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from catalog import selectors, services
+from catalog import services
 from catalog.api.errors import Conflict
 from catalog.api.serializers import (
     CategoryChoiceSerializer,
@@ -34,6 +34,8 @@ from catalog.api.serializers import (
     listing_suggestions_data,
 )
 from catalog.models import CategorySource, ClassificationStatus, Listing, ListingImage
+from catalog.selectors import catalogue as catalogue_selectors
+from catalog.selectors import suggestions as suggestions_selectors
 
 # How often POST /api/classify looks at the photo's row while it waits for the worker: every
 # 50 ms at first (p95 upload to suggestion is ~165 ms, docs/BENCHMARKS.md), then less often.
@@ -62,7 +64,7 @@ class ListingViewSet(
     throttle_scope: str | None = None
 
     def get_queryset(self) -> Any:
-        return selectors.listings_of_seller(seller=self.request.user)
+        return catalogue_selectors.listings_of_seller(seller=self.request.user)
 
     def perform_create(self, serializer: ListingSerializer) -> None:
         data = serializer.validated_data
@@ -154,7 +156,7 @@ class ListingViewSet(
     @action(detail=True, methods=["get"])
     def suggestions(self, request: Request, pk: str | None = None) -> Response:
         listing = self.get_object()
-        panel = selectors.listing_suggestions(listing=listing, top=CLASSIFY_TOP_K)
+        panel = suggestions_selectors.listing_suggestions(listing=listing, top=CLASSIFY_TOP_K)
         return Response(listing_suggestions_data(panel))
 
     @extend_schema(
@@ -190,7 +192,7 @@ def _classify_result(request: Request, image: ListingImage) -> dict[str, Any]:
     }
     if image.status == ClassificationStatus.DONE:
         # The model's own top-k for one photo, as documented: not the seller's offer.
-        panel = selectors.listing_suggestions(listing=image.listing, top=CLASSIFY_TOP_K, raw=True)
+        panel = suggestions_selectors.listing_suggestions(listing=image.listing, top=CLASSIFY_TOP_K, raw=True)
         data["categories"] = listing_suggestions_data(panel)["categories"]
         data["model_version"] = panel.model_version
     return data
@@ -284,7 +286,7 @@ class ClassifyResultView(APIView):
         summary="Poll the result of a POST /api/classify that answered 202",
     )
     def get(self, request: Request, image_id: int) -> Response:
-        image = selectors.probe_image_of_user(user=request.user, image_id=image_id)
+        image = catalogue_selectors.probe_image_of_user(user=request.user, image_id=image_id)
         if image is None:
             raise NotFound
         return _classify_response(request, image)

@@ -26,7 +26,6 @@ from django.db import connection, transaction
 from django.db.models import Count, F, Q, QuerySet, Sum
 from django.utils import timezone
 
-from catalog import selectors
 from catalog.models import (
     BulkChunkStatus,
     BulkJob,
@@ -41,6 +40,7 @@ from catalog.models import (
     ModelVersion,
 )
 from catalog.queueing import enqueue_on_commit, send_task
+from catalog.selectors import catalogue as catalogue_selectors
 from catalog.services.suggestions import NO_KNOWN_CATEGORY
 from catalog.tasks_contract import TaskName
 
@@ -125,7 +125,7 @@ def bulk_job_apply(*, job: BulkJob, requested_by: AbstractBaseUser | None = None
 def _scope_images(*, job: BulkJob) -> QuerySet[ListingImage]:
     images = ListingImage.objects.filter(listing__is_probe=False)
     if job.category is not None:
-        ids = selectors.category_descendant_ids(category=job.category)
+        ids = catalogue_selectors.category_descendant_ids(category=job.category)
         images = images.filter(
             Q(listing__category_id__in=ids)
             | Q(listing__category__isnull=True, listing__suggested_category_id__in=ids)
@@ -557,9 +557,9 @@ def listing_outcomes(
     top_k_by_listing: Mapping[int, Sequence[Sequence[Mapping[str, Any]]]],
 ) -> list[ListingOutcome]:
     """Per listing, what `listing_suggestion_refresh` derives, by the same rule."""
-    from catalog import selectors, suggestion_tree
+    from catalog import suggestion_tree
 
-    parents = selectors.category_parents()
+    parents = catalogue_selectors.category_parents()
     outcomes = []
     for listing_id, photos in top_k_by_listing.items():
         derived = suggestion_tree.derive(

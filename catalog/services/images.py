@@ -15,9 +15,10 @@ from django.db import transaction
 from django.db.models import F, Max
 from django.utils import timezone
 
-from catalog import selectors
 from catalog.models import ClassificationStatus, Listing, ListingImage
 from catalog.queueing import enqueue_on_commit, send_task
+from catalog.selectors import catalogue as catalogue_selectors
+from catalog.selectors import registry as registry_selectors
 from catalog.services.storage import stored_files_delete
 from catalog.tasks_contract import TaskName
 from catalog.uploads import UploadRejected, photo_clean, photo_storage_name, read_limited
@@ -179,7 +180,9 @@ def images_requeue_stuck(*, older_than_s: int | None = None, limit: int = 1000) 
     """
     older_than_s = settings.STUCK_IMAGE_AFTER_S if older_than_s is None else older_than_s
     sent = 0
-    for image_id in selectors.images_stuck(older_than_s=older_than_s).values_list("pk", flat=True)[:limit]:
+    for image_id in catalogue_selectors.images_stuck(older_than_s=older_than_s).values_list("pk", flat=True)[
+        :limit
+    ]:
         if send_task(TaskName.IMAGE_CLASSIFY, args=[image_id]):
             image_status_set(image_id=image_id, status=_S.QUEUED)
             sent += 1
@@ -257,7 +260,7 @@ def listing_image_delete(*, image: ListingImage, allow_last: bool = False) -> No
         stored = [(str(image.file.name), image.pk, image.checksum)]
         image.delete()
         _positions_renumber(listing=listing, image_ids=list(listing.images.values_list("pk", flat=True)))
-        version = selectors.model_version_active()
+        version = registry_selectors.model_version_active()
         if version is not None:
             listing_suggestion_refresh(listing=listing, model_version=version)
         transaction.on_commit(lambda: stored_files_delete(stored))

@@ -1,7 +1,7 @@
 """Review decisions about one photo, and undoing a reviewer's last decision.
 
 When a listing's photos disagree (a laptop + toaster + bag bundle), its category is no label for
-its photos (`selectors.labelled_photos`): a reviewer labels each photo on its own instead, with
+its photos (`selectors.review.labelled_photos`): a reviewer labels each photo on its own instead, with
 `review_photo_label`. `review_undo` reverts the reviewer's most recent decision, listing or
 photo, and records that in the audit trail as an UNDONE decision pointing at it; it never
 reverts a decision that someone else has overtaken since.

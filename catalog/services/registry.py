@@ -20,7 +20,6 @@ from django.core.exceptions import PermissionDenied
 from django.db import transaction
 from django.utils import timezone
 
-from catalog import selectors
 from catalog.access import ACTIVATE_PERMISSION, TRAIN_PERMISSION
 from catalog.activation import activation_objections
 from catalog.models import (
@@ -32,6 +31,7 @@ from catalog.models import (
     TrainingStatus,
 )
 from catalog.queueing import enqueue_on_commit
+from catalog.selectors import registry as registry_selectors
 from catalog.tasks_contract import TaskName
 
 logger = logging.getLogger(__name__)
@@ -356,7 +356,7 @@ def model_version_rollback(*, actor: AbstractBaseUser) -> ModelActivation:
     """
     _require_permission(actor, ACTIVATE_PERMISSION)
     with transaction.atomic():
-        target = selectors.model_rollback_target()
+        target = registry_selectors.model_rollback_target()
         if target is None:
             raise RegistryRefused(NOTHING_TO_ROLL_BACK)
         return _activate(version=target, actor=actor, comparison=None, is_rollback=True)

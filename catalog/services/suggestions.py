@@ -9,7 +9,7 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from catalog import selectors, suggestion_tree
+from catalog import suggestion_tree
 from catalog.models import (
     Category,
     CategorySuggestion,
@@ -19,6 +19,7 @@ from catalog.models import (
     ListingImage,
     ModelVersion,
 )
+from catalog.selectors import catalogue as catalogue_selectors
 from catalog.services.images import ImageGone, image_classification_fail, image_status_set
 
 _S = ClassificationStatus
@@ -69,7 +70,7 @@ def image_classification_record(
     foreign keys at commit, so a seller deleting the listing mid-classification shows up as an
     `IntegrityError` there); nothing is written then.
     """
-    known = selectors.categories_by_slug()
+    known = catalogue_selectors.categories_by_slug()
     entries = [entry for entry in top_k if entry.slug in known]
     if not entries:
         image_classification_fail(image=image, reason=NO_KNOWN_CATEGORY)
@@ -142,7 +143,7 @@ def listing_suggestion_refresh(*, listing: Listing, model_version: ModelVersion)
     )
     derived = suggestion_tree.derive(
         top_ks,
-        selectors.category_parents() if top_ks else {},
+        catalogue_selectors.category_parents() if top_ks else {},
         keep=settings.SUGGESTION_TOP_K,
         confident=settings.PHOTO_CONFIDENT_MIN,
     )

@@ -15,9 +15,10 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_http_methods, require_POST
 
-from catalog import selectors, services
+from catalog import services
 from catalog.forms import PHOTOS_REQUIRED, TOO_MANY_PHOTOS, ListingForm
 from catalog.models import Category, Listing
+from catalog.selectors import catalogue as catalogue_selectors
 from catalog.views.seller import (
     direct_upload_url,
     edit_context,
@@ -36,7 +37,7 @@ FORM_TEMPLATE = "catalog/seller/listing_form.html"
 def _own_draft(request: HttpRequest, pk: str | int | None) -> Listing | None:
     if pk is None or not str(pk).isdigit():
         return None
-    drafts = selectors.listings_of_seller(seller=request.user).filter(published_at__isnull=True)  # type: ignore[arg-type]
+    drafts = catalogue_selectors.listings_of_seller(seller=request.user).filter(published_at__isnull=True)  # type: ignore[arg-type]
     return drafts.filter(pk=int(pk)).first()
 
 
@@ -46,7 +47,7 @@ def _form_context(request: HttpRequest, draft: Listing | None, form: ListingForm
             "form": form,
             "draft": None,
             "max_photos": services.LISTING_MAX_PHOTOS,
-            "tree": selectors.category_tree(),
+            "tree": catalogue_selectors.category_tree(),
             "form_mode": True,
             "selected_id": _picked(request),
             "direct_upload_url": direct_upload_url(),
@@ -106,7 +107,7 @@ def _publish(request: HttpRequest, draft: Listing) -> HttpResponse:
                 form.add_error(None, str(error))
         else:
             assert draft.category_id is not None
-            path = selectors.category_paths().get(draft.category_id, "")
+            path = catalogue_selectors.category_paths().get(draft.category_id, "")
             messages.success(request, LISTING_PUBLISHED.format(path=path))
             return redirect("catalog:listing-edit", pk=draft.pk)
     elif category is None and draft.category_id is None:

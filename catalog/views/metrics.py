@@ -15,9 +15,9 @@ from django.http import HttpRequest, HttpResponse
 from django.views.decorators.http import require_GET
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, generate_latest
 
-from catalog import selectors
 from catalog.models import BulkJob
 from catalog.queueing import classifier_readiness, queue_depths
+from catalog.selectors import bulk as bulk_selectors
 
 
 def _token_ok(request: HttpRequest) -> bool:
@@ -65,7 +65,7 @@ def _collect() -> CollectorRegistry:
     jobs = Gauge(
         "marketplace_bulk_jobs", "Bulk reclassification jobs by status.", ["status"], registry=registry
     )
-    for status, count in selectors.bulk_job_counts().items():
+    for status, count in bulk_selectors.bulk_job_counts().items():
         jobs.labels(status=status).set(count)
 
     labels = ["job", "model_version", "kind"]
@@ -81,9 +81,9 @@ def _collect() -> CollectorRegistry:
     eta = Gauge(
         "marketplace_bulk_job_eta_seconds", "Seconds left at the current rate.", labels, registry=registry
     )
-    for job in selectors.bulk_jobs_active():
+    for job in bulk_selectors.bulk_jobs_active():
         values = _job_labels(job)
-        progress = selectors.bulk_job_progress(job=job)
+        progress = bulk_selectors.bulk_job_progress(job=job)
         for state, count in (
             ("total", progress.total),
             ("done", progress.done),

@@ -15,7 +15,7 @@ from django.urls import reverse
 from django.views.decorators.cache import cache_control
 from django.views.decorators.http import require_GET, require_POST
 
-from catalog import charts, selectors, services
+from catalog import charts, services
 from catalog.access import (
     ACTIVATE_PERMISSION,
     CATEGORY_ADD_PERMISSION,
@@ -24,6 +24,9 @@ from catalog.access import (
 )
 from catalog.activation import activation_objections
 from catalog.models import ModelComparison, ModelVersion
+from catalog.selectors import catalogue as catalogue_selectors
+from catalog.selectors import registry as registry_selectors
+from catalog.selectors import review as review_selectors
 from catalog.services.registry import ActivationRefused, RegistryRefused
 from catalog.views.staff import staff_required
 
@@ -41,7 +44,7 @@ NO_THRESHOLD = (
 
 
 def _version(pk: int) -> ModelVersion:
-    version = selectors.model_version_get(version_id=pk)
+    version = registry_selectors.model_version_get(version_id=pk)
     if version is None:
         raise Http404("no such model version")
     return version
@@ -51,7 +54,7 @@ def _row(version: ModelVersion, active: ModelVersion | None) -> dict[str, object
     metrics = version.metrics or {}
     held_out = metrics.get("held_out") or {}
     auto = held_out.get("auto_accept") or {}
-    comparison = selectors.model_comparison_with_active(version=version) if active else None
+    comparison = registry_selectors.model_comparison_with_active(version=version) if active else None
     objections = (
         activation_objections(candidate=version, active=active, comparison=comparison)
         if active is not None and comparison is not None and not version.is_active
@@ -73,19 +76,19 @@ def _row(version: ModelVersion, active: ModelVersion | None) -> dict[str, object
 @require_GET
 def registry(request: HttpRequest) -> HttpResponse:
     """Every version side by side with its held-out figures; training runs and activations."""
-    versions = list(selectors.model_versions())
+    versions = list(registry_selectors.model_versions())
     active = next((v for v in versions if v.is_active), None)
     context = {
         "rows": [_row(version, active) for version in versions],
         "active": active,
-        "runs": selectors.training_runs(),
-        "activations": selectors.model_activations(),
-        "rollback_to": selectors.model_rollback_target(),
+        "runs": registry_selectors.training_runs(),
+        "activations": registry_selectors.model_activations(),
+        "rollback_to": registry_selectors.model_rollback_target(),
         "can_activate": request.user.has_perm(ACTIVATE_PERMISSION),
-        "label_counts": selectors.labelled_photo_counts(),
+        "label_counts": review_selectors.labelled_photo_counts(),
         "minimum": settings.TRAINING_MIN_PHOTOS_PER_CATEGORY,
         "held_out_percent": f"{settings.TRAINING_HELD_OUT_PERCENT} %",
-        "tree": selectors.category_tree(),
+        "tree": catalogue_selectors.category_tree(),
     }
     return render(request, "catalog/staff/registry.html", context)
 
@@ -99,7 +102,7 @@ def model_version_detail(request: HttpRequest, pk: int) -> HttpResponse:
     held_out = metrics.get("held_out") or {}
     thresholds = sorted((version.auto_accept_thresholds or {}).items())
     active = ModelVersion.objects.filter(is_active=True).only("pk", "name", "head_manifest").first()
-    comparison = selectors.model_comparison_with_active(version=version)
+    comparison = registry_selectors.model_comparison_with_active(version=version)
     objections = []
     if active is not None and comparison is not None and not version.is_active:
         objections = activation_objections(candidate=version, active=active, comparison=comparison)
@@ -231,7 +234,7 @@ def category_add(request: HttpRequest) -> HttpResponse:
     except ValueError as error:
         messages.error(request, str(error))
     else:
-        path = selectors.category_paths().get(category.pk, category.name)
+        path = catalogue_selectors.category_paths().get(category.pk, category.name)
         messages.success(
             request, CATEGORY_ADDED.format(path=path, minimum=settings.TRAINING_MIN_PHOTOS_PER_CATEGORY)
         )

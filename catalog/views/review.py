@@ -18,9 +18,13 @@ from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_POST
 
-from catalog import selectors, services
+from catalog import services
 from catalog.access import BULK_ACCEPT_PERMISSION, REVIEW_PERMISSION
 from catalog.models import Category, CategorySource, Listing, ListingImage, ModelVersion
+from catalog.selectors import catalogue as catalogue_selectors
+from catalog.selectors import registry as registry_selectors
+from catalog.selectors import review as review_selectors
+from catalog.selectors import suggestions as suggestions_selectors
 from catalog.views.staff import staff_required
 
 REVIEW_PAGE_SIZE = 20
@@ -47,7 +51,7 @@ def _percent(value: str | None) -> float | None:
     return number / 100.0
 
 
-def _filters(params: dict[str, str]) -> tuple[selectors.ReviewFilters, list[str]]:
+def _filters(params: dict[str, str]) -> tuple[review_selectors.ReviewFilters, list[str]]:
     errors: list[str] = []
     category = None
     if params.get("category", "").isdigit():
@@ -62,7 +66,7 @@ def _filters(params: dict[str, str]) -> tuple[selectors.ReviewFilters, list[str]
         except ValueError:
             errors.append(BAD_CONFIDENCE)
             bounds.append(None)
-    filters = selectors.ReviewFilters(
+    filters = review_selectors.ReviewFilters(
         category=category, model_version=version, min_confidence=bounds[0], max_confidence=bounds[1]
     )
     return filters, errors
@@ -97,10 +101,10 @@ def review_queue(request: HttpRequest) -> HttpResponse:
     """The queue: photos and top-5 of listings no person categorised, smallest margin first."""
     params = request.GET.dict()
     filters, errors = _filters(params)
-    page = Paginator(selectors.review_queue(filters=filters), REVIEW_PAGE_SIZE).get_page(
+    page = Paginator(review_selectors.review_queue(filters=filters), REVIEW_PAGE_SIZE).get_page(
         request.GET.get("page")
     )
-    paths = selectors.category_paths()
+    paths = catalogue_selectors.category_paths()
     by_slug = {c.slug: c for c in Category.objects.all()}
     items = []
     for listing in page.object_list:
@@ -124,7 +128,7 @@ def review_queue(request: HttpRequest) -> HttpResponse:
                 "suggestions": suggestions,
                 "photo": next(iter(listing.images.all()), None),
                 # Photos that disagree are labelled one by one: each with its own top-1.
-                "photos": selectors.listing_suggestions(listing=listing).photos
+                "photos": suggestions_selectors.listing_suggestions(listing=listing).photos
                 if listing.photos_disagree
                 else [],
             }
@@ -136,19 +140,19 @@ def review_queue(request: HttpRequest) -> HttpResponse:
         "filters": filters,
         "params": params,
         "filter_query": _filter_query(params),
-        "tree": selectors.category_tree(),
-        "versions": selectors.model_versions(),
+        "tree": catalogue_selectors.category_tree(),
+        "versions": registry_selectors.model_versions(),
         "paths": paths,
     }
     return render(request, "catalog/staff/review.html", context)
 
 
 def _reviewable(pk: int) -> Listing:
-    return get_object_or_404(selectors.listings_published(), pk=pk)
+    return get_object_or_404(catalogue_selectors.listings_published(), pk=pk)
 
 
 def _path(category: Category) -> str:
-    return selectors.category_paths().get(category.pk, category.name)
+    return catalogue_selectors.category_paths().get(category.pk, category.name)
 
 
 @staff_required(REVIEW_PERMISSION)
@@ -211,7 +215,9 @@ def review_bulk_accept(request: HttpRequest) -> HttpResponse:
         threshold = None
     if errors or threshold is None:
         return _answer(request, message=BAD_CONFIDENCE, ok=False, status=400)
-    listings = list(selectors.review_queue(filters=filters).filter(suggested_confidence__gte=threshold))
+    listings = list(
+        review_selectors.review_queue(filters=filters).filter(suggested_confidence__gte=threshold)
+    )
     count = services.review_bulk_accept(
         listings=listings,
         min_confidence=threshold,
@@ -227,13 +233,13 @@ def review_bulk_accept(request: HttpRequest) -> HttpResponse:
 @require_GET
 def listing_audit(request: HttpRequest, pk: int) -> HttpResponse:
     """A listing's photos, suggestion and the audit trail of how its category was set."""
-    listing = selectors.review_listing(listing_id=pk)
+    listing = review_selectors.review_listing(listing_id=pk)
     if listing is None:
         raise Http404("no such listing")
-    paths = selectors.category_paths()
+    paths = catalogue_selectors.category_paths()
     context = {
         "listing": listing,
-        "decisions": selectors.listing_decisions(listing=listing),
+        "decisions": review_selectors.listing_decisions(listing=listing),
         "paths": paths,
         "human": listing.category_source in (CategorySource.SELLER, CategorySource.REVIEWER),
         "photo_numbers": {image.pk: number for number, image in enumerate(listing.images.all(), start=1)},
@@ -260,7 +266,9 @@ def review_undo(request: HttpRequest) -> HttpResponse:
 def review_photo_label(request: HttpRequest, image_id: int) -> HttpResponse:
     """Label one photo of a listing whose photos disagree (its training label)."""
     image = get_object_or_404(
-        ListingImage.objects.select_related("listing").filter(listing__in=selectors.listings_published()),
+        ListingImage.objects.select_related("listing").filter(
+            listing__in=catalogue_selectors.listings_published()
+        ),
         pk=image_id,
     )
     category = Category.objects.filter(pk=request.POST.get("category") or 0, is_active=True).first()

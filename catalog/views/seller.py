@@ -2,7 +2,7 @@
 (polled by htmx while the worker runs) and the category choice. The listing form of a new
 listing (a draft until it is published) lives in `catalog.views.drafts`.
 
-Every listing is looked up in `selectors.listings_of_seller(seller=request.user)`, so another
+Every listing is looked up in `selectors.catalogue.listings_of_seller(seller=request.user)`, so another
 seller's listing or photo answers 404, never 403.
 """
 
@@ -18,9 +18,11 @@ from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from catalog import selectors, services
+from catalog import services
 from catalog.forms import PHOTOS_REQUIRED, TOO_MANY_PHOTOS, ListingForm
 from catalog.models import Category, CategorySource, ClassificationStatus, Listing
+from catalog.selectors import catalogue as catalogue_selectors
+from catalog.selectors import suggestions as suggestions_selectors
 
 _WAITING = {ClassificationStatus.PENDING, ClassificationStatus.QUEUED}
 PHOTO_ERROR_TAG = "photo-error"
@@ -46,7 +48,7 @@ UPLOAD_REQUEST_MALFORMED = "Describe the photos to upload as JSON: files with na
 
 
 def _own_listing(request: HttpRequest, pk: int) -> Listing:
-    return get_object_or_404(selectors.listings_of_seller(seller=request.user), pk=pk)  # type: ignore[arg-type]
+    return get_object_or_404(catalogue_selectors.listings_of_seller(seller=request.user), pk=pk)  # type: ignore[arg-type]
 
 
 def uploaded_files(request: HttpRequest) -> list[tuple[str, object]]:
@@ -77,8 +79,8 @@ def direct_upload_url() -> str:
 @require_GET
 def dashboard(request: HttpRequest) -> HttpResponse:
     """ "My listings": each listing with its category (or suggestion) and its photos' status."""
-    listings = list(selectors.listings_of_seller(seller=request.user))  # type: ignore[arg-type]
-    paths = selectors.category_paths()
+    listings = list(catalogue_selectors.listings_of_seller(seller=request.user))  # type: ignore[arg-type]
+    paths = catalogue_selectors.category_paths()
     return render(request, "catalog/seller/dashboard.html", {"listings": listings, "paths": paths})
 
 
@@ -100,14 +102,14 @@ def suggestion_context(request: HttpRequest, listing: Listing) -> dict[str, obje
     `selected_id` is the category the seller picked there (sent back by each poll and photo
     change), else the category auto-accept preselected."""
     listing.refresh_from_db(fields=["category", "category_source", "published_at"])
-    paths = selectors.category_paths()
-    panel = selectors.listing_suggestions(listing=listing, top=3)
+    paths = catalogue_selectors.category_paths()
+    panel = suggestions_selectors.listing_suggestions(listing=listing, top=3)
     picked = request.POST.get("category") or request.GET.get("category") or ""
     selected_id = int(picked) if picked.isdigit() else (panel.preselected.pk if panel.preselected else None)
     return {
         "listing": listing,
         "panel": panel,
-        "tree": selectors.category_tree(),
+        "tree": catalogue_selectors.category_tree(),
         "current_path": paths.get(listing.category_id) if listing.category_id else "",
         "form_mode": listing.published_at is None,
         "selected_id": selected_id,
@@ -116,7 +118,7 @@ def suggestion_context(request: HttpRequest, listing: Listing) -> dict[str, obje
     }
 
 
-def _poll_interval(panel: selectors.ListingSuggestions) -> dict[str, object]:
+def _poll_interval(panel: suggestions_selectors.ListingSuggestions) -> dict[str, object]:
     """How long the page waits before asking again, from how long the oldest photo has waited."""
     waiting = [photo.image.status_changed_at for photo in panel.photos if photo.status in _WAITING]
     if not waiting:
@@ -317,6 +319,6 @@ def category_set(request: HttpRequest, pk: int) -> HttpResponse:
     if error:
         messages.error(request, error)
     else:
-        paths = selectors.category_paths()
+        paths = catalogue_selectors.category_paths()
         messages.success(request, CATEGORY_SAVED.format(path=paths.get(category.pk, category.name)))  # type: ignore[union-attr]
     return redirect(reverse("catalog:listing-edit", kwargs={"pk": listing.pk}) + "#category")

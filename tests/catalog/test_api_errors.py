@@ -8,8 +8,9 @@ import pytest
 from django.test import Client, RequestFactory
 from rest_framework.test import APIClient
 
-from catalog import selectors, services
+from catalog import services
 from catalog.api import errors
+from catalog.selectors import catalogue as catalogue_selectors
 from catalog.services import LISTING_NEEDS_A_PHOTO
 from tests import photo_bytes as pb
 from tests.api_errors import api_error
@@ -77,7 +78,7 @@ def test_a_crash_in_an_api_view_is_a_json_500(api: APIClient, monkeypatch: pytes
     def broken(**kwargs: object) -> None:
         raise RuntimeError("database on fire")
 
-    monkeypatch.setattr(selectors, "listings_of_seller", broken)
+    monkeypatch.setattr(catalogue_selectors, "listings_of_seller", broken)
     api.raise_request_exception = False
 
     response = api.get("/api/listings/")

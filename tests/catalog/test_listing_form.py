@@ -12,9 +12,10 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 from django.urls import reverse
 
-from catalog import selectors, services
+from catalog import services
 from catalog.forms import PHOTOS_REQUIRED
 from catalog.models import Category, CategoryDecision, CategorySource, Listing, ListingImage
+from catalog.selectors import catalogue as catalogue_selectors
 from catalog.uploads import UPLOAD_NOT_AN_IMAGE
 from catalog.views.drafts import LISTING_PUBLISHED
 from tests import photo_bytes as pb
@@ -68,7 +69,7 @@ def test_the_first_photos_create_a_draft_that_only_its_seller_sees(seller_client
     assert 'id="suggestions"' in body and 'data-suggestion-state="pending"' in body
     assert response["HX-Replace-Url"] == reverse("catalog:listing-edit", args=[listing.pk])
     # and nobody else sees it: not in browse, its page 404 for a visitor, "Draft" on the dashboard
-    assert listing not in selectors.listings_public()
+    assert listing not in catalogue_selectors.listings_public()
     assert Client().get(reverse("catalog:listing-detail", args=[listing.pk])).status_code == 404
     assert "Draft" in seller_client.get(reverse("catalog:seller-dashboard")).content.decode()
 
@@ -123,7 +124,7 @@ def test_publishing_needs_a_category(seller_client: Client) -> None:
         CategorySource.SELLER,
         "Leather boots",
     )
-    assert listing in selectors.listings_public()
+    assert listing in catalogue_selectors.listings_public()
     page = seller_client.get(response["Location"]).content.decode()
     assert LISTING_PUBLISHED.format(path="Fashion › Shoes") in page
 

@@ -7,7 +7,7 @@ from django.core.exceptions import PermissionDenied
 from django.test import Client
 from django.urls import reverse
 
-from catalog import selectors, services
+from catalog import services
 from catalog.access import MODEL_MANAGER_GROUP
 from catalog.models import (
     Category,
@@ -17,6 +17,7 @@ from catalog.models import (
     TrainingRun,
     TrainingStatus,
 )
+from catalog.selectors import catalogue as catalogue_selectors
 from catalog.views import registry as registry_views
 from tests.catalog.review_helpers import staff_user, version
 from tests.factories import UserFactory
@@ -221,7 +222,7 @@ def test_staff_add_a_category_that_training_will_pick_up() -> None:
 
     # then it is in the tree, with no ImageNet classes, and its slug cannot be taken twice
     assert (scarves.slug, scarves.parent, scarves.imagenet_ids) == ("scarves", fashion, [])
-    assert any(entry["slug"] == "scarves" for entry in selectors.taxonomy_entries())
+    assert any(entry["slug"] == "scarves" for entry in catalogue_selectors.taxonomy_entries())
     with pytest.raises(ValueError, match="already exists"):
         services.category_add(name="Scarves")
 

@@ -11,7 +11,7 @@ from django.core.exceptions import PermissionDenied
 from django.test import Client
 from django.urls import reverse
 
-from catalog import selectors, services
+from catalog import services
 from catalog.access import REVIEWER_GROUP
 from catalog.models import (
     Category,
@@ -22,6 +22,7 @@ from catalog.models import (
     ListingImage,
     ModelVersion,
 )
+from catalog.selectors import review as review_selectors
 from catalog.views import review as review_views
 from tests.catalog.review_helpers import classified_listing, photo_bytes, record, staff_user, version
 from tests.factories import ListingFactory, UserFactory
@@ -43,7 +44,7 @@ def bundle(model_version: ModelVersion) -> tuple[Listing, list[ListingImage]]:
 
 
 def labels() -> dict[int, str]:
-    return {photo.image_id: photo.slug for photo in selectors.labelled_photos()}
+    return {photo.image_id: photo.slug for photo in review_selectors.labelled_photos()}
 
 
 def test_a_bundles_category_labels_none_of_its_photos_until_each_is_labelled() -> None:
@@ -114,7 +115,7 @@ def test_undo_reverts_the_last_decision_and_the_audit_trail_keeps_both() -> None
     listing.refresh_from_db()
     assert (listing.category.slug, listing.category_source) == ("shoes", CategorySource.AUTO)  # type: ignore[union-attr]
     # and the audit trail holds the correction, and its undoing pointing at it
-    trail = list(selectors.listing_decisions(listing=listing))
+    trail = list(review_selectors.listing_decisions(listing=listing))
     assert [d.action for d in trail] == [
         DecisionAction.AUTO_ACCEPTED,
         DecisionAction.CORRECTED,

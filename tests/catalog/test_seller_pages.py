@@ -11,8 +11,9 @@ from django.contrib.auth import get_user_model
 from django.test import Client
 from django.urls import reverse
 
-from catalog import selectors, services
+from catalog import services
 from catalog.models import Category, CategorySource, ClassificationStatus, Listing, ListingImage
+from catalog.selectors import catalogue as catalogue_selectors
 from catalog.uploads import UPLOAD_NOT_AN_IMAGE
 from catalog.views.seller import SUGGESTION_POLL_MS
 from tests import photo_bytes as pb
@@ -30,7 +31,9 @@ def upload(name: str, data: bytes, content_type: str = "image/jpeg"):
 
 
 def path_of(slug: str) -> str:
-    return " › ".join(c.name for c in selectors.category_path(category=Category.objects.get(slug=slug)))
+    return " › ".join(
+        c.name for c in catalogue_selectors.category_path(category=Category.objects.get(slug=slug))
+    )
 
 
 def record_suggestion(image: ListingImage, scores: list[tuple[str, float]]) -> None:

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import pytest
 from django.conf import settings
 
-from catalog import selectors, services
+from catalog import services
 from catalog.models import (
     Category,
     CategorySource,
@@ -16,6 +16,8 @@ from catalog.models import (
     Listing,
     ListingImage,
 )
+from catalog.selectors import catalogue as catalogue_selectors
+from catalog.selectors import registry as registry_selectors
 from dev.embedded import free_port
 from tests.conftest import point_celery_app_at
 from tests.factories import ListingFactory, UserFactory
@@ -69,8 +71,8 @@ def test_taxonomy_is_seeded_by_the_migration_as_a_tree() -> None:
     fashion = Category.objects.get(slug="fashion")
     for slug in clothing:
         leaf = Category.objects.get(slug=slug)
-        assert fashion.pk in selectors.category_descendant_ids(category=fashion)
-        assert selectors.category_path(category=leaf)[0] == fashion
+        assert fashion.pk in catalogue_selectors.category_descendant_ids(category=fashion)
+        assert catalogue_selectors.category_path(category=leaf)[0] == fashion
 
 
 def test_image_add_stores_the_bytes_and_queues_after_commit(django_capture_on_commit_callbacks) -> None:
@@ -214,7 +216,7 @@ def test_first_model_version_becomes_active_and_later_ones_do_not() -> None:
     first = services.model_version_ensure(name="v1")
     second = services.model_version_ensure(name="v2")
     assert (first.is_active, second.is_active) == (True, False)
-    assert selectors.model_version_active() == first
+    assert registry_selectors.model_version_active() == first
 
 
 def test_settings_keep_visibility_timeout_longer_than_the_hard_time_limit() -> None:

@@ -90,3 +90,39 @@ def test_tail_training_on_cached_activations_returns_the_tail_state() -> None:
     original = tail_modules(build_torch_model(None).network).state_dict()
     assert set(state) == set(original)
     assert not np.allclose(state["head.weight"], original["head.weight"].numpy())
+
+
+def test_trivial_augment_views_are_deterministic_and_differ_from_plain_crops() -> None:
+    from PIL import Image
+
+    # given a photo with some structure (TrivialAugmentWide acts on contrast, colour, geometry)
+    pixels = np.random.default_rng(1).integers(0, 256, (533, 400, 3), dtype=np.uint8)
+    image = Image.fromarray(pixels, "RGB")
+
+    # when its augmented views are drawn twice, and once as plain crops
+    first = augmented_batch([image], [7], views=4, augment="trivial")
+    again = augmented_batch([image], [7], views=4, augment="trivial")
+    plain = augmented_batch([image], [7], views=4)
+
+    # then they repeat exactly, and differ from the plain crops
+    np.testing.assert_array_equal(first, again)
+    assert first.shape == plain.shape and not np.array_equal(first, plain)
+    with pytest.raises(ValueError, match="Unknown augmentation"):
+        augmented_batch([image], [7], views=1, augment="sepia")
+
+
+def test_mixup_and_weight_averaging_return_a_full_tail_state() -> None:
+    # given random activations of 16 photos × 2 views in 2 classes
+    rng = np.random.default_rng(0)
+    activations = rng.uniform(0, 3, (2, 16, TRUNK_CHANNELS, 7, 7)).astype(np.float16)
+    targets = np.array([0, 1] * 8)
+
+    # when the tail trains with mixup, with and without an exponential moving average
+    common = {"passes": 1.0, "batch_size": 8, "num_threads": 1, "mixup": 0.2}
+    last = train_tail(activations, targets, 2, **common)  # type: ignore[arg-type]
+    averaged = train_tail(activations, targets, 2, ema_decay=0.9, **common)  # type: ignore[arg-type]
+
+    # then both return every parameter and statistic, finite, and the average differs
+    assert set(averaged) == set(last)
+    assert all(np.isfinite(value).all() for value in averaged.values())
+    assert not np.allclose(averaged["head.weight"], last["head.weight"])

@@ -20,8 +20,9 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import transaction
 
-from catalog import selectors, services
+from catalog import services
 from catalog.models import Category, CategorySource, ClassificationStatus, Listing, ListingImage
+from catalog.selectors import suggestions as suggestions_selectors
 
 PHOTO_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".heic"}
 
@@ -99,7 +100,7 @@ class Command(BaseCommand):
         rows = []
         for path, pk in image_ids:
             image = ListingImage.objects.select_related("listing__category").get(pk=pk)
-            suggestion = selectors.image_latest_suggestion(image=image)
+            suggestion = suggestions_selectors.image_latest_suggestion(image=image)
             listing_category = _listing_category(image.listing)
             if suggestion is not None:
                 rows.append(

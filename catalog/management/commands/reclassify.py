@@ -17,8 +17,10 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from catalog import selectors, services
+from catalog import services
 from catalog.models import BulkJob, BulkJobStatus, Category
+from catalog.selectors import bulk as bulk_selectors
+from catalog.selectors import registry as registry_selectors
 
 FINISHED = {BulkJobStatus.DONE, BulkJobStatus.CANCELLED, BulkJobStatus.FAILED}
 
@@ -68,7 +70,7 @@ class Command(BaseCommand):
                 return result if isinstance(result, BulkJob) else job
         if not options["model_version"]:
             raise CommandError("--model-version is required to start a job")
-        version = selectors.model_version_by_name(name=options["model_version"])
+        version = registry_selectors.model_version_by_name(name=options["model_version"])
         if version is None:
             raise CommandError(f"no model version {options['model_version']!r}")
         category = None
@@ -106,7 +108,7 @@ class Command(BaseCommand):
         self._print(job)
 
     def _progress_line(self, job: BulkJob) -> str:
-        state = selectors.bulk_job_progress(job=job)
+        state = bulk_selectors.bulk_job_progress(job=job)
         rate = "" if state.rate_per_s is None else f", {state.rate_per_s:,.0f} photos/s"
         eta = "" if state.eta_s is None or job.status in FINISHED else f", ETA {state.eta_s:,.0f} s"
         return (
@@ -130,7 +132,7 @@ class Command(BaseCommand):
                 )
             if job.dry_run:
                 self.stdout.write(f"apply with: python manage.py reclassify --apply {job.pk}")
-        errors = selectors.bulk_job_errors(job=job, limit=10)
+        errors = bulk_selectors.bulk_job_errors(job=job, limit=10)
         if errors:
             self.stdout.write(f"{job.failed_images} photos failed, e.g.:")
             for error in errors:
