@@ -40,8 +40,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     began = time.monotonic()
     shutil.rmtree(args.run_dir, ignore_errors=True)
     servers = Servers(args.run_dir)
-    servers.start()
     try:
+        servers.start()
         return _run(args, servers, began)
     finally:
         servers.stop()

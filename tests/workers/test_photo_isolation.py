@@ -60,11 +60,13 @@ def worker(
         "TASK_RETRY_BACKOFF_MAX_S": "2",
         "CLASSIFY_BATCH_INTERVAL_S": "1.0",
     }
-    process = start_worker(log=directory / "worker.log", queues="classify", env=env)
     try:
-        yield process
+        process = start_worker(log=directory / "worker.log", queues="classify", env=env)
+        try:
+            yield process
+        finally:
+            stop_worker(process)
     finally:
-        stop_worker(process)
         point_celery_app_at(previous)
         redis.kill()
         redis.wait()
