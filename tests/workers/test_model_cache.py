@@ -74,7 +74,8 @@ def test_a_worker_whose_model_cannot_be_rebuilt_refuses_the_queue_and_says_so(
 ) -> None:
     # given a cache whose fp32 export is truncated and cannot be written again (a directory
     # stands where its manifest goes, as a read-only or full disk would)
-    fp32 = next(path for path in cache_copy.glob("*.onnx") if "-int8-" not in path.name)
+    # (the export the served int8 file was built from; the cache may hold other exports too)
+    fp32 = cache_copy / (verified_cache.stem.split("-int8-")[0] + ".onnx")
     truncate(fp32, keep=0.01)
     block_manifest(fp32)
 
