@@ -43,22 +43,24 @@ BULK_PROCESSES = int(os.environ.get("BENCH_BULK_PROCESSES", "2"))
 
 SIZES: dict[str, dict[str, Any]] = {
     "full": {
-        "raw": 1000, "raw_reps": 3, "pipeline": 2000, "pipeline_reps": 3, "large": 192,
-        "large_unique": 24, "large_reps": 2, "baseline": 100, "head_only": [1000, 10_000, 100_000],
-        "latency_s": 60, "latency_rate": 10.0,
+        "limit": 2000, "limit_reps": 3, "raw": 1000, "raw_reps": 3, "pipeline": 2000, "pipeline_reps": 3,
+        "large": 192, "large_unique": 24, "large_reps": 2, "baseline": 100,
+        "head_only": [1000, 10_000, 100_000], "head_only_1m": 1_000_000, "latency_s": 60,
+        "latency_rate": 10.0, "scaleout": 1000,
     },
     "quick": {
-        "raw": 256, "raw_reps": 2, "pipeline": 400, "pipeline_reps": 2, "large": 48,
-        "large_unique": 8, "large_reps": 1, "baseline": 40, "head_only": [1000, 10_000],
-        "latency_s": 15, "latency_rate": 10.0,
+        "limit": 512, "limit_reps": 2, "raw": 256, "raw_reps": 2, "pipeline": 400, "pipeline_reps": 2,
+        "large": 48, "large_unique": 8, "large_reps": 1, "baseline": 40, "head_only": [1000, 10_000],
+        "head_only_1m": 0, "latency_s": 15, "latency_rate": 10.0, "scaleout": 300,
     },
     "smoke": {
-        "raw": 8, "raw_reps": 1, "pipeline": 12, "pipeline_reps": 1, "large": 2,
-        "large_unique": 1, "large_reps": 1, "baseline": 2, "head_only": [50],
-        "latency_s": 2, "latency_rate": 4.0,
+        "limit": 32, "limit_reps": 1, "raw": 8, "raw_reps": 1, "pipeline": 12, "pipeline_reps": 1,
+        "large": 2, "large_unique": 1, "large_reps": 1, "baseline": 2, "head_only": [50],
+        "head_only_1m": 0, "latency_s": 2, "latency_rate": 4.0, "scaleout": 8,
     },
 }  # fmt: skip
-PHASES = ("raw", "head_only", "pipeline", "baseline", "large", "latency")
+#: In the order they run; head_only_1m last (full mode only), it writes ~9 GB of cached outputs.
+PHASES = ("limit", "raw", "head_only", "pipeline", "baseline", "large", "latency", "scaleout", "head_only_1m")
 
 
 def log(message: str) -> None:
@@ -122,9 +124,11 @@ class Worker:
     peak_rss_mb: float = 0.0
 
     def pool_pids(self) -> list[int]:
+        """The pool's processes; the worker itself for a solo pool (no children)."""
         pid = self.process.pid
         with contextlib.suppress(OSError):
-            return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+            children = [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+            return children or [pid]
         return []
 
     def sample_rss(self) -> float:
@@ -138,19 +142,31 @@ class Worker:
         return self.peak_rss_mb
 
 
-def start_worker(*, app: str, queues: str, logs: Path, nice: int = 0, concurrency: int = 1) -> Worker:
-    """A `celery worker` subprocess on the bench servers; returns once it answers a ping."""
+def start_worker(
+    *,
+    app: str,
+    queues: str,
+    logs: Path,
+    nice: int = 0,
+    concurrency: int = 1,
+    host: str = "localhost",
+    env: dict[str, str] | None = None,
+) -> Worker:
+    """A `celery worker` subprocess on the bench servers; returns once it answers a ping. With
+    `CLASSIFIER_DEVICE=cuda` it runs the solo pool (one process per GPU, no fork). `host` is
+    its node name's host part, `env` extra environment (e.g. its own CLASSIFIER_CACHE_DIR)."""
     from workers.celery import app as control
 
-    name = f"bench-{queues.replace(',', '-')}-{uuid.uuid4().hex[:6]}@localhost"
-    log_path = logs / f"{name.split('@')[0]}.log"
-    command = [sys.executable, "-m", "celery", "-A", app, "worker", "-Q", queues, "-c", str(concurrency),
+    name = f"bench-{queues.replace(',', '-')}-{uuid.uuid4().hex[:6]}@{host}"
+    log_path = logs / f"{name.replace('@', '-')}.log"
+    pool = ["--pool", "solo"] if os.environ.get("CLASSIFIER_DEVICE") == "cuda" else ["-c", str(concurrency)]
+    command = [sys.executable, "-m", "celery", "-A", app, "worker", "-Q", queues, *pool,
                "-n", name, "-l", "INFO", "--without-gossip", "--without-mingle"]  # fmt: skip
     if nice:
         command = ["nice", "-n", str(nice), *command]
     process = subprocess.Popen(
-        command, cwd=REPO_ROOT, env={**os.environ, "LOG_LEVEL": "INFO"}, stdout=log_path.open("ab"),
-        stderr=subprocess.STDOUT,
+        command, cwd=REPO_ROOT, env={**os.environ, "LOG_LEVEL": "INFO", **(env or {})},
+        stdout=log_path.open("ab"), stderr=subprocess.STDOUT,
     )  # fmt: skip
     worker = Worker(process=process, name=name, log=log_path)
     deadline = time.monotonic() + 300
@@ -311,6 +327,7 @@ class Bench:
     workers: dict[str, Worker] = field(default_factory=dict)
     _sample_outputs: list[tuple[bytes, bytes]] = field(default_factory=list)
     _batchers: dict[str, Any] = field(default_factory=dict)
+    _yardstick: Any = None
 
     @contextlib.contextmanager
     def phase(self, name: str) -> Iterator[dict[str, Any]]:
@@ -324,11 +341,19 @@ class Bench:
         log(f"{name}: {summary_line(name, entry)} ({entry['phase_seconds']} s)")
 
     def worker(
-        self, role: str, *, app: str = "workers", queues: str, nice: int = 0, concurrency: int = 1
+        self,
+        role: str,
+        *,
+        app: str = "workers",
+        queues: str,
+        nice: int = 0,
+        concurrency: int = 1,
+        host: str = "localhost",
+        env: dict[str, str] | None = None,
     ) -> Worker:
         if role not in self.workers:
             self.workers[role] = start_worker(
-                app=app, queues=queues, logs=self.logs, nice=nice, concurrency=concurrency
+                app=app, queues=queues, logs=self.logs, nice=nice, concurrency=concurrency, host=host, env=env
             )
         return self.workers[role]
 
@@ -347,6 +372,29 @@ class Bench:
             self.retire(role)
         for batcher in self._batchers.values():
             batcher.close()
+
+    # 0. limit -------------------------------------------------------------------------------------
+    def _limit_run(self) -> float:
+        """One yardstick run (see `bench.limit`): images/s of the served backbone alone."""
+        from bench.limit import yardstick
+
+        if self._yardstick is None:
+            self._yardstick = yardstick(dataset_photos()[::53])
+        return float(self._yardstick.run(self.sizes["limit"]))
+
+    def limit(self) -> None:
+        """The served backbone alone on pre-decoded photos, one view, all cores (`bench.limit`)."""
+        self._limit_run()  # loads the model and decodes the photos outside the timing
+        with self.phase("limit") as entry:
+            runs = [self._limit_run() for _ in range(self.sizes["limit_reps"])]
+            assert self._yardstick is not None
+            entry.update(
+                _throughput(self.sizes["limit"], runs),
+                batch=self._yardstick.batch,
+                threads=self._yardstick.threads,
+                precision=self._yardstick.precision,
+                distinct_photos=len(self._yardstick.inputs),
+            )
 
     # 1. raw ---------------------------------------------------------------------------------------
     def _raw_batchers(self) -> dict[str, Any]:
@@ -380,6 +428,16 @@ class Bench:
             if o.prediction is not None and o.prediction.logits is not None
         ]
 
+    def sample_outputs(self) -> list[tuple[bytes, bytes]]:
+        """Backbone outputs of real photos (from the raw phase, else 256 photos run now)."""
+        from django.conf import settings
+
+        if not self._sample_outputs:
+            photos = [path.read_bytes() for path in dataset_photos()[:256]]
+            _, outcomes = self._raw_run(settings.CLASSIFIER_PRECISION, photos)
+            self._keep_outputs(outcomes)
+        return self._sample_outputs
+
     def raw(self) -> None:
         """In-process limit: decode + batched onnxruntime, the workers' code without Celery or the
         database, default precision and fp32 alternately so both see the same machine."""
@@ -404,11 +462,12 @@ class Bench:
                 entry["fp32"] = _throughput(count, runs["fp32"])
 
     # 5. head only ----------------------------------------------------------------------------------
-    def head_only(self) -> None:
+    def _head_only_job(self, sizes: list[int], phase: str) -> None:
         """Reclassification from cached embeddings at growing catalogue sizes; each size gets its
         own version (same head, stored on the version) so every photo is scored and written."""
         from django.db import connection
 
+        from bench.catalogue import copy_embeddings, synthesise_catalogue
         from catalog.models import ModelVersion
         from classifier.backbone import backbone_version
         from classifier.head import LinearHead
@@ -417,28 +476,23 @@ class Bench:
         self.bulk_worker()
         manifest, payload = LinearHead.load().to_bytes()
         backbone = backbone_version()
-        if not self._sample_outputs:  # the raw phase did not run: real outputs of 256 photos
-            from django.conf import settings
-
-            photos = [path.read_bytes() for path in dataset_photos()[:256]]
-            _, outcomes = self._raw_run(settings.CLASSIFIER_PRECISION, photos)
-            self._keep_outputs(outcomes)
-        outputs = self._sample_outputs
+        outputs = self.sample_outputs()
         scaling = []
-        with self.phase("head_only") as entry:
+        with self.phase(phase) as entry:
             have = 0
-            for size in self.sizes["head_only"]:
+            for size in sizes:
                 began = time.perf_counter()
-                ids = synthesise_catalogue(size - have, prefix=f"cached{size}")
-                with copy_embeddings() as write:
-                    for number, image_id in enumerate(ids):
-                        embedding, logits = outputs[number % len(outputs)]
-                        write((image_id, backbone, embedding, logits))
+                ids = synthesise_catalogue(size - have, prefix=f"cached{size}", seller=_seller())
+                rows_made = time.perf_counter()
+                copy_embeddings(ids, backbone, outputs)
+                copied = time.perf_counter()
                 with connection.cursor() as cursor:
                     cursor.execute("ANALYZE")
                 have = size
-                made = time.perf_counter() - began
-                log(f"head_only: catalogue of {size:,} photos with embeddings in {made:.1f} s")
+                log(
+                    f"{phase}: catalogue of {size:,} photos in {time.perf_counter() - began:.1f} s "
+                    f"({len(ids):,} embeddings copied at {len(ids) / max(copied - rows_made, 1e-9):,.0f}/s)"
+                )
                 version = ModelVersion.objects.create(
                     name=f"bench-head-only-{size}",
                     backbone_version=backbone,
@@ -446,7 +500,7 @@ class Bench:
                     head_npz=payload,
                 )
                 activate(version)
-                job = run_job(version, timeout=1800)
+                job = run_job(version, timeout=3600)
                 seconds = job_seconds(job)
                 assert job.cached_images == size and job.cnn_images == 0, (job.cached_images, job.cnn_images)
                 scaling.append(
@@ -454,44 +508,54 @@ class Bench:
                         "images": size,
                         "seconds": round(seconds, 2),
                         "images_per_second": round(size / seconds, 1),
+                        "embeddings_copied_per_second": round(len(ids) / max(copied - rows_made, 1e-9)),
                     }
                 )
-                log(f"head_only: {size:,} photos in {seconds:.1f} s")
+                log(f"{phase}: {size:,} photos in {seconds:.1f} s")
             entry.update(scaling[-1], scaling=scaling, chunk_size=job.chunk_size)
         self.workers["bulk"].sample_rss()
+        reset_catalogue()
+
+    def head_only(self) -> None:
+        """Head-only reclassification at 1k, 10k and 100k photos (the target is at 100k)."""
+        self._head_only_job(self.sizes["head_only"], "head_only")
+
+    def head_only_1m(self) -> None:
+        """The same at a million photos (full mode only: ~9 GB of cached outputs are written)."""
+        if self.sizes.get("head_only_1m"):
+            self._head_only_job([self.sizes["head_only_1m"]], "head_only_1m")
+        else:
+            log("head_only_1m: full mode only, skipped")
 
     # 2. pipeline and 3. baseline -------------------------------------------------------------------
     def pipeline(self) -> None:
         """A bulk job through the whole system on the CNN path: real photos, fresh catalogue rows,
-        no cached embeddings (dropped before each run). Each run follows an in-process raw run on
-        the same photos, and pipeline/raw is the median of those pairs, so a busy spell on the
-        shared machine weighs on both sides of the ratio."""
-        from django.conf import settings
-
+        no cached embeddings (dropped before each run). Each run follows a `limit` run (the
+        served backbone alone), and pipeline/limit is the median of those pairs, so a busy spell
+        on the shared machine weighs on both sides of the ratio."""
         reset_catalogue()
         count, reps = self.sizes["pipeline"], self.sizes["pipeline_reps"]
         sources = dataset_photos()
         make_catalogue(sources, count)
-        photos = [sources[n % len(sources)].read_bytes() for n in range(count)]
         bulk = self.bulk_worker()
         version = shipped_version()
         with self.phase("pipeline") as entry:
             runs, paired, ratios = [], [], []
             for _ in range(reps):
                 forget(version)
-                raw_rate, _ = self._raw_run(settings.CLASSIFIER_PRECISION, photos)
+                limit_rate = self._limit_run()
                 job = run_job(version, timeout=3600)
                 assert job.cnn_images == count and job.failed_images == 0, (job.cnn_images, job.failed_images)
                 runs.append(count / job_seconds(job))
-                paired.append(raw_rate)
-                ratios.append(runs[-1] / raw_rate)
+                paired.append(limit_rate)
+                ratios.append(runs[-1] / limit_rate)
                 bulk.sample_rss()
             entry.update(
                 _throughput(count, runs),
                 chunk_size=job.chunk_size,
                 bulk_processes=BULK_PROCESSES,
-                paired_raw_images_per_second=[round(rate, 1) for rate in paired],
-                pipeline_over_paired_raw=round(statistics.median(ratios), 2),
+                paired_limit_images_per_second=[round(rate, 1) for rate in paired],
+                pipeline_over_paired_limit=round(statistics.median(ratios), 3),
             )
 
     def baseline(self) -> None:
@@ -500,11 +564,10 @@ class Bench:
         Run twice, with torch's default threads (one per core) and with one thread: eager torch's
         OpenMP threads slow down badly on a busy machine, and the faster of the two is the
         baseline the pipeline is compared with, so the comparison never flatters the pipeline.
-        Each run sits between two in-process raw runs on the same photos: raw/baseline is then
-        measured side by side, like pipeline/raw, and their product is a pipeline/baseline ratio
-        that a change of load between phases does not move.
+        Each run sits between two `limit` runs: limit/baseline is then measured side by side,
+        like pipeline/limit, and their product is a pipeline/baseline ratio that a change of load
+        between phases does not move.
         """
-        from django.conf import settings
         from django.utils import timezone
 
         from bench import naive
@@ -516,25 +579,23 @@ class Bench:
         )
         images = list(ListingImage.objects.order_by("pk")[:count])
         ids = [image.pk for image in images]
-        sources = dataset_photos()
-        photos = [sources[n % len(sources)].read_bytes() for n in range(len(ids))]
         with self.phase("baseline") as entry:
-            variants, paired_raw = {}, {}
+            variants, paired_limit = {}, {}
             for threads in (os.cpu_count() or 1, 1):
                 os.environ["NAIVE_THREADS"] = str(threads)
                 worker = self.worker(f"naive-{threads}", app="bench.naive", queues=naive.QUEUE)
                 CategorySuggestion.objects.filter(model_version=version).delete()
-                before, _ = self._raw_run(settings.CLASSIFIER_PRECISION, photos)
+                before = self._limit_run()
                 started = timezone.now()
                 for image_id in ids:
                     naive.app.send_task(naive.TASK, args=[image_id], queue=naive.QUEUE)
                 done = CategorySuggestion.objects.filter(model_version=version, image_id__in=ids)
                 wait_until(_count_is(done, len(ids)), timeout=3600, what="baseline")
                 seconds = (max(done.values_list("updated_at", flat=True)) - started).total_seconds()
-                after, _ = self._raw_run(settings.CLASSIFIER_PRECISION, photos)
+                after = self._limit_run()
                 key = f"torch_threads_{threads}"
                 variants[key] = round(len(ids) / seconds, 2)
-                paired_raw[key] = round((before + after) / 2, 1)
+                paired_limit[key] = round((before + after) / 2, 1)
                 worker.sample_rss()
                 self.retire(f"naive-{threads}")
             os.environ.pop("NAIVE_THREADS", None)
@@ -543,8 +604,8 @@ class Bench:
                 images=len(ids),
                 images_per_second=variants[best],
                 variants=variants,
-                paired_raw_images_per_second=paired_raw,
-                raw_over_paired_baseline=round(paired_raw[best] / variants[best], 2),
+                paired_limit_images_per_second=paired_limit,
+                limit_over_paired_baseline=round(paired_limit[best] / variants[best], 2),
             )
 
     # 4. large photos ------------------------------------------------------------------------------
@@ -591,6 +652,13 @@ class Bench:
                 )
         finally:
             shutil.rmtree(folder, ignore_errors=True)
+
+    # 7. scale-out ---------------------------------------------------------------------------------
+    def scaleout(self) -> None:
+        """More processes, a second node, and the shared services' rates (`bench.scaleout`)."""
+        from bench.scaleout import scaleout
+
+        scaleout(self)
 
     # 6. latency ------------------------------------------------------------------------------------
     def latency(self) -> None:
@@ -690,60 +758,13 @@ def _throughput(images: int, runs: list[float]) -> dict[str, Any]:
     }
 
 
-def synthesise_catalogue(count: int, *, prefix: str, per_listing: int = 10) -> list[int]:
-    """`count` photo rows in listings of `per_listing` (files never read: their embeddings are
-    cached). Returns the photo ids."""
-    from catalog.models import ClassificationStatus, Listing, ListingImage
-
-    if count <= 0:
-        return []
-    seller = _seller()
-    listings = Listing.objects.bulk_create(
-        [Listing(seller=seller, title=f"{prefix} {n}") for n in range(math.ceil(count / per_listing))],
-        batch_size=5000,
-    )
-    rows = [
-        ListingImage(
-            listing=listings[number // per_listing],
-            file=f"{prefix}/{number}.jpg",
-            checksum="0" * 64,
-            size_bytes=1,
-            position=number % per_listing,
-            status=ClassificationStatus.DONE,
-        )
-        for number in range(count)
-    ]
-    return [image.pk for image in ListingImage.objects.bulk_create(rows, batch_size=5000)]
-
-
-@contextlib.contextmanager
-def copy_embeddings() -> Iterator[Callable[[tuple[int, str, bytes, bytes]], None]]:
-    """COPY (binary) rows `(image_id, backbone_version, embedding, logits)` into the cache."""
-    import psycopg
-    from django.db import connection
-    from django.utils import timezone
-
-    from catalog.models import ImageEmbedding
-
-    now = timezone.now()
-    connection.ensure_connection()
-    with psycopg.Cursor(connection.connection) as cursor:
-        cursor.execute("SET synchronous_commit = off")
-        columns = "image_id, backbone_version, embedding, logits, created_at"
-        with cursor.copy(
-            f"COPY {ImageEmbedding._meta.db_table} ({columns}) FROM STDIN (FORMAT BINARY)"
-        ) as copy:
-            copy.set_types(["bigint", "text", "bytea", "bytea", "timestamptz"])
-
-            def write(row: tuple[int, str, bytes, bytes]) -> None:
-                copy.write_row((*row, now))
-
-            yield write
-
-
 def summary_line(name: str, entry: dict[str, Any]) -> str:
     if name == "latency":
         return f"p50 {entry['p50_ms']} ms, p95 {entry['p95_ms']} ms, p99 {entry['p99_ms']} ms"
+    if name == "scaleout":
+        return ", ".join(
+            f"{row['configuration']}: {row['images_per_second']} images/s" for row in entry["configurations"]
+        )
     return f"{entry.get('images_per_second')} images/s over {entry.get('images')} photos"
 
 
