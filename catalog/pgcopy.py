@@ -10,7 +10,8 @@ place, and come in as one binary COPY into a temporary staging table followed by
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import contextlib
+from collections.abc import Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from django.db import connection, transaction
@@ -66,6 +67,20 @@ def fixed_width_rows(data: bytes, fields: Sequence[tuple[str, str, int]]) -> np.
     return rows
 
 
+@contextlib.contextmanager
+def commit_without_waiting() -> Iterator[None]:
+    """A transaction whose commit does not wait for its WAL to reach the disk.
+
+    For bulk writes that later bookkeeping depends on: the next synchronous commit on the server
+    (a bulk chunk marked done) flushes this one's WAL first, so nothing is acknowledged before
+    it is durable, while the worker stops waiting for an fsync per statement. Only a crash of
+    the database server itself can lose such a commit, and then the chunk runs again.
+    """
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("SET LOCAL synchronous_commit TO OFF")
+        yield
+
+
 def staged_upsert(
     *,
     staging: str,
@@ -76,17 +91,13 @@ def staged_upsert(
 ) -> None:
     """COPY `rows` (binary) into the temporary table `staging` (`columns`: name and PostgreSQL
     type; created on first use in the session, emptied before each use), then run `upsert`, an
-    `INSERT ... SELECT ... FROM <staging> ... ON CONFLICT ...`, in the same transaction.
-
-    The transaction commits without waiting for its WAL to reach the disk: the next synchronous
-    commit on the server (the caller's bookkeeping, e.g. a bulk chunk marked done) flushes it,
-    so nothing that later work depends on is ever acknowledged before it is durable."""
+    `INSERT ... SELECT ... FROM <staging> ... ON CONFLICT ...`, in the same transaction, which
+    commits without waiting for the disk (`commit_without_waiting`)."""
     import psycopg
 
     connection.ensure_connection()
-    with transaction.atomic(), psycopg.Cursor(connection.connection) as cursor:
+    with commit_without_waiting(), psycopg.Cursor(connection.connection) as cursor:
         definition = ", ".join(f"{name} {kind}" for name, kind in columns)
-        cursor.execute("SET LOCAL synchronous_commit TO OFF")
         cursor.execute(f"CREATE TEMPORARY TABLE IF NOT EXISTS {staging} ({definition})")
         cursor.execute(f"TRUNCATE {staging}")
         with cursor.copy(f"COPY {staging} FROM STDIN (FORMAT BINARY)") as copy:
