@@ -381,6 +381,8 @@ def embeddings_cached(
         "WHERE backbone_version = %s AND image_id = ANY(%s::bigint[]) "
         "AND octet_length(embedding) = %s AND octet_length(logits) = %s ORDER BY image_id",
         [backbone_version, list(image_ids), 4 * EMBEDDING_DIM, 4 * LOGITS_DIM],
+        # header, rows (field count, then each field's size and bytes), trailer
+        size_hint=19 + len(image_ids) * (2 + 4 + 8 + 4 + 4 * EMBEDDING_DIM + 4 + 4 * LOGITS_DIM) + 2,
     )
     rows = fixed_width_rows(
         data, [("image_id", ">i8", 1), ("embedding", "<f4", EMBEDDING_DIM), ("logits", "<f4", LOGITS_DIM)]
