@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from bench.report import checks, write_section
-from bench.run import DATASET, PHASES, REPO_ROOT, SIZES, Bench, log, machine, now_iso
+from bench.run import PHASES, SIZES, Bench
+from bench.system import DATASET, REPO_ROOT, log, machine, now_iso
 
 RESULTS = REPO_ROOT / "bench" / "results.json"
 DOC = REPO_ROOT / "docs" / "BENCHMARKS.md"
@@ -95,9 +96,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     began = time.monotonic()
     media = Path(tempfile.mkdtemp(prefix="bench-media-"))
     with missing_services(REPO_ROOT / ".run" / "bench-services"):
-        from bench import run
+        from bench import system
 
-        run.prepare_environment(media)
+        system.prepare_environment(media)
         from django.conf import settings
 
         from workers import inference
@@ -118,7 +119,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "bulk_chunk_size": settings.BULK_CHUNK_SIZE,
                 "classify_batch_size": settings.CLASSIFY_BATCH_SIZE,
                 "classify_batch_interval_s": settings.CLASSIFY_BATCH_INTERVAL_S,
-                "bulk_worker_processes": run.BULK_PROCESSES,
+                "bulk_worker_processes": system.BULK_PROCESSES,
                 "classify_worker_processes": 1,
                 "worker_batch_size": inference.batch_size(),
                 "device": args.device,
@@ -132,7 +133,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     getattr(bench, phase)()
         finally:
             bench.close()
-            run.drop_database()
+            system.drop_database()
             shutil.rmtree(media, ignore_errors=True)
     results = bench.results
     results["ratios"] = ratios(results)

@@ -255,7 +255,9 @@ def _how(device: str) -> list[str]:
         "- pipeline, large, head_only: `BulkJob.created_at` to `finished_at` (planning, dispatch through"
         " Redis, reading files through Django's storage, decoding, inference, upserts of suggestions and"
         " embeddings, listing updates). Between runs the version's suggestions and all cached embeddings"
-        " are dropped, so every run does the full work.",
+        " are dropped, so every run does the full work. Pipeline and large jobs are cut into chunks of"
+        " 1,000 photos, or fewer when the job is too small to give every bulk process a chunk (as a"
+        " catalogue of thousands would).",
         "- baseline: first task sent to the last suggestion row written, on the pipeline's photos, its own"
         " worker (`bench/naive.py`), between two limit runs.",
         "- ratios: pipeline/limit is the median over runs of a pipeline run over the limit run just before"

@@ -127,7 +127,7 @@ def redis_push_rate(messages: int, size: int = 1500) -> float:
 
 
 def scaleout(bench: Bench) -> None:
-    from bench.run import (
+    from bench.system import (
         BULK_PROCESSES,
         dataset_photos,
         forget,

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.run import DATASET
+from bench.system import DATASET
 from tests.conftest import REPO_ROOT
 
 pytestmark = [
