@@ -248,7 +248,8 @@ def _how(device: str) -> list[str]:
         "How each figure is taken:",
         "",
         "- limit: `bench/limit.py`: the workers' network file and precision in this process, every core,"
-        " onnxruntime's default options, on the first view of 64 photos decoded beforehand, cycled; the"
+        " idle onnxruntime threads spinning and not, the faster kept, on the first view of 64 photos decoded"
+        " beforehand, cycled; the"
         " hardware's figure with no decoding, database or queue.",
         "- raw: `classifier.batching.BatchClassifier` in the benchmark's process on photo bytes in memory;"
         " photos/s over the whole set, one process with the workers' threads per core and batch size.",

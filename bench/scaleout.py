@@ -62,14 +62,13 @@ def _seeded_cache() -> Path:
     return target
 
 
-def _photos_per_worker(bench: Bench, roles: list[str], job_id: int) -> dict[str, int]:
-    """Photos each worker classified for the job, from its `bulk_chunk_done` log lines."""
+def _photos_per_worker(logs: dict[str, Path], job_id: int) -> dict[str, int]:
+    """Photos each worker classified for the job, from its `bulk_chunk_done` log lines (read once
+    the workers stopped: a chunk's line follows the job's end in its log)."""
     pattern = re.compile(rf"\"job_id\": {job_id}, .*?\"cnn\": (\d+)")
     return {
-        role: sum(
-            int(m.group(1)) for m in pattern.finditer(bench.workers[role].log.read_text(errors="replace"))
-        )
-        for role in roles
+        role: sum(int(m.group(1)) for m in pattern.finditer(log.read_text(errors="replace")))
+        for role, log in logs.items()
     }
 
 
@@ -173,19 +172,19 @@ def scaleout(bench: Bench) -> None:
                 limit_rate = bench._limit_run()
                 job = run_job(version, timeout=3600, chunk_size=CHUNK)
                 rate = count / job_seconds(job)
+                logs = {role: bench.workers[role].log for role in roles}
+                for role in roles:
+                    bench.retire(role)
                 rows.append(
                     {
                         "configuration": label,
                         "images_per_second": round(rate, 1),
                         "paired_limit_images_per_second": round(limit_rate, 1),
                         "over_limit": round(rate / limit_rate, 3),
-                        "photos_per_worker": _photos_per_worker(bench, roles, job.pk),
+                        "photos_per_worker": _photos_per_worker(logs, job.pk),
                     }
                 )
                 log(f"scaleout: {label}: {rate:.1f} images/s ({rows[-1]['photos_per_worker']})")
-                for role in roles:
-                    bench.workers[role].sample_rss()
-                    bench.retire(role)
             forget(version)
             CategorySuggestion.objects.filter(model_version=version).delete()
             ImageEmbedding.objects.all().delete()
