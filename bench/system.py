@@ -15,6 +15,7 @@ import hashlib
 import math
 import os
 import platform
+import secrets
 import shutil
 import subprocess
 import sys
@@ -68,6 +69,8 @@ def prepare_environment(media_root: Path) -> None:
     os.environ["CELERY_BROKER_URL"] = _with_path(os.environ["CELERY_BROKER_URL"], f"/{BENCH_REDIS_DB}")
     os.environ["MEDIA_ROOT"] = str(media_root)
     os.environ["DJANGO_SETTINGS_MODULE"] = "config.settings"
+    # Settings refuse to start without a key when DEBUG is off; a benchmark run makes its own.
+    os.environ.setdefault("DJANGO_SECRET_KEY", secrets.token_urlsafe(50))
     os.environ.setdefault("LOG_LEVEL", "WARNING")
     import django
 

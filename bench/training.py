@@ -20,6 +20,7 @@ import argparse
 import hashlib
 import json
 import os
+import secrets
 import sys
 import tempfile
 import time
@@ -58,6 +59,8 @@ def _setup(media_root: str) -> None:
     os.environ["DATABASE_URL"] = scratch
     os.environ["MEDIA_ROOT"] = media_root
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+    # Settings refuse to start without a key when DEBUG is off; a benchmark run makes its own.
+    os.environ.setdefault("DJANGO_SECRET_KEY", secrets.token_urlsafe(50))
     import django
 
     django.setup()

@@ -12,6 +12,9 @@ from catalog.services import LISTING_MAX_PHOTOS
 # User-facing messages; tests reuse them.
 PHOTOS_REQUIRED = "Add at least one photo."
 TOO_MANY_PHOTOS = f"Add at most {LISTING_MAX_PHOTOS} photos."
+# The photo picker's (photos.js): {count} reads "1 photo" or "2 photos", {name} is a file name.
+PICKER_LEFT_OUT = f"{{count}} left out: a listing holds at most {LISTING_MAX_PHOTOS} photos."
+PICKER_NOT_A_PHOTO = "{name} left out: it is not a photo. Choose JPEG, PNG or WebP photos."
 
 
 class ListingForm(forms.Form):

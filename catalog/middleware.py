@@ -16,7 +16,9 @@ from typing import IO
 
 from django.conf import settings
 from django.core.handlers.wsgi import LimitedStream
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import HttpRequest, HttpResponse
+
+from catalog.api.errors import API_PREFIX, error_response
 
 # User-facing messages; tests reuse them.
 REQUEST_TOO_LARGE = "The request is larger than {limit_mb:g} MB; nothing was stored."
@@ -24,6 +26,8 @@ LENGTH_REQUIRED = "Send the request with a Content-Length header."
 BAD_CONTENT_LENGTH = "The Content-Length header is not a number of bytes."
 
 _READ_BLOCK = 64 * 1024
+# The `code` of each refusal in the API's error shape (catalog.api.errors).
+_ERROR_CODES = {400: "bad_request", 411: "length_required", 413: "request_too_large"}
 
 
 class RequestBodyLimitMiddleware:
@@ -71,8 +75,8 @@ def _chunked_body_take(request: HttpRequest, body: IO[bytes], limit: int) -> boo
 
 
 def _refuse(request: HttpRequest, status: int, message: str) -> HttpResponse:
-    if request.path.startswith("/api/"):
-        response: HttpResponse = JsonResponse({"detail": message}, status=status)
+    if request.path.startswith(API_PREFIX):
+        response: HttpResponse = error_response(status, message, _ERROR_CODES[status])
     else:
         response = HttpResponse(message, status=status, content_type="text/plain; charset=utf-8")
     return response

@@ -123,7 +123,9 @@ class ModelVersion(models.Model):
     `classifier.head.LinearHead.save`), so a worker on any machine can serve it once it is active.
     `metrics` holds the held-out evaluation (accuracy, per-category precision/recall/F1, confusion
     matrix, reliability bins, ECE, auto-accept coverage); `auto_accept_thresholds` maps a category
-    slug to the lowest confidence at which its held-out precision reached AUTO_ACCEPT_PRECISION.
+    slug to the lowest confidence at which a 95 % lower confidence bound on its held-out precision
+    (or its parent's pooled one) reached `auto_accept_precision`; absent categories never
+    auto-accept.
     """
 
     name = models.CharField(max_length=128, unique=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -13,6 +14,15 @@ from typing import Any
 from classifier.head import ARTIFACTS_DIR, DEFAULT_HEAD_VERSION
 
 PRECISIONS = ("fp32", "int8")
+#: The environment variable (and default) workers read for their backbone precision.
+PRECISION_ENV, DEFAULT_PRECISION = "CLASSIFIER_PRECISION", "int8"
+
+
+def served_precision() -> str:
+    """The backbone precision workers serve: ``$CLASSIFIER_PRECISION`` when it names one of
+    ``PRECISIONS``, else int8 (the workers' default)."""
+    value = os.environ.get(PRECISION_ENV, "").strip().lower()
+    return value if value in PRECISIONS else DEFAULT_PRECISION
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -29,15 +39,13 @@ def _train(args: argparse.Namespace) -> int:
 
 def _evaluate(args: argparse.Namespace) -> int:
     from classifier.evaluate import evaluate_folder, format_report
+    from classifier.features import list_labelled_photos
     from classifier.model import ImageClassifier
 
-    if args.precision == "fp32":
-        classifier = ImageClassifier.load(
-            head_path=args.model, cache_dir=args.cache_dir, num_threads=args.threads
-        )
-    else:
-        classifier = _load_at_precision(args.model, args.cache_dir, args.threads, args.precision)
-    report = evaluate_folder(args.directory, classifier, batch_size=args.batch_size)
+    if not list_labelled_photos(args.directory):  # before building a backbone for nothing
+        raise ValueError(f"No photos found under {args.directory}/<category-slug>/.")
+    classifier: ImageClassifier = _load_at_precision(args.model, args.cache_dir, args.threads, args.precision)
+    report = evaluate_folder(args.directory, classifier, batch_size=args.batch_size, precision=args.precision)
     if args.json:
         Path(args.json).write_text(json.dumps(report.to_dict(), indent=2) + "\n", encoding="utf-8")
     print(format_report(report))
@@ -91,6 +99,17 @@ def _finetune(args: argparse.Namespace) -> int:
     return 0
 
 
+def _phone_photos(args: argparse.Namespace) -> int:
+    from classifier.phone_photos import DEFAULT_SEED, build_phone_photos
+
+    began = time.perf_counter()
+    seed = DEFAULT_SEED if args.seed is None else args.seed
+    manifest = build_phone_photos(args.source, args.out, seed=seed)
+    count = len(json.loads(manifest.read_text(encoding="utf-8"))["photos"])
+    print(f"wrote {count} phone photos and {manifest} in {time.perf_counter() - began:.1f} s")
+    return 0
+
+
 def _export(args: argparse.Namespace) -> int:
     from classifier.backbone import backbone_version
     from classifier.head import LinearHead
@@ -130,7 +149,10 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--threads", type=int, default=None, help="onnxruntime intra-op threads")
     evaluate.add_argument("--batch-size", type=int, default=32)
     evaluate.add_argument(
-        "--precision", choices=PRECISIONS, default="fp32", help="backbone precision (int8: quantized)"
+        "--precision",
+        choices=PRECISIONS,
+        default=served_precision(),
+        help="backbone precision (default: what workers serve, $CLASSIFIER_PRECISION or int8)",
     )
     evaluate.set_defaults(handler=_evaluate)
 
@@ -150,7 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     finetune.add_argument("--out", default=str(ARTIFACTS_DIR), help="artifact folder")
     finetune.add_argument("--tail", default="fashion-tail-v1", help="tail artifact name")
-    finetune.add_argument("--version", default="fashion-linear-v2", help="head version name")
+    finetune.add_argument("--version", default=DEFAULT_HEAD_VERSION, help="head version name")
     finetune.add_argument("--views", type=int, default=4, help="augmented crops per photo (cached)")
     finetune.add_argument("--passes", type=float, default=1.0, help="passes over the cached crops")
     finetune.add_argument("--seeds", type=int, default=2, help="tails averaged into one (a model soup)")
@@ -158,6 +180,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--head-only", action="store_true", help="keep the tail in --out, fit the head on it again"
     )
     finetune.set_defaults(handler=_finetune)
+
+    phone = commands.add_parser(
+        "phone-photos",
+        help="write a deterministic 'phone photo' copy of SRC/<slug>/ to OUT (robustness set)",
+    )
+    phone.add_argument("source", help="labelled folder, e.g. ../shared/datasets/clothing-small/test")
+    phone.add_argument("out", help="output folder (same <slug>/ layout, plus manifest.json)")
+    phone.add_argument("--seed", type=int, default=None, help="random seed (default: the committed one)")
+    phone.set_defaults(handler=_phone_photos)
 
     export = commands.add_parser("export", help="export the ONNX backbone into the cache")
     export.add_argument(

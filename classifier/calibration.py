@@ -4,17 +4,20 @@ reliability diagram, expected calibration error, and the auto-accept thresholds.
 Pure numpy. Inputs are per photo: the true label, the predicted label (top-1) and its confidence.
 
 Auto-accept: for each category, the lowest confidence threshold ``t`` at which the predictions of
-that category with confidence ``≥ t`` reach the target precision (e.g. 0.97) on held-out photos,
-counting at least ``min_support`` such predictions. A suggestion of that category with confidence
-``≥ t`` may then set a listing's category without a person; the rest wait for one.
+that category with confidence ``≥ t`` on held-out photos reach the target precision (e.g. 0.97)
+with 95 % confidence (a one-sided Clopper–Pearson lower bound), else the threshold pooled over the
+parent category's failing categories (``auto_accept_policy``). A suggestion of that category with
+confidence ``≥ t`` may then set a listing's category without a person; the rest wait for one.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
+
+from classifier.autoaccept import BOUND_METHOD, CONFIDENCE_LEVEL, AutoAcceptPolicy, auto_accepted
 
 
 @dataclass(frozen=True)
@@ -62,23 +65,39 @@ def _as_arrays(
     return true_array, predicted_array, confidence_array
 
 
+def precision_lower_bound(
+    correct: int | np.ndarray, accepted: int | np.ndarray, *, level: float = CONFIDENCE_LEVEL
+) -> np.ndarray:
+    """One-sided ``level`` lower confidence bound on a precision measured as ``correct`` right of
+    ``accepted`` (exact binomial, Clopper–Pearson): the ``1 − level`` quantile of
+    Beta(correct, accepted − correct + 1); 0 where ``correct`` is 0. Element-wise over arrays;
+    returns float64. Needs scipy."""
+    from scipy.stats import beta
+
+    k = np.asarray(correct, dtype=np.float64)
+    n = np.asarray(accepted, dtype=np.float64)
+    with np.errstate(invalid="ignore"):
+        bound = beta.ppf(1.0 - level, np.maximum(k, 1.0), np.maximum(n - k + 1.0, 1.0))
+    return np.where(k > 0, bound, 0.0)
+
+
 def auto_accept_thresholds(
     true: Sequence[str],
     predicted: Sequence[str],
     confidence: Sequence[float] | np.ndarray,
     *,
     precision: float,
+    level: float | None = CONFIDENCE_LEVEL,
     min_support: int = 1,
-    prior_errors: float = 0.0,
 ) -> dict[str, float]:
     """Per predicted category, the lowest threshold ``t`` (one of the observed confidences) such
     that the photos predicted as that category with confidence ``≥ t`` number at least
-    ``min_support`` and are right in a share ``≥ precision`` of cases.
+    ``min_support`` and their precision reaches ``precision``: its one-sided ``level`` lower
+    confidence bound (``precision_lower_bound``) does, or with ``level=None`` the measured share.
 
-    ``prior_errors`` counts that many extra wrong predictions above every threshold (precision
-    estimated as right / (accepted + prior_errors)): on a small held-out set, the lowest
-    threshold that happens to reach the target is an optimistic pick, and one assumed error makes
-    a threshold need about 1 / (1 − precision) supporting photos before it is trusted.
+    The bound is what makes a threshold trustworthy on a small held-out set: the lowest threshold
+    whose measured precision happens to reach 0.97 is an optimistic pick, while a bound of 0.97
+    at 95 % needs at least 99 accepted photos with no error (about 150 with one).
 
     Categories where no threshold qualifies are absent (their suggestions are never
     auto-accepted). Returns ``{slug: t}``, sorted by slug.
@@ -96,64 +115,102 @@ def auto_accept_thresholds(
         counts = np.arange(1, len(scores) + 1)[last_of_tie]
         hits = np.cumsum(right)[last_of_tie]
         candidates = scores[last_of_tie]
-        qualifies = (counts >= min_support) & (hits >= precision * (counts + prior_errors) - 1e-12)
+        if level is None:
+            reaches = hits >= precision * counts - 1e-12
+        else:
+            reaches = precision_lower_bound(hits, counts, level=level) >= precision - 1e-12
+        qualifies = (counts >= min_support) & reaches
         if qualifies.any():
             thresholds[slug] = float(candidates[qualifies].min())
     return thresholds
 
 
-def pooled_threshold(
+def auto_accept_policy(
     true: Sequence[str],
     predicted: Sequence[str],
     confidence: Sequence[float] | np.ndarray,
     *,
+    classes: Sequence[str],
+    parent_of: Mapping[str, str | None],
     precision: float,
-) -> float | None:
-    """The lowest confidence ``t`` at which all predictions with confidence ``≥ t``, whatever
-    their category, are right in a share ``≥ precision``; None when none qualifies."""
-    pooled = auto_accept_thresholds(
-        ["right" if t == p else "wrong" for t, p in zip(true, predicted, strict=True)],
-        ["right"] * len(true),
-        confidence,
+    level: float = CONFIDENCE_LEVEL,
+    min_support: int = 1,
+    calibration: str = "",
+) -> AutoAcceptPolicy:
+    """The auto-accept policy of a head whose ``classes`` were predicted as ``predicted`` with
+    ``confidence`` on held-out photos labelled ``true`` (top-1 of the served model, one row per
+    photo; photos no training step saw).
+
+    A category whose own predictions reach ``precision`` at 95 % confidence (see
+    ``auto_accept_thresholds``) keeps its own threshold (source ``"own"``). The others fall back
+    to their parent category (``parent_of``): the predictions of all of that parent's failing
+    categories are pooled and one threshold is chosen for the pool by the same rule, which each
+    of them inherits (source: the parent's slug), so the precision of what they accept together
+    is bounded as well; a pool that fails moves up to the grandparent, and so on. Categories that
+    fail at every level, or were never predicted, never auto-accept.
+    """
+    true_array, predicted_array, confidence_array = _as_arrays(true, predicted, confidence)
+    known = [slug for slug in classes if np.any(predicted_array == slug)]
+    rows = np.isin(predicted_array, known)
+    thresholds = auto_accept_thresholds(
+        true_array[rows].tolist(),
+        predicted_array[rows].tolist(),
+        confidence_array[rows],
         precision=precision,
+        level=level,
+        min_support=min_support,
     )
-    return pooled.get("right")
-
-
-def shrink_thresholds(
-    thresholds: dict[str, float],
-    predicted: Sequence[str],
-    confidence: Sequence[float] | np.ndarray,
-    *,
-    floor: float | None,
-    strong_support: int,
-) -> dict[str, float]:
-    """Raise to ``floor`` (the pooled threshold) every category threshold supported by fewer
-    than ``strong_support`` predictions at or above it: a precision measured on a few dozen
-    photos is too rough to trust below the pooled one. With no floor, such categories are
-    dropped. Returns the new ``{slug: threshold}``."""
-    predicted_array = np.asarray(list(predicted), dtype=object)
-    scores = np.asarray(confidence, dtype=np.float64)
-    result = {}
-    for slug, threshold in thresholds.items():
-        support = int(np.sum((predicted_array == slug) & (scores >= threshold)))
-        if support >= strong_support:
-            result[slug] = threshold
-        elif floor is not None:
-            result[slug] = max(threshold, floor)
-    return result
+    sources = dict.fromkeys(thresholds, "own")
+    # Each failing category and the ancestor whose pool it tries next.
+    pending = {slug: parent_of.get(slug) for slug in known if slug not in thresholds}
+    while pending:
+        groups: dict[str, list[str]] = {}
+        for slug, ancestor in pending.items():
+            if ancestor is not None:
+                groups.setdefault(ancestor, []).append(slug)
+        pending = {}
+        for ancestor, members in sorted(groups.items()):
+            pool = np.isin(predicted_array, members)
+            right = np.where(true_array[pool] == predicted_array[pool], "right", "wrong")
+            pooled = auto_accept_thresholds(
+                right.tolist(),
+                ["right"] * int(pool.sum()),
+                confidence_array[pool],
+                precision=precision,
+                level=level,
+                min_support=min_support,
+            )
+            if "right" in pooled:
+                for slug in members:
+                    thresholds[slug] = pooled["right"]
+                    sources[slug] = ancestor
+            else:
+                pending.update({slug: parent_of.get(ancestor) for slug in members})
+    return AutoAcceptPolicy(
+        target_precision=precision,
+        thresholds={slug: round(value, 6) for slug, value in sorted(thresholds.items())},
+        confidence_level=level,
+        method=BOUND_METHOD,
+        sources=dict(sorted(sources.items())),
+        calibration=calibration,
+    )
 
 
 def auto_accept_summary(
     true: Sequence[str],
     predicted: Sequence[str],
     confidence: Sequence[float] | np.ndarray,
-    thresholds: dict[str, float],
+    thresholds: Mapping[str, float],
 ) -> AutoAcceptSummary:
-    """Coverage and precision of the auto-accepted predictions under ``thresholds``."""
+    """Coverage and precision of the predictions ``auto_accepted`` under ``thresholds``."""
     true_array, predicted_array, confidence_array = _as_arrays(true, predicted, confidence)
-    limits = np.array([thresholds.get(slug, np.inf) for slug in predicted_array], dtype=np.float64)
-    accepted = confidence_array >= limits
+    accepted = np.array(
+        [
+            auto_accepted(str(slug), float(value), thresholds)
+            for slug, value in zip(predicted_array, confidence_array, strict=True)
+        ],
+        dtype=bool,
+    )
     correct = int(np.sum(accepted & (true_array == predicted_array)))
     count = int(accepted.sum())
     photos = len(true_array)

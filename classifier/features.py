@@ -78,8 +78,9 @@ def list_labelled_photos(root: str | os.PathLike[str]) -> list[LabelledPhoto]:
     return photos
 
 
-def _cache_key(photos: list[LabelledPhoto], root: Path, backbone_version: str, views: Sequence[View]) -> str:
-    digest = hashlib.sha256(f"{backbone_version};{list(views)}".encode())
+def _cache_key(photos: list[LabelledPhoto], root: Path, backbone: OnnxBackbone, views: Sequence[View]) -> str:
+    # The file name tells an int8 network from the fp32 one it was quantized from (same version).
+    digest = hashlib.sha256(f"{backbone.version};{backbone.path.name};{list(views)}".encode())
     for photo in photos:
         digest.update(f"{photo.label}\0{photo.path.relative_to(root)}\0".encode())
         digest.update(hashlib.sha256(photo.path.read_bytes()).digest())
@@ -97,16 +98,16 @@ def extract_features(
     """Backbone outputs for every photo under ``root/<slug>/``.
 
     With ``cache_dir``, results are read from / written to
-    ``<cache_dir>/features-<backbone sha>-<content key>.npz``; the key covers the backbone version,
-    the ``views`` (outputs are averaged over them, see ``OnnxBackbone.embed``) and every file's
-    bytes. ``progress(done, total)`` is called after each batch. Undecodable photos are reported
-    in ``rejected``, not raised.
+    ``<cache_dir>/features-<backbone sha>-<content key>.npz``; the key covers the backbone version
+    and its file (an int8 network keeps its fp32 version), the ``views`` (outputs are averaged
+    over them, see ``OnnxBackbone.embed``) and every file's bytes. ``progress(done, total)`` is
+    called after each batch. Undecodable photos are reported in ``rejected``, not raised.
     """
     base = Path(root)
     photos = list_labelled_photos(base)
     cache_path: Path | None = None
     if cache_dir is not None:
-        key = _cache_key(photos, base, backbone.version, views)
+        key = _cache_key(photos, base, backbone, views)
         tag = backbone.version.split("@")[-1]
         cache_path = Path(cache_dir) / f"features-{tag}-{key}.npz"
         if cache_path.is_file():

@@ -28,7 +28,7 @@ import os
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -51,8 +51,9 @@ CROP_SCALE = (0.6, 1.0)
 CROP_RATIO = (3 / 4, 4 / 3)
 SEED = 0
 #: Tails trained from the same start with this many seeds are averaged weight by weight (a "model
-#: soup"): on clothing-small/test the soup of 2 gave 0.933–0.935 across the head's C grid where
-#: single tails ranged 0.925–0.935; inference costs the same.
+#: soup"); inference costs the same. The shipped fashion-tail-v1 is a soup of 2, a number first
+#: picked on clothing-small/test; docs/BENCHMARKS.md ("Choosing on validation") re-examines it on
+#: validation/, which alone may choose settings.
 SOUP_SEEDS = 2
 
 
@@ -361,7 +362,7 @@ def finetune(
     data_dir: str | os.PathLike[str] | None = None,
     *,
     tail_name: str = "fashion-tail-v1",
-    head_version: str = "fashion-linear-v2",
+    head_version: str = "fashion-linear-v3",
     out_dir: str | os.PathLike[str] = ARTIFACTS_DIR,
     cache_dir: str | os.PathLike[str] | None = None,
     views: int = AUGMENTED_VIEWS,
@@ -375,8 +376,11 @@ def finetune(
     the repository): tune the tail on ``train/`` (see the module docstring), build the tuned
     backbone, fit a head on the tuned embeddings of ``train/`` + ``validation/`` with
     ``validation/`` alone calibrating (the tail never saw it), measure it on ``test/``, and write
-    both artifacts to ``out_dir``. ``head_only``: keep the tail already in ``out_dir`` and only
-    fit the head again. Raises ``FileNotFoundError`` for a missing split folder."""
+    both artifacts to ``out_dir``. The head is fitted on the int8 backbone's embeddings, as
+    workers serve it; validation/ alone picks C and sets the temperature, the gate and the
+    auto-accept thresholds (out of fold), and test/ only reports. ``head_only``: keep the tail
+    already in ``out_dir`` and only fit the head again. Raises ``FileNotFoundError`` for a
+    missing split folder."""
     from classifier.features import list_labelled_photos
     from classifier.train import DEFAULT_DATA_DIR, SPLITS
 
@@ -458,9 +462,10 @@ def _fit_head(
     cached: float,
     tuned: float,
 ) -> FinetuneReport:
-    from classifier.backbone import OnnxBackbone, _export_key, _tail_sha, ensure_onnx
+    from classifier.backbone import OnnxBackbone, _export_key, _tail_sha, default_cache_dir, ensure_onnx
     from classifier.calibration import evaluation_metrics
     from classifier.features import LabelledFeatures, extract_features
+    from classifier.quantize import ensure_quantized
     from classifier.retrain import LabelledOutputs, score_head, train_candidate
     from classifier.taxonomy import load_taxonomy
     from classifier.train import SPLITS, TRAINING_VIEWS
@@ -468,16 +473,18 @@ def _fit_head(
     _tail_sha.cache_clear()
     _export_key.cache_clear()
     tail_ref = str(tail_base)
-    from classifier.backbone import default_cache_dir
-
     features_cache = cache_dir if cache_dir is not None else default_cache_dir()
-    backbone = OnnxBackbone(ensure_onnx(cache_dir, tail=tail_ref))
+    # The head learns from, and is calibrated and measured on, what workers serve: int8.
+    ensure_onnx(cache_dir, tail=tail_ref)
+    backbone = OnnxBackbone(ensure_quantized(cache_dir, views=TRAINING_VIEWS, tail=tail_ref))
     features = {
         split: extract_features(root / split, backbone, views=TRAINING_VIEWS, cache_dir=features_cache)
         for split in SPLITS
     }
     fit = LabelledFeatures.concatenate([features["train"], features["validation"]])
     data = LabelledOutputs(fit.embeddings, fit.logits, fit.labels, list(range(len(fit))))
+    # Only validation/ (which the tail never saw) picks C and sets the temperature, the gate and
+    # the thresholds, from out-of-fold predictions; test/ only reports.
     unbiased = np.array([i >= len(features["train"]) for i in range(len(fit))])
     taxonomy = load_taxonomy()
     candidate = train_candidate(
@@ -491,25 +498,25 @@ def _fit_head(
         calibration=unbiased,
         log=log,
     )
+    head = candidate.head
+    head.auto_accept = replace(
+        head.auto_accept,
+        calibration=f"out-of-fold predictions on {root.name}/validation ({int(unbiased.sum())} photos "
+        "the tail never saw), int8 backbone",
+    )
     test_features = features["test"]
     test = LabelledOutputs(
         test_features.embeddings, test_features.logits, test_features.labels, list(range(len(test_features)))
     )
-    predicted, confidence = score_head(candidate.head, taxonomy, test)
+    predicted, confidence = score_head(head, taxonomy, test)
     figures = evaluation_metrics(
-        test.labels,
-        predicted,
-        confidence,
-        classes=candidate.head.classes,
-        thresholds=candidate.auto_accept_thresholds,
+        test.labels, predicted, confidence, classes=head.classes, thresholds=head.auto_accept.thresholds
     )
-    head = candidate.head
+    summary_keys = ("n", "accuracy", "macro_f1", "ece", "auto_accept")
     head.metrics = {
-        f"{root.name}/test": {
-            key: figures[key] for key in ("n", "accuracy", "macro_f1", "ece", "auto_accept")
-        },
+        f"{root.name}/validation (out-of-fold, chose the settings)": candidate.metrics["cross_validated"],
+        f"{root.name}/test": {key: figures[key] for key in summary_keys},
         "held_out": figures,
-        "auto_accept_thresholds": candidate.auto_accept_thresholds,
     }
     head.hyperparameters["backbone_tail"] = tail.name
     head_manifest = head.save(out_dir)

@@ -20,7 +20,7 @@ from classifier.autoaccept import AutoAcceptPolicy
 from classifier.preprocess import CENTRE_VIEW, View
 
 ARTIFACTS_DIR = Path(__file__).resolve().parent / "artifacts"
-DEFAULT_HEAD_VERSION = "fashion-linear-v2"
+DEFAULT_HEAD_VERSION = "fashion-linear-v3"
 FEATURE_TRANSFORMS = ("none", "l2", "sqrt-l2")
 
 

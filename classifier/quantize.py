@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from classifier.backbone import INPUT_NAME, default_cache_dir, ensure_onnx, onnx_filename
+from classifier.backbone import DEFAULT_TAIL, INPUT_NAME, default_cache_dir, ensure_onnx, onnx_filename
 from classifier.preprocess import CENTRE_VIEW, ImageRejected, View, load_image, to_view_batch
 
 PRECISIONS = ("fp32", "int8")
@@ -135,12 +135,15 @@ def quantize(fp32_path: Path, target: Path, photos: Sequence[Path], views: Seque
 
 
 def quantized_path(
-    cache_dir: str | os.PathLike[str] | None = None, *, views: Sequence[View] = (CENTRE_VIEW,)
+    cache_dir: str | os.PathLike[str] | None = None,
+    *,
+    views: Sequence[View] = (CENTRE_VIEW,),
+    tail: str | None = DEFAULT_TAIL,
 ) -> Path:
     """Where ``ensure_quantized`` keeps the int8 backbone for the default calibration photos (it
     may not exist yet). Cheap: hashes files, loads no model."""
     directory = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    fp32_path = directory / onnx_filename()
+    fp32_path = directory / onnx_filename(tail)
     return directory / quantized_filename(fp32_path, calibration_photos(), views)
 
 
@@ -149,15 +152,17 @@ def ensure_quantized(
     *,
     photos: Sequence[Path] | None = None,
     views: Sequence[View] = (CENTRE_VIEW,),
+    tail: str | None = DEFAULT_TAIL,
 ) -> Path:
     """Returns the cached int8 backbone, building it first (fp32 export included) if missing.
 
     ``views``: the crops calibration photos are preprocessed with (pass the head's views, so
-    activation ranges match serving). Written to a temporary file and renamed into place under an
+    activation ranges match serving). ``tail``: the tuned tail of the network (see
+    ``backbone.ensure_onnx``). Written to a temporary file and renamed into place under an
     exclusive file lock, so concurrent processes build it once and never see a partial file.
     """
     directory = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    fp32_path = ensure_onnx(directory)
+    fp32_path = ensure_onnx(directory, tail=tail)
     chosen = list(photos) if photos is not None else calibration_photos()
     target = directory / quantized_filename(fp32_path, chosen, views)
     if target.is_file():

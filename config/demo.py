@@ -3,8 +3,13 @@
 Starts embedded PostgreSQL and Redis when DATABASE_URL / CELERY_BROKER_URL are unset, migrates
 (which seeds the taxonomy), exports the backbone to ONNX once, starts a Celery worker (with the
 beat sweeper), imports the CC0 photos under demo/photos through the real queue and prints their
-suggestions. Then serves the web app on :8000 and Flower on :5555 (basic auth) until Ctrl-C,
-stopping every process it started. With DEMO_ONCE=1 it exits after the table.
+suggestions. Then serves the web app on 127.0.0.1:8000 and Flower on 127.0.0.1:5555 (basic auth)
+until Ctrl-C, stopping every process it started. With DEMO_ONCE=1 it exits after the table.
+
+The demo speaks plain HTTP on loopback: it turns the production HTTPS settings off and, unless
+DJANGO_SECRET_KEY is set, makes a random key for this run (shared through `.run/services.env`
+with `manage.py` commands run meanwhile). Passwords travel in environment variables, never on a
+command line that `ps` shows.
 """
 
 from __future__ import annotations
@@ -25,23 +30,37 @@ DEMO_PHOTOS = BASE_DIR / "demo" / "photos"
 # rights come from the two staff groups (catalog.access), as a real reviewer's would, not from
 # being a superuser.
 STAFF_ACCOUNT = """
+import os
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from catalog.access import MODEL_MANAGER_GROUP, REVIEWER_GROUP
-user, _ = get_user_model().objects.get_or_create(username="admin", defaults={{"email": "admin@example.com"}})
+user, _ = get_user_model().objects.get_or_create(username="admin", defaults={"email": "admin@example.com"})
 user.is_staff, user.is_superuser = True, False
-user.set_password("{password}")
+user.set_password(os.environ["DEMO_ADMIN_PASSWORD"])
 user.save()
 user.groups.add(*Group.objects.filter(name__in=[REVIEWER_GROUP, MODEL_MANAGER_GROUP]))
 """
+# Loopback only: the demo's accounts and Flower are not for the network.
+BIND_ADDRESS = "127.0.0.1"
+# The production HTTPS defaults (redirect, secure cookies, HSTS) would lock a plain-HTTP demo out.
+PLAIN_HTTP = {
+    "DJANGO_SECURE_SSL_REDIRECT": "false",
+    "DJANGO_SECURE_COOKIES": "false",
+    "DJANGO_SECURE_HSTS_SECONDS": "0",
+}
 
 
-def _spawn(args: list[str], log: Path | None = None) -> subprocess.Popen:
+def _spawn(args: list[str], log: Path | None = None, env: dict[str, str] | None = None) -> subprocess.Popen:
     out = open(log, "ab") if log else None  # noqa: SIM115 - owned by the child for its lifetime
     # A session of its own: Ctrl-C reaches only this process, which then stops the children in
     # order (worker first, so it can finish or hand back its tasks).
     return subprocess.Popen(
-        args, cwd=BASE_DIR, stdout=out, stderr=subprocess.STDOUT if out else None, start_new_session=True
+        args,
+        cwd=BASE_DIR,
+        env=env,
+        stdout=out,
+        stderr=subprocess.STDOUT if out else None,
+        start_new_session=True,
     )
 
 
@@ -76,6 +95,9 @@ def main() -> int:
     # Written to services.env with the servers' URLs: manage.py commands run in another shell
     # (import_photos) then store photos where this demo's web app and worker read them.
     os.environ.setdefault("MEDIA_ROOT", str((run_dir / "media").resolve()))
+    os.environ.setdefault("DJANGO_SECRET_KEY", secrets.token_urlsafe(50))
+    for key, value in PLAIN_HTTP.items():
+        os.environ.setdefault(key, value)
     processes: list[subprocess.Popen] = []
     with missing_services(run_dir) as services:
         for key, value in services.env.items():
@@ -115,21 +137,24 @@ def main() -> int:
                 return 0
             password = secrets.token_urlsafe(12)
             subprocess.run(
-                [PYTHON, "manage.py", "shell", "-c", STAFF_ACCOUNT.format(password=password)],
+                [PYTHON, "manage.py", "shell", "-c", STAFF_ACCOUNT],
                 cwd=BASE_DIR,
+                env={**os.environ, "DEMO_ADMIN_PASSWORD": password},
                 check=True,
             )
             processes.append(
                 _spawn(
-                    [PYTHON, "manage.py", "runserver", "--noreload", f"0.0.0.0:{web_port}"],
+                    [PYTHON, "manage.py", "runserver", "--noreload", f"{BIND_ADDRESS}:{web_port}"],
                     run_dir / "web.log",
                 )
             )
+            # Flower reads FLOWER_BASIC_AUTH itself.
             processes.append(
                 _spawn(
-                    [PYTHON, "-m", "celery", "-A", "workers", "flower", f"--port={flower_port}",
-                     f"--basic-auth=demo:{password}"],
+                    [PYTHON, "-m", "celery", "-A", "workers", "flower",
+                     f"--address={BIND_ADDRESS}", f"--port={flower_port}"],
                     run_dir / "flower.log",
+                    env={**os.environ, "FLOWER_BASIC_AUTH": f"demo:{password}"},
                 )
             )  # fmt: skip
             print(f"\nweb app:  http://127.0.0.1:{web_port}/")

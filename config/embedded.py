@@ -33,6 +33,8 @@ DATABASE_NAME = "marketplace"
 #: first), so a command run in another shell reaches the same database, broker and storage.
 #: Credentials are not written: S3 keys come from the usual AWS sources (environment, ~/.aws).
 SHARED_SETTINGS = (
+    # One key for every process of a stack: sessions and signed values made by one hold in all.
+    "DJANGO_SECRET_KEY",
     "DATABASE_URL",
     "CELERY_BROKER_URL",
     "CELERY_RESULT_BACKEND",

@@ -16,6 +16,7 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import environ
+from django.core.exceptions import ImproperlyConfigured
 
 from config.storage import default_storage_from_env
 
@@ -27,7 +28,18 @@ if "DATABASE_URL" not in os.environ and (RUN_DIR / "services.env").exists():
     environ.Env.read_env(RUN_DIR / "services.env", overwrite=False)
 
 DEBUG = env.bool("DJANGO_DEBUG", default=False)
-SECRET_KEY = env.str("DJANGO_SECRET_KEY", default="insecure-development-key-change-me-" + "x" * 20)
+# A key everyone can read would let anyone forge sessions and password-reset links, so only a
+# development process (DEBUG on) runs without one. The demo and the test session make their own.
+SECRET_KEY_MISSING = (
+    "DJANGO_SECRET_KEY is not set. Set it to a long random value, e.g. the output of "
+    "`python -c 'import secrets; print(secrets.token_urlsafe(50))'` "
+    "(or set DJANGO_DEBUG=true on a development machine)."
+)
+SECRET_KEY = env.str("DJANGO_SECRET_KEY", default="")
+if not SECRET_KEY:
+    if not DEBUG:
+        raise ImproperlyConfigured(SECRET_KEY_MISSING)
+    SECRET_KEY = "django-insecure-development-only"
 ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env.list("DJANGO_CSRF_TRUSTED_ORIGINS", default=[])
 
@@ -44,6 +56,7 @@ INSTALLED_APPS = [
     "axes",
     "drf_spectacular",
     "drf_spectacular_sidecar",
+    "drf_standardized_errors",
     "django_htmx",
     "catalog",
 ]
@@ -195,13 +208,38 @@ REST_FRAMEWORK = {
     "NUM_PROXIES": TRUSTED_PROXY_COUNT,
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
     "PAGE_SIZE": 20,
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    # One error shape for every API error ({"type", "errors": [{"code", "detail", "attr"}]}),
+    # documented per operation by drf-standardized-errors' schema class; catalog.api.errors gives
+    # Django's own 400/403/404/500 under /api/ the same shape.
+    "EXCEPTION_HANDLER": "drf_standardized_errors.handler.exception_handler",
+    "DEFAULT_SCHEMA_CLASS": "drf_standardized_errors.openapi.AutoSchema",
 }
+_ERROR_ENUMS = "drf_standardized_errors.openapi_serializers"
 SPECTACULAR_SETTINGS = {
     "TITLE": "Marketplace categoriser API",
     "DESCRIPTION": "Listings, photos and category suggestions for sellers; one-shot photo classification.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    # Request and response components apart: file fields are binary in requests (Swagger's "Try it
+    # out" offers a file picker) and required text fields say they cannot be blank.
+    "COMPONENT_SPLIT_REQUEST": True,
+    "ENUM_NAME_OVERRIDES": {
+        name: f"{_ERROR_ENUMS}.{name}.choices"
+        for name in (
+            "ValidationErrorEnum",
+            "ClientErrorEnum",
+            "ServerErrorEnum",
+            "ErrorCode401Enum",
+            "ErrorCode403Enum",
+            "ErrorCode404Enum",
+            "ErrorCode405Enum",
+            "ErrorCode406Enum",
+            "ErrorCode415Enum",
+            "ErrorCode429Enum",
+            "ErrorCode500Enum",
+        )
+    },
+    "POSTPROCESSING_HOOKS": ["drf_standardized_errors.openapi_hooks.postprocess_schema_enums"],
     # Swagger UI from the drf-spectacular-sidecar package: no CDN at run time.
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
@@ -316,9 +354,18 @@ LOGGING = {
     "loggers": {"django.db.backends": {"level": "WARNING"}},
 }
 
-if not DEBUG:
-    SESSION_COOKIE_SECURE = env.bool("DJANGO_SECURE_COOKIES", default=False)
-    CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
-    SECURE_SSL_REDIRECT = env.bool("DJANGO_SECURE_SSL_REDIRECT", default=False)
-    SECURE_HSTS_SECONDS = env.int("DJANGO_SECURE_HSTS_SECONDS", default=0)
+# --- HTTPS: production values whenever DEBUG is off; plain-HTTP setups (the demo, the tests, a
+# local run without TLS) turn them off explicitly. See README "Settings" and "Deployment".
+_PRODUCTION = not DEBUG
+SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = env.bool("DJANGO_SECURE_COOKIES", default=_PRODUCTION)
+SECURE_SSL_REDIRECT = env.bool("DJANGO_SECURE_SSL_REDIRECT", default=_PRODUCTION)
+# Health checks (compose, load balancers) talk plain HTTP to the app itself.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
+# Sent on HTTPS responses only. A year, as the browsers' preload lists require.
+SECURE_HSTS_SECONDS = env.int("DJANGO_SECURE_HSTS_SECONDS", default=31_536_000 if _PRODUCTION else 0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("DJANGO_SECURE_HSTS_INCLUDE_SUBDOMAINS", default=_PRODUCTION)
+SECURE_HSTS_PRELOAD = env.bool("DJANGO_SECURE_HSTS_PRELOAD", default=_PRODUCTION)
+# X-Forwarded-Proto is believed only behind a proxy that sets it and strips a client's own;
+# trusting it without one lets any client pass a plain-HTTP request off as HTTPS.
+if env.bool("DJANGO_TRUSTED_PROXY", default=False):
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")

@@ -16,3 +16,9 @@ urlpatterns = [
 ]
 if settings.DEBUG or settings.STORAGE_BACKEND == "local":
     urlpatterns += static(settings.MEDIA_URL, document_root=settings.MEDIA_ROOT)
+
+# JSON errors under /api/ (one shape with the API's own), Django's pages elsewhere.
+handler400 = "catalog.api.errors.bad_request"
+handler403 = "catalog.api.errors.permission_denied"
+handler404 = "catalog.api.errors.page_not_found"
+handler500 = "catalog.api.errors.server_error"

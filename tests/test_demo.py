@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -60,9 +62,26 @@ def test_demo_classifies_the_shipped_photos_with_embedded_servers(tmp_path: Path
 
 
 def _without_configuration(**extra: str) -> dict[str, str]:
-    """This environment without server URLs or MEDIA_ROOT: what a shell beside a demo has."""
-    unset = {"DATABASE_URL", "CELERY_BROKER_URL", "MEDIA_ROOT", "DEMO_ONCE", "STORAGE_BACKEND"}
+    """This environment without server URLs, MEDIA_ROOT or a secret key: what a shell beside a
+    demo has."""
+    unset = {
+        "DATABASE_URL",
+        "CELERY_BROKER_URL",
+        "MEDIA_ROOT",
+        "DEMO_ONCE",
+        "STORAGE_BACKEND",
+        "DJANGO_SECRET_KEY",
+    }
     return {**{key: value for key, value in os.environ.items() if key not in unset}, **extra}
+
+
+def _command_lines() -> list[str]:
+    """The command line of every process this user can see, as `ps` shows them."""
+    lines = []
+    for path in Path("/proc").glob("[0-9]*/cmdline"):
+        with contextlib.suppress(OSError):
+            lines.append(path.read_bytes().replace(b"\0", b" ").decode(errors="replace"))
+    return lines
 
 
 def _get(url: str) -> tuple[int, str, bytes]:
@@ -107,7 +126,7 @@ def test_import_photos_run_beside_a_running_demo_uses_its_database_broker_and_ph
         assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
         lines = result.stdout.splitlines()
         header = next(i for i, line in enumerate(lines) if line.startswith("photo"))
-        rows = [line for line in lines[header + 2 :] if line.strip()]
+        rows = [line for line in lines[header + 2 :] if line.strip() and "auto-accepted (" not in line]
         assert len(rows) == len(photo_paths)
         assert not [row for row in rows if "FAILED" in row]
         # and the demo's web app serves each photo's thumbnail from the same storage
@@ -124,6 +143,11 @@ def test_import_photos_run_beside_a_running_demo_uses_its_database_broker_and_ph
             assert Image.open(io.BytesIO(body)).format == "WEBP"
         stored = list((run_dir / "media").rglob("*.jpg"))
         assert len(stored) >= len(photo_paths)
+        # and the demo's password is on no command line that `ps` shows (Flower reads it from its
+        # environment, the staff account's script too)
+        password = wait_for(lambda: re.search(r"user demo, password (\S+)\)", log.read_text()), timeout=60)
+        assert password
+        assert not [cmdline for cmdline in _command_lines() if password[1] in cmdline]
     finally:
         # Ctrl-C's twin: the demo stops every process it started and removes services.env
         demo.send_signal(signal.SIGTERM)

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
+from django.core.validators import slug_re
+from django.db import models
 from django.urls import reverse
+from drf_spectacular.extensions import OpenApiSerializerFieldExtension
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from catalog import selectors
@@ -21,6 +26,75 @@ def category_data(category: Category | None, paths: dict[int, str]) -> dict[str,
     if category is None:
         return None
     return {"slug": category.slug, "name": category.name, "path": paths.get(category.pk, category.name)}
+
+
+# 0 or more, at most 10 digits before the point and 2 after it (the model's DecimalField(12, 2)).
+PRICE_PATTERN = r"^(?:\d{1,10}(?:\.\d{0,2})?|\.\d{1,2})$"
+PRICE_MAX = 10**10
+_PRICE_RE = re.compile(PRICE_PATTERN)
+
+
+class PriceField(serializers.DecimalField):
+    """A listing's price, never negative, at most 2 decimal places: a decimal string in responses;
+    requests may also send a JSON number (see `PriceFieldSchema`). A string must match
+    PRICE_PATTERN: DRF alone would also take " 5", "1e3" and "-0", which the schema does not."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(max_digits=12, decimal_places=2, min_value=0, **kwargs)
+
+    def to_internal_value(self, data: Any) -> Any:
+        if isinstance(data, str) and not _PRICE_RE.fullmatch(data):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class TextField(serializers.CharField):
+    """A CharField that takes strings only: DRF's turns a JSON number into text, which the schema
+    (type string) does not promise."""
+
+    def to_internal_value(self, data: Any) -> str:
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class PriceFieldSchema(OpenApiSerializerFieldExtension):
+    """What `PriceField` reads and writes (drf-spectacular would document neither the lower bound
+    nor the numbers that DRF accepts)."""
+
+    target_class = PriceField
+
+    def map_serializer_field(self, auto_schema: Any, direction: str) -> dict[str, Any]:
+        text = {"type": "string", "format": "decimal", "pattern": PRICE_PATTERN, "example": "35.00"}
+        if direction == "response":
+            return text
+        number = {"type": "number", "minimum": 0, "maximum": PRICE_MAX, "exclusiveMaximum": True}
+        return {"anyOf": [text, number], "description": "0 or more, at most 2 decimal places"}
+
+
+@extend_schema_field({"type": "string", "pattern": r"^[-a-zA-Z0-9_]+$", "maxLength": 64, "example": "shoes"})
+class CategorySlugField(serializers.SlugRelatedField):
+    """An active category, written and read as its slug. A value that is not a slug (empty, or with
+    a NUL byte that PostgreSQL refuses) names no category and is refused before any query."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        if not kwargs.get("read_only"):
+            kwargs.setdefault("queryset", Category.objects.filter(is_active=True))
+        super().__init__(slug_field="slug", **kwargs)
+
+    def to_internal_value(self, data: Any) -> Category:
+        if isinstance(data, str) and not slug_re.match(data):
+            self.fail("does_not_exist", slug_name=self.slug_field, value=data)
+        return super().to_internal_value(data)
+
+
+# DRF reads an empty string as null for a relational field that allows null (forms have no null).
+@extend_schema_field({"type": "string", "pattern": r"^[-a-zA-Z0-9_]*$", "maxLength": 64, "example": "shoes"})
+class OptionalCategorySlugField(CategorySlugField):
+    """`CategorySlugField` that also takes null or an empty string: no category."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(allow_null=True, **kwargs)
 
 
 class PhotoSerializer(serializers.ModelSerializer):
@@ -40,18 +114,22 @@ class PhotoSerializer(serializers.ModelSerializer):
 class ListingSerializer(serializers.ModelSerializer):
     """A seller's listing. `category` is written as a slug (the seller's choice, source SELLER)."""
 
-    category = serializers.SlugRelatedField(
-        slug_field="slug",
-        queryset=Category.objects.filter(is_active=True),
-        required=False,
-        allow_null=True,
-        help_text="slug of the chosen category",
+    serializer_field_mapping = {
+        **serializers.ModelSerializer.serializer_field_mapping,
+        models.CharField: TextField,
+        models.TextField: TextField,
+    }
+
+    category = OptionalCategorySlugField(
+        required=False, help_text="slug of the chosen category (null or empty: none)"
     )
     category_path = serializers.SerializerMethodField()
-    suggested_category = serializers.SlugRelatedField(slug_field="slug", read_only=True)
+    suggested_category = OptionalCategorySlugField(
+        read_only=True, help_text="null until a photo is classified"
+    )
     photos = PhotoSerializer(source="images", many=True, read_only=True)
     url = serializers.SerializerMethodField(help_text="public page of the listing")
-    price = serializers.DecimalField(max_digits=12, decimal_places=2, min_value=0)
+    price = PriceField()
 
     class Meta:
         model = Listing
@@ -90,9 +168,7 @@ class PhotoUploadSerializer(serializers.Serializer):
 
 
 class CategoryChoiceSerializer(serializers.Serializer):
-    category = serializers.SlugRelatedField(
-        slug_field="slug", queryset=Category.objects.filter(is_active=True)
-    )
+    category = CategorySlugField()
 
 
 class ScoredCategorySerializer(CategorySerializer):
@@ -140,5 +216,14 @@ class ClassifyResultSerializer(serializers.Serializer):
     poll_url = serializers.URLField()
 
 
-class ErrorSerializer(serializers.Serializer):
+class Error409Serializer(serializers.Serializer):
+    code = serializers.ChoiceField(choices=[("conflict", "conflict")])
     detail = serializers.CharField()
+    attr = serializers.CharField(allow_null=True)
+
+
+class ErrorResponse409Serializer(serializers.Serializer):
+    """The 409 body, in the shape of every API error (drf-standardized-errors' 4xx bodies)."""
+
+    type = serializers.ChoiceField(choices=[("client_error", "client_error")])
+    errors = Error409Serializer(many=True)

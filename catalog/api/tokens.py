@@ -12,14 +12,15 @@ from django.conf import settings
 from django.contrib.auth.signals import user_logged_in
 from django.utils import timezone
 from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
+from drf_standardized_errors.openapi_serializers import ErrorResponse403Serializer, ErrorResponse429Serializer
+from drf_standardized_errors.openapi_validation_errors import extend_validation_errors
 from knox.views import LoginView, LogoutAllView, LogoutView
-from rest_framework import serializers, status
+from rest_framework import serializers
 from rest_framework.authtoken.serializers import AuthTokenSerializer
+from rest_framework.exceptions import PermissionDenied
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
-
-from catalog.api.serializers import ErrorSerializer
 
 # User-facing message; tests reuse it.
 TOO_MANY_TOKENS = (
@@ -36,6 +37,8 @@ TokenSerializer = inline_serializer(
 )
 
 
+# A wrong username or password is a validation error with code `authorization` (AuthTokenSerializer).
+@extend_validation_errors(["authorization"], field_name="non_field_errors", methods=["post"])
 class TokenObtainView(LoginView):
     """POST a username and password, get a new token and its expiry."""
 
@@ -50,9 +53,10 @@ class TokenObtainView(LoginView):
         request=AuthTokenSerializer,
         responses={
             200: TokenSerializer,
-            400: OpenApiResponse(description="wrong username or password"),
-            403: ErrorSerializer,
-            429: OpenApiResponse(ErrorSerializer, description="too many attempts (throttled, or locked out)"),
+            403: OpenApiResponse(ErrorResponse403Serializer, description="the account holds too many tokens"),
+            429: OpenApiResponse(
+                ErrorResponse429Serializer, description="too many attempts (throttled, or locked out)"
+            ),
         },
         summary="Obtain an API token (expires after API_TOKEN_TTL_S)",
         auth=[],
@@ -66,9 +70,7 @@ class TokenObtainView(LoginView):
         if limit is not None:
             held = request.user.auth_token_set.filter(expiry__gt=timezone.now()).count()  # type: ignore[union-attr]
             if held >= limit:
-                return Response(
-                    {"detail": TOO_MANY_TOKENS.format(limit=limit)}, status=status.HTTP_403_FORBIDDEN
-                )
+                raise PermissionDenied(TOO_MANY_TOKENS.format(limit=limit))
         instance, token = self.create_token()
         user_logged_in.send(sender=request.user.__class__, request=request._request, user=request.user)
         return self.get_post_response(request, token, instance)
@@ -77,7 +79,7 @@ class TokenObtainView(LoginView):
 class TokenRevokeView(LogoutView):
     """Revoke the token this request was sent with."""
 
-    @extend_schema(request=None, responses={204: None, 401: ErrorSerializer}, summary="Revoke this token")
+    @extend_schema(request=None, responses={204: None}, summary="Revoke this token")
     def post(self, request: Request, format: str | None = None) -> Response:
         return super().post(request, format)
 
@@ -85,8 +87,6 @@ class TokenRevokeView(LogoutView):
 class TokenRevokeAllView(LogoutAllView):
     """Revoke every token of the caller (e.g. after a leak)."""
 
-    @extend_schema(
-        request=None, responses={204: None, 401: ErrorSerializer}, summary="Revoke all of the caller's tokens"
-    )
+    @extend_schema(request=None, responses={204: None}, summary="Revoke all of the caller's tokens")
     def post(self, request: Request, format: str | None = None) -> Response:
         return super().post(request, format)

@@ -12,18 +12,21 @@ from django.db import transaction
 from django.shortcuts import get_object_or_404
 from django.urls import reverse
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
-from rest_framework import mixins, status, viewsets
+from drf_standardized_errors.openapi_serializers import ErrorResponse404Serializer, ErrorResponse429Serializer
+from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
-from rest_framework.parsers import FormParser, MultiPartParser
+from rest_framework.exceptions import ErrorDetail, NotFound, Throttled
+from rest_framework.parsers import MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from catalog import selectors, services
+from catalog.api.errors import Conflict
 from catalog.api.serializers import (
     CategoryChoiceSerializer,
     ClassifyResultSerializer,
-    ErrorSerializer,
+    ErrorResponse409Serializer,
     ListingSerializer,
     ListingSuggestionsSerializer,
     PhotoSerializer,
@@ -37,6 +40,11 @@ from catalog.models import CategorySource, ClassificationStatus, Listing, Listin
 CLASSIFY_POLL_INTERVAL_S = 0.05
 CLASSIFY_POLL_INTERVAL_MAX_S = 0.25
 CLASSIFY_TOP_K = 5
+
+
+def _file_rejected(error: services.UploadRejected) -> serializers.ValidationError:
+    """A refused photo as a validation error of the `file` field (code `invalid`, documented)."""
+    return serializers.ValidationError({"file": [ErrorDetail(str(error), code="invalid")]})
 
 
 class ListingViewSet(
@@ -97,15 +105,15 @@ class ListingViewSet(
         services.listing_delete(listing=instance)
 
     @extend_schema(
-        request={"multipart/form-data": PhotoUploadSerializer},
-        responses={201: PhotoSerializer, 400: ErrorSerializer},
+        request=PhotoUploadSerializer,
+        responses={201: PhotoSerializer},
         summary="Upload one photo to the listing (classified in the background)",
     )
     @action(
         detail=True,
         methods=["post"],
         url_path="photos",
-        parser_classes=[MultiPartParser, FormParser],
+        parser_classes=[MultiPartParser],
         throttle_scope="uploads",
     )
     def photos(self, request: Request, pk: str | None = None) -> Response:
@@ -116,14 +124,17 @@ class ListingViewSet(
         try:
             image = services.listing_photo_upload(listing=listing, upload=file, filename=file.name or "photo")
         except services.UploadRejected as error:
-            return Response({"detail": str(error)}, status=status.HTTP_400_BAD_REQUEST)
+            raise _file_rejected(error) from error
         return Response(
             PhotoSerializer(image, context={"request": request}).data, status=status.HTTP_201_CREATED
         )
 
     @extend_schema(
         request=None,
-        responses={204: None, 400: ErrorSerializer, 404: ErrorSerializer},
+        responses={
+            204: None,
+            409: OpenApiResponse(ErrorResponse409Serializer, description="the listing's only photo"),
+        },
         summary="Remove one photo of the listing (not its last one)",
     )
     @action(detail=True, methods=["delete"], url_path=r"photos/(?P<photo_id>[0-9]+)")
@@ -133,7 +144,7 @@ class ListingViewSet(
         try:
             services.listing_image_delete(image=image)
         except services.ListingRuleBroken as error:
-            return Response({"detail": str(error)}, status=status.HTTP_400_BAD_REQUEST)
+            raise Conflict(str(error)) from error
         return Response(status=status.HTTP_204_NO_CONTENT)
 
     @extend_schema(
@@ -207,21 +218,22 @@ class ClassifyView(APIView):
     # never browsed or listed). Only a web process that serves requests on threads waits, and only
     # while one of its `_WaitingPlaces` is free, so callers can never park every web worker.
 
-    parser_classes = [MultiPartParser, FormParser]
+    # A file travels in multipart/form-data only.
+    parser_classes = [MultiPartParser]
     throttle_scope = "classify"
 
     @extend_schema(
-        request={"multipart/form-data": PhotoUploadSerializer},
+        request=PhotoUploadSerializer,
         responses={
             200: OpenApiResponse(ClassifyResultSerializer, description="classified within the short wait"),
             202: OpenApiResponse(
                 ClassifyResultSerializer,
                 description="queued: GET `poll_url` (also in `Location`) until it answers 200 or 422",
             ),
-            400: ErrorSerializer,
             422: OpenApiResponse(ClassifyResultSerializer, description="classification failed"),
             429: OpenApiResponse(
-                ErrorSerializer, description="throttled, or too many of the caller's photos still waiting"
+                ErrorResponse429Serializer,
+                description="throttled, or too many of the caller's photos still waiting",
             ),
         },
         parameters=[
@@ -244,9 +256,9 @@ class ClassifyView(APIView):
                 user=request.user, upload=file, filename=file.name or "photo"
             )
         except services.UploadRejected as error:
-            return Response({"detail": str(error)}, status=status.HTTP_400_BAD_REQUEST)
+            raise _file_rejected(error) from error
         except services.ProbeLimitReached as error:
-            return Response({"detail": str(error)}, status=status.HTTP_429_TOO_MANY_REQUESTS)
+            raise Throttled(detail=str(error)) from error
         if request.META.get("wsgi.multithread") and _waiting_places.take():
             try:
                 image = _wait_for_worker(image, timeout_s=settings.CLASSIFY_API_WAIT_S)
@@ -263,7 +275,9 @@ class ClassifyResultView(APIView):
         responses={
             200: OpenApiResponse(ClassifyResultSerializer, description="classified: the top-5"),
             202: OpenApiResponse(ClassifyResultSerializer, description="not classified yet: poll again"),
-            404: OpenApiResponse(ErrorSerializer, description="not the caller's, or deleted after retention"),
+            404: OpenApiResponse(
+                ErrorResponse404Serializer, description="not the caller's, or deleted after retention"
+            ),
             422: OpenApiResponse(ClassifyResultSerializer, description="classification failed"),
         },
         summary="Poll the result of a POST /api/classify that answered 202",
@@ -271,7 +285,7 @@ class ClassifyResultView(APIView):
     def get(self, request: Request, image_id: int) -> Response:
         image = selectors.probe_image_of_user(user=request.user, image_id=image_id)
         if image is None:
-            return Response({"detail": "Not found."}, status=status.HTTP_404_NOT_FOUND)
+            raise NotFound
         return _classify_response(request, image)
 
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.contrib.auth import login
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.debug import sensitive_post_parameters
 
 from catalog import services
+from catalog.api.errors import error_response
 from catalog.forms import SignupForm
 
 # User-facing message; tests reuse it.
@@ -43,7 +44,7 @@ def login_locked_out(
     seconds = round(settings.AXES_COOLOFF_TIME.total_seconds())
     message = LOGIN_LOCKED_OUT.format(minutes=max(1, round(seconds / 60)))
     if request.path.startswith("/api/"):
-        response: HttpResponse = JsonResponse({"detail": message}, status=429)
+        response: HttpResponse = error_response(429, message, "throttled")
     else:
         response = render(request, "registration/locked_out.html", {"message": message}, status=429)
     response["Retry-After"] = str(seconds)

@@ -12,6 +12,7 @@ from catalog import services
 from catalog.models import Category, CategorySource, Listing, ListingImage
 from catalog.uploads import UPLOAD_NOT_AN_IMAGE
 from tests import photo_bytes as pb
+from tests.api_errors import api_error
 from tests.factories import ListingFactory, UserFactory
 
 pytestmark = pytest.mark.django_db
@@ -113,7 +114,10 @@ def test_photo_upload_validates_like_the_pages(api: APIClient) -> None:
     assert good.status_code == 201
     assert good.json()["status"] == "pending"
     assert good.json()["thumbnail_url"].endswith(f"/photos/{good.json()['id']}/small.webp")
-    assert (bad.status_code, bad.json()) == (400, {"detail": UPLOAD_NOT_AN_IMAGE})
+    assert (bad.status_code, bad.json()) == (
+        400,
+        api_error("invalid", UPLOAD_NOT_AN_IMAGE, attr="file", type="validation_error"),
+    )
     assert listing.images.count() == 1
 
 
@@ -178,7 +182,10 @@ def test_classify_answers_202_with_a_url_to_poll_then_the_top_5(api: APIClient, 
 def test_classify_refuses_bad_files_and_reports_failures(api: APIClient, settings) -> None:
     settings.CLASSIFY_API_WAIT_S = 0
     bad = api.post("/api/classify", {"file": photo("x.jpg", pb.SVG_IMAGE)}, format="multipart")
-    assert (bad.status_code, bad.json()) == (400, {"detail": UPLOAD_NOT_AN_IMAGE})
+    assert (bad.status_code, bad.json()) == (
+        400,
+        api_error("invalid", UPLOAD_NOT_AN_IMAGE, attr="file", type="validation_error"),
+    )
     assert not ListingImage.objects.exists()
 
     accepted = api.post("/api/classify", {"file": photo()}, format="multipart").json()

@@ -19,6 +19,7 @@ from catalog.api.tokens import TOO_MANY_TOKENS
 from catalog.models import ClassificationStatus, Listing, ListingImage
 from catalog.views.accounts import LOGIN_LOCKED_OUT
 from tests import photo_bytes as pb
+from tests.api_errors import api_error
 from tests.factories import ListingFactory, UserFactory
 
 pytestmark = pytest.mark.django_db
@@ -97,7 +98,10 @@ def test_a_user_holds_a_bounded_number_of_tokens(settings) -> None:  # type: ign
     response = APIClient().post("/api/token", {"username": "many", "password": PASSWORD})
 
     # then it is refused with the reason, until one is revoked
-    assert (response.status_code, response.json()) == (403, {"detail": TOO_MANY_TOKENS.format(limit=2)})
+    assert (response.status_code, response.json()) == (
+        403,
+        api_error("permission_denied", TOO_MANY_TOKENS.format(limit=2)),
+    )
     assert AuthToken.objects.filter(user=user).count() == 3
     # and the sweep deletes only the expired one
     assert services.api_tokens_delete_expired() == 1
@@ -258,7 +262,7 @@ def test_the_token_endpoint_shares_the_login_lockout(settings) -> None:  # type:
     # then no token is issued: 429 with the reason, as JSON
     assert (response.status_code, response.json()) == (
         429,
-        {"detail": LOGIN_LOCKED_OUT.format(minutes=_cooloff_minutes(settings))},
+        api_error("throttled", LOGIN_LOCKED_OUT.format(minutes=_cooloff_minutes(settings))),
     )
     assert not AuthToken.objects.exists()
 
@@ -312,7 +316,7 @@ def test_probes_are_capped_per_user_and_finished_ones_make_room(
     refused = client.post("/api/classify", {"file": photo()}, format="multipart")
     assert (refused.status_code, refused.json()) == (
         429,
-        {"detail": services.TOO_MANY_PROBES_WAITING.format(limit=2)},
+        api_error("throttled", services.TOO_MANY_PROBES_WAITING.format(limit=2)),
     )
     assert Listing.objects.filter(is_probe=True).count() == 2
 

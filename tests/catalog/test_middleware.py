@@ -17,6 +17,7 @@ from django.test import Client
 from catalog.middleware import LENGTH_REQUIRED, REQUEST_TOO_LARGE
 from catalog.models import ListingImage
 from config.embedded import free_port
+from tests.api_errors import api_error
 from tests.conftest import REPO_ROOT
 from tests.factories import UserFactory
 
@@ -88,7 +89,7 @@ def test_a_chunked_body_is_read_up_to_the_cap_only(settings) -> None:  # type: i
     # then the big one is refused having read one byte past the cap, the small one is parsed
     assert refused.status_code == 413 and over.tell() == 1025
     assert small.status_code == 200 and small.json()["token"]
-    assert (unknown.status_code, unknown.json()) == (411, {"detail": LENGTH_REQUIRED})
+    assert (unknown.status_code, unknown.json()) == (411, api_error("length_required", LENGTH_REQUIRED))
 
 
 # --- a real server ----------------------------------------------------------------------------------

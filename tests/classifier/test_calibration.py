@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from classifier.calibration import (
+    auto_accept_policy,
     auto_accept_summary,
     auto_accept_thresholds,
     category_reports,
     confusion_matrix,
     evaluation_metrics,
     expected_calibration_error,
+    precision_lower_bound,
     reliability_bins,
 )
 
@@ -22,9 +25,9 @@ def test_threshold_is_the_lowest_confidence_that_keeps_the_precision() -> None:
     predicted = ["shoes"] * 10
 
     # when thresholds are chosen for precision 0.8, 0.75 and 1.0
-    at_80 = auto_accept_thresholds(true, predicted, confidence, precision=0.8)
-    at_75 = auto_accept_thresholds(true, predicted, confidence, precision=0.75)
-    at_100 = auto_accept_thresholds(true, predicted, confidence, precision=1.0)
+    at_80 = auto_accept_thresholds(true, predicted, confidence, precision=0.8, level=None)
+    at_75 = auto_accept_thresholds(true, predicted, confidence, precision=0.75, level=None)
+    at_100 = auto_accept_thresholds(true, predicted, confidence, precision=1.0, level=None)
 
     # then precision 0.8 holds down to 0.90 (8/10 right), 1.0 only above the first mistake
     assert at_80 == {"shoes": 0.90}
@@ -39,7 +42,7 @@ def test_the_lowest_qualifying_threshold_wins_even_when_precision_dips_above_it(
     confidence = [0.9, 0.8, 0.7, 0.6]
 
     # when the target is 0.75
-    thresholds = auto_accept_thresholds(true, predicted, confidence, precision=0.75)
+    thresholds = auto_accept_thresholds(true, predicted, confidence, precision=0.75, level=None)
 
     # then the threshold is 0.6 (3 of 4 accepted right), the lowest at which precision holds
     assert thresholds == {"a": 0.6}
@@ -52,7 +55,7 @@ def test_tied_confidences_are_accepted_together() -> None:
     confidence = [0.9, 0.8, 0.8]
 
     # when precision 0.7 is asked for
-    thresholds = auto_accept_thresholds(true, predicted, confidence, precision=0.7)
+    thresholds = auto_accept_thresholds(true, predicted, confidence, precision=0.7, level=None)
 
     # then 0.8 would accept both tied ones (2/3 < 0.7), so the threshold stays at 0.9
     assert thresholds == {"a": 0.9}
@@ -65,7 +68,9 @@ def test_a_category_without_enough_support_gets_no_threshold() -> None:
     confidence = [0.99, 0.98, 0.9, 0.8, 0.7, 0.6, 0.5]
 
     # when at least 3 accepted predictions are required
-    thresholds = auto_accept_thresholds(true, predicted, confidence, precision=0.97, min_support=3)
+    thresholds = auto_accept_thresholds(
+        true, predicted, confidence, precision=0.97, min_support=3, level=None
+    )
 
     # then only shoes has a threshold, the lowest of its five
     assert thresholds == {"shoes": 0.5}
@@ -73,7 +78,9 @@ def test_a_category_without_enough_support_gets_no_threshold() -> None:
 
 def test_a_category_that_never_reaches_the_precision_is_absent() -> None:
     # given "bags" predicted twice, both wrong
-    thresholds = auto_accept_thresholds(["hat", "hat"], ["bags", "bags"], [0.99, 0.5], precision=0.5)
+    thresholds = auto_accept_thresholds(
+        ["hat", "hat"], ["bags", "bags"], [0.99, 0.5], precision=0.5, level=None
+    )
 
     # then bags is never auto-accepted
     assert thresholds == {}
@@ -149,25 +156,67 @@ def test_evaluation_metrics_are_json_ready() -> None:
     assert metrics["auto_accept"]["accepted"] == 1 and metrics["auto_accept"]["precision"] == 1.0
 
 
-def test_pooled_threshold_and_shrinking_thin_categories() -> None:
-    from classifier.calibration import pooled_threshold, shrink_thresholds
+def test_the_lower_confidence_bound_is_the_exact_clopper_pearson_one() -> None:
+    # given 99 right of 99, 0 of 10, and 97 of 100
+    bounds = precision_lower_bound(np.array([99, 0, 97]), np.array([99, 10, 100]))
 
-    # given predictions of two categories: "a" well supported, "b" from a handful of photos
-    true = ["a"] * 6 + ["x"] + ["b"] * 2
-    predicted = ["a"] * 7 + ["b"] * 2
-    confidence = [0.99, 0.98, 0.97, 0.96, 0.95, 0.94, 0.93, 0.5, 0.4]
+    # then the one-sided 95 % bounds are 0.05 ** (1 / 99), 0 and the beta quantile
+    assert bounds[0] == pytest.approx(0.05 ** (1 / 99))
+    assert bounds[1] == 0.0
+    assert bounds[2] == pytest.approx(0.9243, abs=1e-4)
 
-    # when the pooled threshold is taken at precision 0.85 (all photos together)
-    floor = pooled_threshold(true, predicted, confidence, precision=0.85)
 
-    # then it is the lowest confidence keeping 85 %: down to 0.4 it is 8 right of 9 (0.889)
-    assert floor == 0.4
+def test_a_threshold_needs_its_lower_confidence_bound_to_reach_the_target() -> None:
+    # given 120 "shoes" predictions, all right above 0.5, then 30 more with 3 mistakes
+    confidence = np.linspace(0.99, 0.5, 120).tolist() + np.linspace(0.49, 0.2, 30).tolist()
+    true = ["shoes"] * 130 + ["hat", "shoes", "shoes", "hat", "shoes", "hat"] + ["shoes"] * 14
+    predicted = ["shoes"] * 150
 
-    # when "b" (2 photos at its threshold) needs 5 to stand on its own, and the floor is 0.9
-    shrunk = shrink_thresholds({"a": 0.94, "b": 0.4}, predicted, confidence, floor=0.9, strong_support=5)
+    # when thresholds are chosen for precision 0.97
+    measured = auto_accept_thresholds(true, predicted, confidence, precision=0.97, level=None)
+    bounded = auto_accept_thresholds(true, predicted, confidence, precision=0.97)
 
-    # then "a" keeps its own threshold and "b" is raised to the floor; without a floor "b" goes
-    assert shrunk == {"a": 0.94, "b": 0.9}
-    assert shrink_thresholds({"a": 0.94, "b": 0.4}, predicted, confidence, floor=None, strong_support=5) == {
-        "a": 0.94
-    }
+    # then the measured share reaches 0.97 down to the last photo (147/150 = 0.98), while the
+    # 95 % bound holds only while few enough mistakes are accepted
+    assert measured == {"shoes": pytest.approx(0.2)}
+    accepted = sum(c >= bounded["shoes"] for c in confidence)
+    right = sum(c >= bounded["shoes"] and t == "shoes" for c, t in zip(confidence, true, strict=True))
+    assert precision_lower_bound(right, accepted) >= 0.97
+    assert 99 <= accepted < 150
+    # and a category supported by a few dozen right photos gets none, however clean
+    assert auto_accept_thresholds(["hat"] * 40, ["hat"] * 40, [0.99] * 40, precision=0.97) == {}
+
+
+def test_categories_that_fail_alone_inherit_their_parents_pooled_threshold() -> None:
+    # given "shoes" with 150 right predictions of its own, and "hat" and "skirt" (both under
+    # "fashion") with 60 right each; "phones" (another branch) with 20 right
+    true = ["shoes"] * 150 + ["hat"] * 60 + ["skirt"] * 60 + ["phones"] * 20
+    predicted = list(true)
+    confidence = [0.95] * 150 + [0.9] * 60 + [0.8] * 60 + [0.99] * 20
+    parents = {"shoes": "fashion", "hat": "fashion", "skirt": "fashion", "phones": "electronics"}
+
+    # when the policy is chosen for precision 0.97
+    policy = auto_accept_policy(
+        true,
+        predicted,
+        confidence,
+        classes=["shoes", "hat", "skirt", "phones", "dress"],
+        parent_of={**parents, "fashion": None, "electronics": None},
+        precision=0.97,
+    )
+
+    # then shoes keeps its own threshold; hat and skirt share the threshold of their pool (120
+    # right photos clear the bound); phones' pool is too small and dress was never predicted
+    assert policy.thresholds == {"hat": 0.8, "shoes": 0.95, "skirt": 0.8}
+    assert policy.sources == {"hat": "fashion", "shoes": "own", "skirt": "fashion"}
+    assert policy.target_precision == 0.97 and policy.confidence_level == 0.95
+    # and the rule accepts by those thresholds
+    assert policy.accepts("hat", 0.8) and not policy.accepts("phones", 0.99)
+
+
+def test_the_summary_applies_the_served_rule() -> None:
+    # given thresholds for "a" only
+    summary = auto_accept_summary(["a", "b", "b"], ["a", "b", "a"], [0.8, 0.99, 0.79], {"a": 0.8})
+
+    # then only the top-1 of "a" at or above 0.8 counts
+    assert (summary.accepted, summary.correct) == (1, 1)

@@ -27,6 +27,8 @@ def test_evaluate_writes_the_report_as_json(
             str(FIXTURE_PHOTOS),
             "--json",
             str(report_path),
+            "--precision",
+            "fp32",
         ]
     )
     # then it succeeds, prints the figures and writes them as JSON
@@ -36,6 +38,13 @@ def test_evaluate_writes_the_report_as_json(
     assert "confusion (rows: folder, columns: predicted)" in printed
     report = json.loads(report_path.read_text())
     assert {"accuracy", "n", "per_category", "model_version", "images_per_second", "confusion"} <= set(report)
+    # and the calibration and auto-accept figures, with the head's own thresholds and rule
+    assert 0.0 <= report["ece"] <= 1.0 and report["top3"] >= report["accuracy"]
+    auto = report["auto_accept"]
+    assert set(auto) == {"precision", "coverage", "accepted", "correct"}
+    assert auto["correct"] <= auto["accepted"] <= report["n"]
+    assert auto["coverage"] == round(auto["accepted"] / report["n"], 4)
+    assert report["precision"] == "fp32"
     # (one fixture photo per category: the floors on real datasets are in test_floors.py)
     assert report["n"] == 8 and report["accuracy"] >= 7 / 8
     assert report["per_category"]["shoes"] == {"precision": 1.0, "recall": 1.0, "support": 1}
@@ -52,7 +61,18 @@ def test_evaluate_counts_a_descendant_as_correct(
     (folder / "shoe.jpg").write_bytes(next((FIXTURE_PHOTOS / "shoes").glob("*.jpg")).read_bytes())
     (folder / "broken.jpg").write_bytes(b"<html></html>")
     report_path = tmp_path / "report.json"
-    main(["--cache-dir", str(classifier_cache_dir), "evaluate", str(tmp_path), "--json", str(report_path)])
+    main(
+        [
+            "--cache-dir",
+            str(classifier_cache_dir),
+            "evaluate",
+            str(tmp_path),
+            "--json",
+            str(report_path),
+            "--precision",
+            "fp32",
+        ]
+    )
     report = json.loads(report_path.read_text())
     # then "shoes" counts for "fashion", and the broken file is reported, not counted
     assert (report["accuracy"], report["n"]) == (1.0, 1)
@@ -70,3 +90,13 @@ def test_train_without_data_fails_cleanly(tmp_path: Path, capsys: pytest.Capture
     # then nothing is written and the message names the missing folder
     assert "error: Training data not found" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_evaluate_measures_the_precision_workers_serve_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    from classifier.__main__ import build_parser
+
+    # given no setting, then int8 (the workers' default); given CLASSIFIER_PRECISION, that one
+    monkeypatch.delenv("CLASSIFIER_PRECISION", raising=False)
+    assert build_parser().parse_args(["evaluate", "photos"]).precision == "int8"
+    monkeypatch.setenv("CLASSIFIER_PRECISION", "fp32")
+    assert build_parser().parse_args(["evaluate", "photos"]).precision == "fp32"

@@ -21,3 +21,16 @@ def test_swagger_ui_loads_the_schema_without_any_cdn(new_page, live_server) -> N
     page.locator(".swagger-ui .info .title", has_text="Marketplace categoriser API").wait_for()
     page.get_by_text("/api/classify", exact=True).first.wait_for()
     assert hosts == {urlsplit(live_server.url).netloc}
+
+
+def test_try_it_out_on_classify_offers_a_file_picker(new_page) -> None:
+    page = new_page(DESKTOP)
+    page.goto("/api/docs/")
+
+    # when a visitor opens POST /api/classify and presses "Try it out"
+    operation = page.locator("#operations-classify-classify_create")
+    operation.locator(".opblock-summary").click()
+    operation.get_by_role("button", name="Try it out").click()
+
+    # then the request body asks for a file, not a text box
+    operation.locator("input[type=file]").wait_for()

@@ -5,8 +5,11 @@
  *
  * Each photo is drawn on a canvas at most MAX_SIDE px on its long side (the browser applies the
  * EXIF orientation when decoding) and sent as JPEG (PNG stays PNG), so a 12 MP phone photo
- * crosses the network as ~300 kB. A file the browser cannot decode is sent unchanged: the server
- * decides what a photo is and explains a refusal. No dependencies besides htmx.
+ * crosses the network as ~300 kB. A file the browser cannot decode (a text file named .jpg) is
+ * left out with a message instead of being counted as a photo; the server still checks every
+ * file it gets. What a pick leaves out, and why, stays listed under the picker (#photo-notes),
+ * apart from the count of photos ready. Messages come from the drop zone's data attributes
+ * (catalog/forms.py), so the pages and the tests share them. No dependencies besides htmx.
  *
  * With S3 storage (the form has data-direct-upload), each photo goes straight to the bucket as
  * soon as it is prepared: the web app signs one POST per photo, the browser sends the file there,
@@ -19,6 +22,29 @@
   var JPEG_QUALITY = 0.88;
   var UPLOAD_FAILED = "The photo could not be uploaded; check your connection and try again.";
   var timings = (window.sellerTimings = window.sellerTimings || {});
+  // Notes of a pick that uploads at once (edit page): shown again after htmx swaps the section.
+  var carriedNotes = [];
+
+  function photoCount(n) { return n + " photo" + (n === 1 ? "" : "s"); }
+
+  function fill(template, values) {
+    return template.replace(/\{(\w+)\}/g, function (match, key) {
+      return Object.prototype.hasOwnProperty.call(values, key) ? values[key] : match;
+    });
+  }
+
+  /** Show `lines` (what was left out of the last pick, and why) under the photo picker. */
+  function showNotes(lines) {
+    var list = document.getElementById("photo-notes");
+    if (!list) return;
+    list.textContent = "";
+    lines.forEach(function (line) {
+      var li = document.createElement("li");
+      li.textContent = line;
+      list.appendChild(li);
+    });
+    list.hidden = !lines.length;
+  }
 
   // ---- downscaling ---------------------------------------------------------------------------
 
@@ -40,7 +66,8 @@
     return stem + (type === "image/png" ? ".png" : ".jpg");
   }
 
-  /** Resolve to {file, previewable}: the photo at most MAX_SIDE px, or the original file. */
+  /** Resolve to {file, readable}: the photo at most MAX_SIDE px (or the original file when it is
+   * already small and accepted), or readable false when the browser cannot decode it. */
   function downscale(file) {
     return decode(file).then(function (image) {
       var width = image.width, height = image.height;
@@ -48,7 +75,7 @@
       var accepted = ["image/jpeg", "image/png", "image/webp"].indexOf(file.type) >= 0;
       if (scale === 1 && accepted) {
         if (image.close) image.close();
-        return { file: file, previewable: true };
+        return { file: file, readable: true };
       }
       var canvas = document.createElement("canvas");
       canvas.width = Math.max(1, Math.round(width * scale));
@@ -60,13 +87,13 @@
       var type = file.type === "image/png" ? "image/png" : "image/jpeg";
       return new Promise(function (resolve) {
         canvas.toBlob(function (blob) {
-          if (!blob) { resolve({ file: file, previewable: true }); return; }
+          if (!blob) { resolve({ file: file, readable: true }); return; }
           var out = new File([blob], renamed(file.name, type), { type: type, lastModified: Date.now() });
-          resolve({ file: out, previewable: true });
+          resolve({ file: out, readable: true });
         }, type, JPEG_QUALITY);
       });
     }).catch(function () {
-      return { file: file, previewable: false };
+      return { file: file, readable: false };
     });
   }
 
@@ -120,8 +147,11 @@
     var autosubmit = form.hasAttribute("data-autosubmit");
     var direct = Boolean(form.dataset.directUpload);
     var max = parseInt(zone.dataset.max || "10", 10);
+    var leftOutMessage = zone.dataset.msgLeftOut || "{count} left out.";
+    var unreadableMessage = zone.dataset.msgUnreadable || "{name} left out: not a photo.";
     var items = [];
     var busy = 0;
+    var preparing = 0;  // files picked and still being decoded or uploaded: they take room too
 
     zone.classList.add("is-enhanced");
     if (autosubmit && submit) submit.hidden = true;
@@ -154,17 +184,10 @@
         li.className = "preview";
         li.draggable = true;
         li.dataset.index = String(index);
-        if (item.url) {
-          var img = document.createElement("img");
-          img.src = item.url;
-          img.alt = "Preview of " + item.file.name;
-          li.appendChild(img);
-        } else {
-          var box = document.createElement("span");
-          box.className = "preview-unreadable";
-          box.textContent = "No preview";
-          li.appendChild(box);
-        }
+        var img = document.createElement("img");
+        img.src = item.url;
+        img.alt = "Preview of " + item.file.name;
+        li.appendChild(img);
         var caption = document.createElement("span");
         caption.className = "preview-caption";
         caption.textContent = (index === 0 ? "Cover · " : "") + Math.max(1, Math.round(item.file.size / 1024)) + " kB";
@@ -187,7 +210,7 @@
         remove.textContent = "✕";
         remove.setAttribute("aria-label", "Remove " + item.file.name);
         remove.addEventListener("click", function () {
-          if (item.url) URL.revokeObjectURL(item.url);
+          URL.revokeObjectURL(item.url);
           items.splice(index, 1);
           changed();
         });
@@ -233,46 +256,47 @@
 
     function addFiles(fileList) {
       var files = Array.prototype.slice.call(fileList);
-      var room = max - items.length;
+      var room = Math.max(0, max - items.length - preparing);
+      var notes = [];
       if (files.length > room) {
-        say("Only " + Math.max(0, room) + " more photo" + (room === 1 ? "" : "s") + " fit; the others were left out.");
-        files = files.slice(0, Math.max(0, room));
+        notes.push(fill(leftOutMessage, { count: photoCount(files.length - room) }));
+        files = files.slice(0, room);
       }
+      showNotes(notes);
       if (!files.length) { sync(); return; }
       busy += 1;
+      preparing += files.length;
       if (submit) submit.disabled = true;
-      say("Preparing " + files.length + " photo" + (files.length > 1 ? "s" : "") + "…");
-      var refused = [];
+      say("Preparing " + photoCount(files.length) + "…");
       Promise.all(files.map(downscale)).then(function (results) {
-        if (!direct) return results;
-        say("Uploading " + results.length + " photo" + (results.length > 1 ? "s" : "") + "…");
-        return uploadToBucket(form, results.map(function (result) { return result.file; })).then(function (answers) {
-          return results.filter(function (result, index) {
+        var readable = results.filter(function (result, index) {
+          if (!result.readable) notes.push(fill(unreadableMessage, { name: files[index].name }));
+          return result.readable;
+        });
+        if (!direct || !readable.length) return readable;
+        say("Uploading " + photoCount(readable.length) + "…");
+        return uploadToBucket(form, readable.map(function (result) { return result.file; })).then(function (answers) {
+          return readable.filter(function (result, index) {
             result.token = answers[index].token;
-            if (!result.token) refused.push(result.file.name + ": " + answers[index].error);
+            if (!result.token) notes.push(result.file.name + ": " + answers[index].error);
             return Boolean(result.token);
           });
         });
       }).then(function (results) {
         results.forEach(function (result) {
-          items.push({
-            file: result.file,
-            token: result.token,
-            url: result.previewable ? URL.createObjectURL(result.file) : null,
-          });
+          items.push({ file: result.file, token: result.token, url: URL.createObjectURL(result.file) });
         });
         busy -= 1;
+        preparing -= files.length;
         changed();
-        if (refused.length) say(refused.join(" "));
+        showNotes(notes);
         if (submit) submit.disabled = busy > 0;
         if (autosubmit && busy === 0 && items.length) {
-          if (refused.length) {
-            // Keep the refusals on screen: the seller adds the others with the button.
-            if (submit) submit.hidden = false;
-            return;
-          }
+          carriedNotes = notes;
           say("Uploading…");
           form.requestSubmit();
+        } else if (autosubmit && busy === 0) {
+          say("");
         }
       });
     }
@@ -385,6 +409,10 @@
   });
 
   function setUp(root) {
+    if (carriedNotes.length && root.querySelector && root.querySelector("#photo-notes")) {
+      showNotes(carriedNotes);
+      carriedNotes = [];
+    }
     root.querySelectorAll("[data-photo-form]").forEach(setUpPhotoForm);
     root.querySelectorAll("[data-sortable]").forEach(setUpSortable);
     root.querySelectorAll("[data-filter-list]").forEach(setUpFilter);
