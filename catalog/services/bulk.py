@@ -319,7 +319,13 @@ class ChunkPhoto:
 
 
 def bulk_chunk_photos(*, job: BulkJob, chunk: BulkJobChunk) -> list[ChunkPhoto]:
-    """The chunk's photos in the job's scope, by primary key (two queries)."""
+    """The chunk's photos in the job's scope, by primary key (two queries).
+
+    Which of them already have a suggestion is looked up by their ids, through the unique index
+    on (image, model version): selecting the version's suggestions of the chunk's listings made
+    PostgreSQL scan every suggestion of the version for each chunk, a cost that grew with the
+    job (0.7 s a chunk three quarters into a million-photo job).
+    """
     rows = list(
         _scope_images(job=job)
         .filter(listing_id__gte=chunk.first_listing_id, listing_id__lte=chunk.last_listing_id)
@@ -328,9 +334,7 @@ def bulk_chunk_photos(*, job: BulkJob, chunk: BulkJobChunk) -> list[ChunkPhoto]:
     )
     done = set(
         CategorySuggestion.objects.filter(
-            model_version_id=job.model_version_id,
-            image__listing_id__gte=chunk.first_listing_id,
-            image__listing_id__lte=chunk.last_listing_id,
+            model_version_id=job.model_version_id, image_id__in=[pk for pk, _, _ in rows]
         ).values_list("image_id", flat=True)
     )
     return [ChunkPhoto(pk, listing_id, str(name), pk in done) for pk, listing_id, name in rows]
