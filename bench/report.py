@@ -166,7 +166,8 @@ def _rows(results: dict[str, Any], ratios: dict[str, Any], mark: Any) -> list[st
             f"| **large**: {large['images']} JPEGs of {large['megapixels']:g} MP "
             f"({large['mean_file_mb']:g} MB), bulk job, CNN path "
             f"| {large['images_per_second']:g} images/s{_runs(large)} | ≥ {LARGE_MIN}"
-            f"{mark(f'large >= {LARGE_MIN} images/s')} | {_load(large)} |"
+            f"{mark(f'large >= {LARGE_MIN} images/s')} (over the limit run before each: "
+            f"{large.get('large_over_paired_limit')}) | {_load(large)} |"
         )
     head = results.get("head_only")
     if head:

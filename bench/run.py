@@ -42,7 +42,7 @@ BULK_NICE = 10
 SIZES: dict[str, dict[str, Any]] = {
     "full": {
         "limit": 2000, "limit_reps": 3, "raw": 1000, "raw_reps": 3, "pipeline": 2000, "pipeline_reps": 3,
-        "large": 192, "large_unique": 24, "large_reps": 2, "baseline": 100,
+        "large": 384, "large_unique": 24, "large_reps": 3, "baseline": 100,
         "head_only": [1000, 10_000, 100_000], "head_only_1m": 1_000_000, "latency_s": 60,
         "latency_rate": 10.0, "scaleout": 1000,
     },
@@ -379,9 +379,10 @@ class Bench:
             bulk = self.bulk_worker()
             version = shipped_version()
             with self.phase("large") as entry:
-                runs = []
+                runs, paired = [], []
                 for _ in range(reps):
                     forget(version)
+                    paired.append(self._limit_run())
                     job = run_job(version, timeout=3600, chunk_size=steady_chunk(count))
                     assert job.cnn_images == count and job.failed_images == 0, (
                         job.cnn_images,
@@ -394,6 +395,10 @@ class Bench:
                     _throughput(count, runs),
                     megapixels=round(megapixels, 1),
                     mean_file_mb=round(mean_bytes / 1e6, 2),
+                    paired_limit_images_per_second=[round(rate, 1) for rate in paired],
+                    large_over_paired_limit=round(
+                        statistics.median(run / limit for run, limit in zip(runs, paired, strict=True)), 3
+                    ),
                 )
         finally:
             shutil.rmtree(folder, ignore_errors=True)
