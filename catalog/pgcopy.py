@@ -24,27 +24,22 @@ _HEADER_SIZE = len(_SIGNATURE) + 4 + 4  # flags, header extension length (0)
 _TRAILER = b"\xff\xff"
 
 
-def copy_out(query: str, params: Sequence[Any] = (), *, size_hint: int = 0) -> memoryview:
+def copy_out(query: str, params: Sequence[Any] = ()) -> bytearray:
     """The binary COPY output of `query` (a SELECT, `%s` placeholders bound client-side), in one
-    buffer allocated up front when `size_hint` (bytes expected, at most) is given: a chunk's
-    cached embeddings are ~36 MB, and growing a buffer block by block would hold twice that."""
+    buffer (a chunk's cached embeddings are ~36 MB; it is returned as is, never copied again)."""
     import psycopg
 
     connection.ensure_connection()
-    buffer = bytearray(size_hint)
-    used = 0
+    buffer = bytearray()
     with psycopg.ClientCursor(connection.connection) as cursor:
         statement = cursor.mogrify(query, params)
         with cursor.copy(f"COPY ({statement}) TO STDOUT (FORMAT BINARY)") as copy:
             for block in copy:
-                if used + len(block) > len(buffer):
-                    buffer.extend(bytes(used + len(block) - len(buffer)))
-                buffer[used : used + len(block)] = block
-                used += len(block)
-    return memoryview(buffer)[:used]
+                buffer += block
+    return buffer
 
 
-def fixed_width_rows(data: bytes | memoryview, fields: Sequence[tuple[str, str, int]]) -> np.ndarray | None:
+def fixed_width_rows(data: bytes | bytearray, fields: Sequence[tuple[str, str, int]]) -> np.ndarray | None:
     """Reads a binary COPY output whose every row has the same field sizes, in place.
 
     `fields`: `(name, numpy dtype, count)` per column, e.g. `("image_id", ">i8", 1)` for a bigint
@@ -62,7 +57,7 @@ def fixed_width_rows(data: bytes | memoryview, fields: Sequence[tuple[str, str, 
     body = len(data) - _HEADER_SIZE - len(_TRAILER)
     if body < 0 or body % row.itemsize:
         return None
-    if bytes(data[: len(_SIGNATURE)]) != _SIGNATURE or bytes(data[len(data) - len(_TRAILER) :]) != _TRAILER:
+    if not data.startswith(_SIGNATURE) or not data.endswith(_TRAILER):
         return None
     if int.from_bytes(data[len(_SIGNATURE) + 4 : _HEADER_SIZE], "big") != 0:
         return None

@@ -332,11 +332,13 @@ def bulk_chunk_photos(*, job: BulkJob, chunk: BulkJobChunk) -> list[ChunkPhoto]:
         .order_by("pk")
         .values_list("pk", "listing_id", "file")
     )
-    done = set(
-        CategorySuggestion.objects.filter(
-            model_version_id=job.model_version_id, image_id__in=[pk for pk, _, _ in rows]
-        ).values_list("image_id", flat=True)
-    )
+    with connection.cursor() as cursor:  # one array parameter, not thousands of IN (...) ones
+        cursor.execute(
+            f"SELECT image_id FROM {CategorySuggestion._meta.db_table} "
+            "WHERE model_version_id = %s AND image_id = ANY(%s)",
+            [job.model_version_id, [pk for pk, _, _ in rows]],
+        )
+        done = {image_id for (image_id,) in cursor.fetchall()}
     return [ChunkPhoto(pk, listing_id, str(name), pk in done) for pk, listing_id, name in rows]
 
 
@@ -385,8 +387,6 @@ def embeddings_cached(
         "WHERE backbone_version = %s AND image_id = ANY(%s::bigint[]) "
         "AND octet_length(embedding) = %s AND octet_length(logits) = %s ORDER BY image_id",
         [backbone_version, list(image_ids), 4 * EMBEDDING_DIM, 4 * LOGITS_DIM],
-        # header, rows (field count, then each field's size and bytes), trailer
-        size_hint=19 + len(image_ids) * (2 + 4 + 8 + 4 + 4 * EMBEDDING_DIM + 4 + 4 * LOGITS_DIM) + 2,
     )
     rows = fixed_width_rows(
         data, [("image_id", ">i8", 1), ("embedding", "<f4", EMBEDDING_DIM), ("logits", "<f4", LOGITS_DIM)]
