@@ -16,9 +16,11 @@ import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from bench.report import checks, write_section
-from bench.run import DATASET, PHASES, REPO_ROOT, SIZES, Bench, log, machine, now_iso
+from bench.run import PHASES, SIZES, Bench
+from bench.system import DATASET, REPO_ROOT, log, machine, now_iso
 
 RESULTS = REPO_ROOT / "bench" / "results.json"
 DOC = REPO_ROOT / "docs" / "BENCHMARKS.md"
@@ -30,9 +32,46 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     sizes.add_argument("--quick", action="store_true", help="smaller sizes (a few minutes)")
     sizes.add_argument("--smoke", action="store_true", help="tiny sizes: exercises the code only")
     parser.add_argument("--phases", default=",".join(PHASES), help=f"comma-separated subset of {PHASES}")
+    parser.add_argument(
+        "--device",
+        choices=("cpu", "cuda"),
+        default=os.environ.get("CLASSIFIER_DEVICE", "cpu"),
+        help="where the workers (and the in-process phases) run the backbone; cuda: onnxruntime-gpu "
+        "(requirements-gpu.txt), one solo-pool worker process",
+    )
     parser.add_argument("--out", type=Path, default=None, help=f"results file (default {RESULTS})")
     parser.add_argument("--doc", type=Path, default=None, help=f"markdown to update (default {DOC})")
     return parser.parse_args(argv)
+
+
+def ratios(results: dict[str, Any]) -> dict[str, float]:
+    """Ratios between phases. Those with `limit` come from runs paired in time (each pipeline run
+    right after a limit run; each baseline run between two), so load that other jobs put on a
+    shared machine between phases cancels out; pipeline/baseline is pipeline/limit ×
+    limit/baseline, each measured side by side. `_direct` ones divide the phases' medians."""
+    found: dict[str, float] = {}
+
+    def rate(phase: str) -> float | None:
+        value = results.get(phase, {}).get("images_per_second")
+        return float(value) if value else None
+
+    for key, a, b in (
+        ("pipeline_over_raw", "pipeline", "raw"),
+        ("pipeline_over_limit_direct", "pipeline", "limit"),
+        ("pipeline_over_baseline_direct", "pipeline", "baseline"),
+        ("raw_over_limit", "raw", "limit"),
+    ):
+        numerator, denominator = rate(a), rate(b)
+        if numerator and denominator:
+            found[key] = round(numerator / denominator, 3)
+    pipeline, baseline = results.get("pipeline", {}), results.get("baseline", {})
+    if "pipeline_over_paired_limit" in pipeline:
+        found["pipeline_over_limit"] = pipeline["pipeline_over_paired_limit"]
+        if "limit_over_paired_baseline" in baseline:
+            found["pipeline_over_baseline"] = round(
+                pipeline["pipeline_over_paired_limit"] * baseline["limit_over_paired_baseline"], 2
+            )
+    return found
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -50,15 +89,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     out = args.out or (RESULTS if mode != "smoke" else RESULTS.with_name("results-smoke.json"))
     doc = args.doc if args.doc is not None else (DOC if mode != "smoke" else None)
 
+    # Read by the settings of this process and inherited by every worker it starts.
+    os.environ["CLASSIFIER_DEVICE"] = args.device
     from dev.embedded import missing_services
 
     began = time.monotonic()
     media = Path(tempfile.mkdtemp(prefix="bench-media-"))
     with missing_services(REPO_ROOT / ".run" / "bench-services"):
-        from bench import run
+        from bench import system
 
-        run.prepare_environment(media)
+        system.prepare_environment(media)
         from django.conf import settings
+
+        from workers import inference
 
         logs = Path(tempfile.mkdtemp(prefix="bench-logs-"))
         bench = Bench(sizes=SIZES[mode], logs=logs)
@@ -66,7 +109,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             date=now_iso(),
             mode=mode,
             command="make bench"
-            + {"full": "", "quick": " BENCH_ARGS=--quick", "smoke": " BENCH_ARGS=--smoke"}[mode],
+            + {"full": "", "quick": " BENCH_ARGS=--quick", "smoke": " BENCH_ARGS=--smoke"}[mode]
+            + ("" if args.device == "cpu" else f" (--device {args.device})"),
             machine={**machine(), "load_average_start": [round(x, 2) for x in os.getloadavg()]},
             config={
                 "precision": settings.CLASSIFIER_PRECISION,
@@ -75,9 +119,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "bulk_chunk_size": settings.BULK_CHUNK_SIZE,
                 "classify_batch_size": settings.CLASSIFY_BATCH_SIZE,
                 "classify_batch_interval_s": settings.CLASSIFY_BATCH_INTERVAL_S,
-                "bulk_worker_processes": run.BULK_PROCESSES,
+                "bulk_worker_processes": system.BULK_PROCESSES,
                 "classify_worker_processes": 1,
-                "worker_batch_size": settings.CLASSIFIER_BATCH_SIZE,
+                "worker_batch_size": inference.batch_size(),
+                "device": args.device,
+                "second_view_margin": inference.view_policy().second_view_margin,
             },
         )
         log(f"{mode} run, phases {phases}; worker logs in {logs}")
@@ -87,29 +133,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                     getattr(bench, phase)()
         finally:
             bench.close()
-            run.drop_database()
+            system.drop_database()
             shutil.rmtree(media, ignore_errors=True)
     results = bench.results
-    results["ratios"] = {
-        key: round(results[a]["images_per_second"] / results[b]["images_per_second"], 2)
-        for key, a, b in (
-            ("pipeline_over_raw", "pipeline", "raw"),
-            ("pipeline_over_baseline", "pipeline", "baseline"),
-        )
-        if a in results and b in results
-    }
-    if "pipeline" in results:
-        # Runs paired in time with raw runs on the same photos: the ratio the target is about.
-        results["ratios"]["pipeline_over_raw"] = results["pipeline"]["pipeline_over_paired_raw"]
-        if "baseline" in results:
-            # Through raw, each factor measured side by side: robust to load changing between phases.
-            ratios = results["ratios"]
-            ratios["pipeline_over_baseline_direct"] = ratios["pipeline_over_baseline"]
-            ratios["pipeline_over_baseline"] = round(
-                results["pipeline"]["pipeline_over_paired_raw"]
-                * results["baseline"]["raw_over_paired_baseline"],
-                2,
-            )
+    results["ratios"] = ratios(results)
     results["targets"] = checks(results)
     results["total_seconds"] = round(time.monotonic() - began, 1)
     out.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")

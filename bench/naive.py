@@ -7,6 +7,7 @@ time; the top-5 written with the ORM. Run as its own worker:
     celery -A bench.naive worker -Q naive -c 1
 
 Torch uses every core of the process (`NAIVE_THREADS`, default all), as a default install does.
+With `CLASSIFIER_DEVICE=cuda` the network runs on the GPU, in a solo-pool worker (no fork).
 """
 
 from __future__ import annotations
@@ -38,14 +39,18 @@ app.conf.update(
 _model: Any = None
 
 
+DEVICE = "cuda" if os.environ.get("CLASSIFIER_DEVICE") == "cuda" else "cpu"
+
+
 @signals.worker_process_init.connect
-def _load(**_: Any) -> None:
+def _load(**_: Any) -> Any:
     global _model
     import torch
     import torchvision
 
     torch.set_num_threads(int(os.environ.get("NAIVE_THREADS") or os.cpu_count() or 1))
-    _model = torchvision.models.resnet50(weights=None).eval()
+    _model = torchvision.models.resnet50(weights=None).eval().to(DEVICE)
+    return _model
 
 
 @app.task(name=TASK)
@@ -68,8 +73,9 @@ def naive_classify_task(image_id: int) -> str:
             transforms.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225]),
         ]
     )
+    model = _model if _model is not None else _load()  # a solo pool sends no worker_process_init
     with torch.no_grad():
-        probabilities = _model(prepare(pixels).unsqueeze(0)).softmax(dim=1)[0]
+        probabilities = model(prepare(pixels).unsqueeze(0).to(DEVICE)).softmax(dim=1)[0].cpu()
     top = probabilities.topk(5)
     categories = list(Category.objects.order_by("pk").values_list("pk", "slug"))
     entries = [

@@ -1,308 +1,64 @@
-"""The benchmark's phases. See `bench/__init__.py` and docs/BENCHMARKS.md ("Throughput and latency").
-
-Each phase builds its catalogue in a dedicated database (`BENCH_DATABASE`, default
-`marketplace_bench`, dropped and created at start) and a dedicated Redis database
-(`BENCH_REDIS_DB`, default 14, flushed at start), so a running system or test session on the
-same servers is neither disturbed nor measured. Two runs at once need different values.
+"""The benchmark's phases. See `bench/__init__.py` and docs/BENCHMARKS.md ("Throughput and latency");
+the machinery they use (databases, workers, catalogues, jobs) is in `bench.system`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
-import hashlib
 import math
 import os
-import platform
-import secrets
 import shutil
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
-from classifier.datasets import CLOTHING_SMALL, dataset_dir
+from bench.system import (
+    BULK_PROCESSES,
+    Worker,
+    activate,
+    bench_seller,
+    dataset_photos,
+    forget,
+    job_seconds,
+    log,
+    make_catalogue,
+    reset_catalogue,
+    run_job,
+    shipped_version,
+    start_worker,
+    steady_chunk,
+    stop_worker,
+    wait_until,
+)
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-DATASET = dataset_dir(CLOTHING_SMALL)
-# Another run on the same servers must use other names (the smoke test does).
-BENCH_DATABASE = os.environ.get("BENCH_DATABASE", "marketplace_bench")
-BENCH_REDIS_DB = int(os.environ.get("BENCH_REDIS_DB", "14"))
 LARGE_PIXELS = 12_000_000
 #: CPU priority of the bulk worker while uploads are measured: a bulk worker that shares a host
 #: with a classify worker runs niced (see README, deployment), so uploads take the CPU first.
 BULK_NICE = 10
-#: Pool processes of the bulk worker (`celery worker -c`, as in docker/compose.yml); threads per
-#: process follow (cores / processes). Two processes overlap one chunk's database work with the
-#: other's scoring: head-only jobs ran ~1.1-1.4x faster than with one, CNN jobs the same.
-BULK_PROCESSES = int(os.environ.get("BENCH_BULK_PROCESSES", "2"))
-
 SIZES: dict[str, dict[str, Any]] = {
     "full": {
-        "raw": 1000, "raw_reps": 3, "pipeline": 2000, "pipeline_reps": 3, "large": 192,
-        "large_unique": 24, "large_reps": 2, "baseline": 100, "head_only": [1000, 10_000, 100_000],
-        "latency_s": 60, "latency_rate": 10.0,
+        "limit": 2000, "limit_reps": 3, "raw": 1000, "raw_reps": 3, "pipeline": 2000, "pipeline_reps": 3,
+        "large": 384, "large_unique": 24, "large_reps": 3, "baseline": 100,
+        "head_only": [1000, 10_000, 100_000], "head_only_1m": 1_000_000, "latency_s": 60,
+        "latency_rate": 10.0, "scaleout": 1000,
     },
     "quick": {
-        "raw": 256, "raw_reps": 2, "pipeline": 400, "pipeline_reps": 2, "large": 48,
-        "large_unique": 8, "large_reps": 1, "baseline": 40, "head_only": [1000, 10_000],
-        "latency_s": 15, "latency_rate": 10.0,
+        "limit": 512, "limit_reps": 2, "raw": 256, "raw_reps": 2, "pipeline": 400, "pipeline_reps": 2,
+        "large": 48, "large_unique": 8, "large_reps": 1, "baseline": 40, "head_only": [1000, 10_000],
+        "head_only_1m": 0, "latency_s": 15, "latency_rate": 10.0, "scaleout": 300,
     },
     "smoke": {
-        "raw": 8, "raw_reps": 1, "pipeline": 12, "pipeline_reps": 1, "large": 2,
-        "large_unique": 1, "large_reps": 1, "baseline": 2, "head_only": [50],
-        "latency_s": 2, "latency_rate": 4.0,
+        "limit": 32, "limit_reps": 1, "raw": 8, "raw_reps": 1, "pipeline": 12, "pipeline_reps": 1,
+        "large": 2, "large_unique": 1, "large_reps": 1, "baseline": 2, "head_only": [50],
+        "head_only_1m": 0, "latency_s": 2, "latency_rate": 4.0, "scaleout": 8,
     },
 }  # fmt: skip
-PHASES = ("raw", "head_only", "pipeline", "baseline", "large", "latency")
-
-
-def log(message: str) -> None:
-    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", flush=True)
-
-
-def _with_path(url: str, path: str) -> str:
-    parts = urlsplit(url)
-    return urlunsplit((parts.scheme, parts.netloc, path, parts.query, parts.fragment))
-
-
-def dataset_photos() -> list[Path]:
-    """Every photo of clothing-small (train, validation, test), in a fixed order."""
-    return sorted(DATASET.glob("*/*/*.jpg"))
-
-
-# --- servers, database, workers -----------------------------------------------------------------
-
-
-def prepare_environment(media_root: Path) -> None:
-    """Point this process (and the workers it starts) at the bench database and Redis database,
-    create the database afresh, migrate it and flush the Redis database. Needs DATABASE_URL and
-    CELERY_BROKER_URL set (the embedded servers' when none were given)."""
-    import psycopg
-
-    server = os.environ["DATABASE_URL"]
-    with psycopg.connect(_with_path(server, "/postgres"), autocommit=True) as connection:
-        connection.execute(f"DROP DATABASE IF EXISTS {BENCH_DATABASE} WITH (FORCE)")
-        connection.execute(f"CREATE DATABASE {BENCH_DATABASE}")
-    os.environ["DATABASE_URL"] = _with_path(server, f"/{BENCH_DATABASE}")
-    os.environ["CELERY_BROKER_URL"] = _with_path(os.environ["CELERY_BROKER_URL"], f"/{BENCH_REDIS_DB}")
-    os.environ["MEDIA_ROOT"] = str(media_root)
-    os.environ["DJANGO_SETTINGS_MODULE"] = "config.settings"
-    # Settings refuse to start without a key when DEBUG is off; a benchmark run makes its own.
-    os.environ.setdefault("DJANGO_SECRET_KEY", secrets.token_urlsafe(50))
-    os.environ.setdefault("LOG_LEVEL", "WARNING")
-    import django
-
-    django.setup()
-    from django.core.management import call_command
-
-    from config.celery import app
-
-    call_command("migrate", verbosity=0)
-    with app.connection_for_write() as connection:
-        connection.default_channel.client.flushdb()
-
-
-def drop_database() -> None:
-    import psycopg
-    from django.db import connections
-
-    connections.close_all()
-    with psycopg.connect(_with_path(os.environ["DATABASE_URL"], "/postgres"), autocommit=True) as connection:
-        connection.execute(f"DROP DATABASE IF EXISTS {BENCH_DATABASE} WITH (FORCE)")
-
-
-@dataclass
-class Worker:
-    process: subprocess.Popen[bytes]
-    name: str
-    log: Path
-    peak_rss_mb: float = 0.0
-
-    def pool_pids(self) -> list[int]:
-        pid = self.process.pid
-        with contextlib.suppress(OSError):
-            return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-        return []
-
-    def sample_rss(self) -> float:
-        """Peak resident size (VmHWM) of the pool processes so far, MB; kept in `peak_rss_mb`."""
-        for pid in self.pool_pids():
-            with contextlib.suppress(OSError, StopIteration, ValueError):
-                line = next(
-                    x for x in Path(f"/proc/{pid}/status").read_text().splitlines() if x.startswith("VmHWM")
-                )
-                self.peak_rss_mb = max(self.peak_rss_mb, int(line.split()[1]) / 1024)
-        return self.peak_rss_mb
-
-
-def start_worker(*, app: str, queues: str, logs: Path, nice: int = 0, concurrency: int = 1) -> Worker:
-    """A `celery worker` subprocess on the bench servers; returns once it answers a ping."""
-    from config.celery import app as control
-
-    name = f"bench-{queues.replace(',', '-')}-{uuid.uuid4().hex[:6]}@localhost"
-    log_path = logs / f"{name.split('@')[0]}.log"
-    command = [sys.executable, "-m", "celery", "-A", app, "worker", "-Q", queues, "-c", str(concurrency),
-               "-n", name, "-l", "INFO", "--without-gossip", "--without-mingle"]  # fmt: skip
-    if nice:
-        command = ["nice", "-n", str(nice), *command]
-    process = subprocess.Popen(
-        command, cwd=REPO_ROOT, env={**os.environ, "LOG_LEVEL": "INFO"}, stdout=log_path.open("ab"),
-        stderr=subprocess.STDOUT,
-    )  # fmt: skip
-    worker = Worker(process=process, name=name, log=log_path)
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"worker {name} exited with {process.returncode}; see {log_path}")
-        if control.control.ping(destination=[name], timeout=0.5):
-            return worker
-    stop_worker(worker)
-    raise RuntimeError(f"worker {name} did not answer within 300 s; see {log_path}")
-
-
-def stop_worker(worker: Worker) -> None:
-    worker.sample_rss()
-    if worker.process.poll() is None:
-        worker.process.terminate()
-        try:
-            worker.process.wait(60)
-        except subprocess.TimeoutExpired:
-            worker.process.kill()
-            worker.process.wait()
-
-
-def wait_until(predicate: Callable[[], object], *, timeout: float, what: str, interval: float = 0.2) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(interval)
-    raise TimeoutError(f"{what}: not done within {timeout:.0f} s")
-
-
-# --- catalogue ------------------------------------------------------------------------------------
-
-
-def reset_catalogue() -> None:
-    """Empty listings (with their photos, suggestions, embeddings) and bulk jobs; delete files."""
-    from django.conf import settings
-    from django.db import connection
-
-    from catalog.models import BulkJob, Listing
-
-    with connection.cursor() as cursor:
-        cursor.execute(f"TRUNCATE {Listing._meta.db_table}, {BulkJob._meta.db_table} CASCADE")
-    media = Path(settings.MEDIA_ROOT)
-    for child in media.iterdir() if media.exists() else []:
-        shutil.rmtree(child) if child.is_dir() else child.unlink()
-
-
-def _seller() -> Any:
-    from catalog import services
-
-    return services.user_get_or_create(username="bench-seller")
-
-
-def make_catalogue(
-    sources: list[Path], count: int, *, per_listing: int = 2, prefix: str = "catalogue"
-) -> list[int]:
-    """`count` photos (copies of `sources`, cycled) in listings of `per_listing`, stored in
-    MEDIA_ROOT without queueing anything. Returns the photo ids."""
-    from django.conf import settings
-
-    from catalog.models import ClassificationStatus, Listing, ListingImage
-
-    seller = _seller()
-    listings = Listing.objects.bulk_create(
-        [Listing(seller=seller, title=f"{prefix} {n}") for n in range(math.ceil(count / per_listing))],
-        batch_size=2000,
-    )
-    checksums: dict[Path, tuple[str, int]] = {}
-    folder = Path(settings.MEDIA_ROOT) / prefix
-    folder.mkdir(parents=True, exist_ok=True)
-    rows = []
-    for number in range(count):
-        source = sources[number % len(sources)]
-        if source not in checksums:
-            data = source.read_bytes()
-            checksums[source] = (hashlib.sha256(data).hexdigest(), len(data))
-        target = folder / f"{number}{source.suffix}"
-        try:
-            os.link(source, target)
-        except OSError:
-            shutil.copyfile(source, target)
-        rows.append(
-            ListingImage(
-                listing=listings[number // per_listing],
-                file=f"{prefix}/{target.name}",
-                checksum=checksums[source][0],
-                size_bytes=checksums[source][1],
-                position=number % per_listing,
-                status=ClassificationStatus.DONE,
-            )
-        )
-    return [image.pk for image in ListingImage.objects.bulk_create(rows, batch_size=2000)]
-
-
-def shipped_version() -> Any:
-    """The ModelVersion row of the workers' classifier (shipped head), made active."""
-    from catalog import services
-    from classifier.backbone import backbone_version
-    from classifier.head import LinearHead
-
-    version = services.model_version_ensure(
-        name=f"{backbone_version()}+{LinearHead.load().version}", backbone_version=backbone_version()
-    )
-    activate(version)
-    return version
-
-
-def activate(version: Any) -> None:
-    from catalog.models import ModelVersion
-
-    ModelVersion.objects.exclude(pk=version.pk).update(is_active=False)
-    ModelVersion.objects.filter(pk=version.pk).update(is_active=True)
-
-
-def forget(version: Any) -> None:
-    """Drop the version's suggestions and every cached embedding: the next job starts cold."""
-    from django.db import connection
-
-    from catalog.models import CategorySuggestion, ImageEmbedding
-
-    CategorySuggestion.objects.filter(model_version=version).delete()
-    with connection.cursor() as cursor:
-        cursor.execute(f"TRUNCATE {ImageEmbedding._meta.db_table}")
-
-
-def run_job(version: Any, *, timeout: float, chunk_size: int | None = None) -> Any:
-    """Start a bulk job over the catalogue, wait for it, return the finished row."""
-    from catalog import services
-    from catalog.models import BulkJob, BulkJobStatus
-
-    job = services.bulk_job_start(model_version=version, chunk_size=chunk_size)
-    finished = {BulkJobStatus.DONE, BulkJobStatus.FAILED, BulkJobStatus.CANCELLED}
-    wait_until(
-        lambda: BulkJob.objects.filter(pk=job.pk, status__in=finished).exists(),
-        timeout=timeout,
-        what=f"job {job.pk}",
-    )
-    job.refresh_from_db()
-    if job.status != BulkJobStatus.DONE:
-        raise RuntimeError(f"job {job.pk} ended {job.status}: {job.failure_reason}")
-    return job
-
-
-def job_seconds(job: Any) -> float:
-    return float((job.finished_at - job.created_at).total_seconds())
+#: In the order they run; head_only_1m last (full mode only), it writes ~9 GB of cached outputs.
+PHASES = ("limit", "raw", "head_only", "pipeline", "baseline", "large", "latency", "scaleout", "head_only_1m")
 
 
 # --- the phases ------------------------------------------------------------------------------------
@@ -316,6 +72,7 @@ class Bench:
     workers: dict[str, Worker] = field(default_factory=dict)
     _sample_outputs: list[tuple[bytes, bytes]] = field(default_factory=list)
     _batchers: dict[str, Any] = field(default_factory=dict)
+    _yardstick: Any = None
 
     @contextlib.contextmanager
     def phase(self, name: str) -> Iterator[dict[str, Any]]:
@@ -329,11 +86,19 @@ class Bench:
         log(f"{name}: {summary_line(name, entry)} ({entry['phase_seconds']} s)")
 
     def worker(
-        self, role: str, *, app: str = "config", queues: str, nice: int = 0, concurrency: int = 1
+        self,
+        role: str,
+        *,
+        app: str = "config",
+        queues: str,
+        nice: int = 0,
+        concurrency: int = 1,
+        host: str = "localhost",
+        env: dict[str, str] | None = None,
     ) -> Worker:
         if role not in self.workers:
             self.workers[role] = start_worker(
-                app=app, queues=queues, logs=self.logs, nice=nice, concurrency=concurrency
+                app=app, queues=queues, logs=self.logs, nice=nice, concurrency=concurrency, host=host, env=env
             )
         return self.workers[role]
 
@@ -352,6 +117,29 @@ class Bench:
             self.retire(role)
         for batcher in self._batchers.values():
             batcher.close()
+
+    # 0. limit -------------------------------------------------------------------------------------
+    def _limit_run(self) -> float:
+        """One yardstick run (see `bench.limit`): images/s of the served backbone alone."""
+        from bench.limit import yardstick
+
+        if self._yardstick is None:
+            self._yardstick = yardstick(dataset_photos()[::53])
+        return float(self._yardstick.run(self.sizes["limit"]))
+
+    def limit(self) -> None:
+        """The served backbone alone on pre-decoded photos, one view, all cores (`bench.limit`)."""
+        self._limit_run()  # loads the model and decodes the photos outside the timing
+        with self.phase("limit") as entry:
+            runs = [self._limit_run() for _ in range(self.sizes["limit_reps"])]
+            assert self._yardstick is not None
+            entry.update(
+                _throughput(self.sizes["limit"], runs),
+                batch=self._yardstick.batch,
+                threads=self._yardstick.threads,
+                precision=self._yardstick.precision,
+                distinct_photos=len(self._yardstick.inputs),
+            )
 
     # 1. raw ---------------------------------------------------------------------------------------
     def _raw_batchers(self) -> dict[str, Any]:
@@ -385,6 +173,16 @@ class Bench:
             if o.prediction is not None and o.prediction.logits is not None
         ]
 
+    def sample_outputs(self) -> list[tuple[bytes, bytes]]:
+        """Backbone outputs of real photos (from the raw phase, else 256 photos run now)."""
+        from django.conf import settings
+
+        if not self._sample_outputs:
+            photos = [path.read_bytes() for path in dataset_photos()[:256]]
+            _, outcomes = self._raw_run(settings.CLASSIFIER_PRECISION, photos)
+            self._keep_outputs(outcomes)
+        return self._sample_outputs
+
     def raw(self) -> None:
         """In-process limit: decode + batched onnxruntime, the workers' code without Celery or the
         database, default precision and fp32 alternately so both see the same machine."""
@@ -409,11 +207,12 @@ class Bench:
                 entry["fp32"] = _throughput(count, runs["fp32"])
 
     # 5. head only ----------------------------------------------------------------------------------
-    def head_only(self) -> None:
+    def _head_only_job(self, sizes: list[int], phase: str) -> None:
         """Reclassification from cached embeddings at growing catalogue sizes; each size gets its
         own version (same head, stored on the version) so every photo is scored and written."""
         from django.db import connection
 
+        from bench.catalogue import copy_embeddings, synthesise_catalogue
         from catalog.models import ModelVersion
         from classifier.backbone import backbone_version
         from classifier.head import LinearHead
@@ -422,28 +221,23 @@ class Bench:
         self.bulk_worker()
         manifest, payload = LinearHead.load().to_bytes()
         backbone = backbone_version()
-        if not self._sample_outputs:  # the raw phase did not run: real outputs of 256 photos
-            from django.conf import settings
-
-            photos = [path.read_bytes() for path in dataset_photos()[:256]]
-            _, outcomes = self._raw_run(settings.CLASSIFIER_PRECISION, photos)
-            self._keep_outputs(outcomes)
-        outputs = self._sample_outputs
+        outputs = self.sample_outputs()
         scaling = []
-        with self.phase("head_only") as entry:
+        with self.phase(phase) as entry:
             have = 0
-            for size in self.sizes["head_only"]:
+            for size in sizes:
                 began = time.perf_counter()
-                ids = synthesise_catalogue(size - have, prefix=f"cached{size}")
-                with copy_embeddings() as write:
-                    for number, image_id in enumerate(ids):
-                        embedding, logits = outputs[number % len(outputs)]
-                        write((image_id, backbone, embedding, logits))
+                ids = synthesise_catalogue(size - have, prefix=f"cached{size}", seller=bench_seller())
+                rows_made = time.perf_counter()
+                copy_embeddings(ids, backbone, outputs)
+                copied = time.perf_counter()
                 with connection.cursor() as cursor:
                     cursor.execute("ANALYZE")
                 have = size
-                made = time.perf_counter() - began
-                log(f"head_only: catalogue of {size:,} photos with embeddings in {made:.1f} s")
+                log(
+                    f"{phase}: catalogue of {size:,} photos in {time.perf_counter() - began:.1f} s "
+                    f"({len(ids):,} embeddings copied at {len(ids) / max(copied - rows_made, 1e-9):,.0f}/s)"
+                )
                 version = ModelVersion.objects.create(
                     name=f"bench-head-only-{size}",
                     backbone_version=backbone,
@@ -451,7 +245,7 @@ class Bench:
                     head_npz=payload,
                 )
                 activate(version)
-                job = run_job(version, timeout=1800)
+                job = run_job(version, timeout=3600)
                 seconds = job_seconds(job)
                 assert job.cached_images == size and job.cnn_images == 0, (job.cached_images, job.cnn_images)
                 scaling.append(
@@ -459,44 +253,54 @@ class Bench:
                         "images": size,
                         "seconds": round(seconds, 2),
                         "images_per_second": round(size / seconds, 1),
+                        "embeddings_copied_per_second": round(len(ids) / max(copied - rows_made, 1e-9)),
                     }
                 )
-                log(f"head_only: {size:,} photos in {seconds:.1f} s")
+                log(f"{phase}: {size:,} photos in {seconds:.1f} s")
             entry.update(scaling[-1], scaling=scaling, chunk_size=job.chunk_size)
         self.workers["bulk"].sample_rss()
+        reset_catalogue()
+
+    def head_only(self) -> None:
+        """Head-only reclassification at 1k, 10k and 100k photos (the target is at 100k)."""
+        self._head_only_job(self.sizes["head_only"], "head_only")
+
+    def head_only_1m(self) -> None:
+        """The same at a million photos (full mode only: ~9 GB of cached outputs are written)."""
+        if self.sizes.get("head_only_1m"):
+            self._head_only_job([self.sizes["head_only_1m"]], "head_only_1m")
+        else:
+            log("head_only_1m: full mode only, skipped")
 
     # 2. pipeline and 3. baseline -------------------------------------------------------------------
     def pipeline(self) -> None:
         """A bulk job through the whole system on the CNN path: real photos, fresh catalogue rows,
-        no cached embeddings (dropped before each run). Each run follows an in-process raw run on
-        the same photos, and pipeline/raw is the median of those pairs, so a busy spell on the
-        shared machine weighs on both sides of the ratio."""
-        from django.conf import settings
-
+        no cached embeddings (dropped before each run). Each run follows a `limit` run (the
+        served backbone alone), and pipeline/limit is the median of those pairs, so a busy spell
+        on the shared machine weighs on both sides of the ratio."""
         reset_catalogue()
         count, reps = self.sizes["pipeline"], self.sizes["pipeline_reps"]
         sources = dataset_photos()
         make_catalogue(sources, count)
-        photos = [sources[n % len(sources)].read_bytes() for n in range(count)]
         bulk = self.bulk_worker()
         version = shipped_version()
         with self.phase("pipeline") as entry:
             runs, paired, ratios = [], [], []
             for _ in range(reps):
                 forget(version)
-                raw_rate, _ = self._raw_run(settings.CLASSIFIER_PRECISION, photos)
-                job = run_job(version, timeout=3600)
+                limit_rate = self._limit_run()
+                job = run_job(version, timeout=3600, chunk_size=steady_chunk(count))
                 assert job.cnn_images == count and job.failed_images == 0, (job.cnn_images, job.failed_images)
                 runs.append(count / job_seconds(job))
-                paired.append(raw_rate)
-                ratios.append(runs[-1] / raw_rate)
+                paired.append(limit_rate)
+                ratios.append(runs[-1] / limit_rate)
                 bulk.sample_rss()
             entry.update(
                 _throughput(count, runs),
                 chunk_size=job.chunk_size,
                 bulk_processes=BULK_PROCESSES,
-                paired_raw_images_per_second=[round(rate, 1) for rate in paired],
-                pipeline_over_paired_raw=round(statistics.median(ratios), 2),
+                paired_limit_images_per_second=[round(rate, 1) for rate in paired],
+                pipeline_over_paired_limit=round(statistics.median(ratios), 3),
             )
 
     def baseline(self) -> None:
@@ -505,11 +309,10 @@ class Bench:
         Run twice, with torch's default threads (one per core) and with one thread: eager torch's
         OpenMP threads slow down badly on a busy machine, and the faster of the two is the
         baseline the pipeline is compared with, so the comparison never flatters the pipeline.
-        Each run sits between two in-process raw runs on the same photos: raw/baseline is then
-        measured side by side, like pipeline/raw, and their product is a pipeline/baseline ratio
-        that a change of load between phases does not move.
+        Each run sits between two `limit` runs: limit/baseline is then measured side by side,
+        like pipeline/limit, and their product is a pipeline/baseline ratio that a change of load
+        between phases does not move.
         """
-        from django.conf import settings
         from django.utils import timezone
 
         from bench import naive
@@ -521,25 +324,23 @@ class Bench:
         )
         images = list(ListingImage.objects.order_by("pk")[:count])
         ids = [image.pk for image in images]
-        sources = dataset_photos()
-        photos = [sources[n % len(sources)].read_bytes() for n in range(len(ids))]
         with self.phase("baseline") as entry:
-            variants, paired_raw = {}, {}
+            variants, paired_limit = {}, {}
             for threads in (os.cpu_count() or 1, 1):
                 os.environ["NAIVE_THREADS"] = str(threads)
                 worker = self.worker(f"naive-{threads}", app="bench.naive", queues=naive.QUEUE)
                 CategorySuggestion.objects.filter(model_version=version).delete()
-                before, _ = self._raw_run(settings.CLASSIFIER_PRECISION, photos)
+                before = self._limit_run()
                 started = timezone.now()
                 for image_id in ids:
                     naive.app.send_task(naive.TASK, args=[image_id], queue=naive.QUEUE)
                 done = CategorySuggestion.objects.filter(model_version=version, image_id__in=ids)
                 wait_until(_count_is(done, len(ids)), timeout=3600, what="baseline")
                 seconds = (max(done.values_list("updated_at", flat=True)) - started).total_seconds()
-                after, _ = self._raw_run(settings.CLASSIFIER_PRECISION, photos)
+                after = self._limit_run()
                 key = f"torch_threads_{threads}"
                 variants[key] = round(len(ids) / seconds, 2)
-                paired_raw[key] = round((before + after) / 2, 1)
+                paired_limit[key] = round((before + after) / 2, 1)
                 worker.sample_rss()
                 self.retire(f"naive-{threads}")
             os.environ.pop("NAIVE_THREADS", None)
@@ -548,8 +349,8 @@ class Bench:
                 images=len(ids),
                 images_per_second=variants[best],
                 variants=variants,
-                paired_raw_images_per_second=paired_raw,
-                raw_over_paired_baseline=round(paired_raw[best] / variants[best], 2),
+                paired_limit_images_per_second=paired_limit,
+                limit_over_paired_baseline=round(paired_limit[best] / variants[best], 2),
             )
 
     # 4. large photos ------------------------------------------------------------------------------
@@ -578,10 +379,11 @@ class Bench:
             bulk = self.bulk_worker()
             version = shipped_version()
             with self.phase("large") as entry:
-                runs = []
+                runs, paired = [], []
                 for _ in range(reps):
                     forget(version)
-                    job = run_job(version, timeout=3600)
+                    paired.append(self._limit_run())
+                    job = run_job(version, timeout=3600, chunk_size=steady_chunk(count))
                     assert job.cnn_images == count and job.failed_images == 0, (
                         job.cnn_images,
                         job.failed_images,
@@ -593,9 +395,20 @@ class Bench:
                     _throughput(count, runs),
                     megapixels=round(megapixels, 1),
                     mean_file_mb=round(mean_bytes / 1e6, 2),
+                    paired_limit_images_per_second=[round(rate, 1) for rate in paired],
+                    large_over_paired_limit=round(
+                        statistics.median(run / limit for run, limit in zip(runs, paired, strict=True)), 3
+                    ),
                 )
         finally:
             shutil.rmtree(folder, ignore_errors=True)
+
+    # 7. scale-out ---------------------------------------------------------------------------------
+    def scaleout(self) -> None:
+        """More processes, a second node, and the shared services' rates (`bench.scaleout`)."""
+        from bench.scaleout import scaleout
+
+        scaleout(self)
 
     # 6. latency ------------------------------------------------------------------------------------
     def latency(self) -> None:
@@ -623,7 +436,7 @@ class Bench:
         version = shipped_version()
         forget(version)
         uploads = [path.read_bytes() for path in dataset_photos()[-200:]]
-        seller = _seller()
+        seller = bench_seller()
         job = services.bulk_job_start(model_version=version)
         wait_until(
             lambda: BulkJob.objects.filter(pk=job.pk, processed_images__gt=0).exists(),
@@ -695,85 +508,11 @@ def _throughput(images: int, runs: list[float]) -> dict[str, Any]:
     }
 
 
-def synthesise_catalogue(count: int, *, prefix: str, per_listing: int = 10) -> list[int]:
-    """`count` photo rows in listings of `per_listing` (files never read: their embeddings are
-    cached). Returns the photo ids."""
-    from catalog.models import ClassificationStatus, Listing, ListingImage
-
-    if count <= 0:
-        return []
-    seller = _seller()
-    listings = Listing.objects.bulk_create(
-        [Listing(seller=seller, title=f"{prefix} {n}") for n in range(math.ceil(count / per_listing))],
-        batch_size=5000,
-    )
-    rows = [
-        ListingImage(
-            listing=listings[number // per_listing],
-            file=f"{prefix}/{number}.jpg",
-            checksum="0" * 64,
-            size_bytes=1,
-            position=number % per_listing,
-            status=ClassificationStatus.DONE,
-        )
-        for number in range(count)
-    ]
-    return [image.pk for image in ListingImage.objects.bulk_create(rows, batch_size=5000)]
-
-
-@contextlib.contextmanager
-def copy_embeddings() -> Iterator[Callable[[tuple[int, str, bytes, bytes]], None]]:
-    """COPY (binary) rows `(image_id, backbone_version, embedding, logits)` into the cache."""
-    import psycopg
-    from django.db import connection
-    from django.utils import timezone
-
-    from catalog.models import ImageEmbedding
-
-    now = timezone.now()
-    connection.ensure_connection()
-    with psycopg.Cursor(connection.connection) as cursor:
-        cursor.execute("SET synchronous_commit = off")
-        columns = "image_id, backbone_version, embedding, logits, created_at"
-        with cursor.copy(
-            f"COPY {ImageEmbedding._meta.db_table} ({columns}) FROM STDIN (FORMAT BINARY)"
-        ) as copy:
-            copy.set_types(["bigint", "text", "bytea", "bytea", "timestamptz"])
-
-            def write(row: tuple[int, str, bytes, bytes]) -> None:
-                copy.write_row((*row, now))
-
-            yield write
-
-
 def summary_line(name: str, entry: dict[str, Any]) -> str:
     if name == "latency":
         return f"p50 {entry['p50_ms']} ms, p95 {entry['p95_ms']} ms, p99 {entry['p99_ms']} ms"
+    if name == "scaleout":
+        return ", ".join(
+            f"{row['configuration']}: {row['images_per_second']} images/s" for row in entry["configurations"]
+        )
     return f"{entry.get('images_per_second')} images/s over {entry.get('images')} photos"
-
-
-def machine() -> dict[str, Any]:
-    from importlib.metadata import version
-
-    model = platform.processor()
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    flags = ""
-    with contextlib.suppress(OSError):
-        flags = Path("/proc/cpuinfo").read_text()
-    return {
-        "cores": os.cpu_count(),
-        "cpu_model": model,
-        "int8_instructions": [f for f in ("avx512_vnni", "amx_int8") if f in flags],
-        "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1e9, 1),
-        "python": platform.python_version(),
-        "onnxruntime": version("onnxruntime"),
-        "torch": version("torch"),
-    }
-
-
-def now_iso() -> str:
-    return dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat()

@@ -4,8 +4,8 @@ Runs each of the head's views of every photo of clothing-small/validation throug
 backbone once, then replays ``classifier.views.run_views`` (the code workers run) over those
 outputs for a grid of margins: for each, the share of photos given the other views, backbone runs
 per photo, top-1 accuracy, agreement of the top-1 category with always running every view, and
-the precision and coverage of auto-accepted photos at the head's own thresholds (its manifest's
-``auto_accept_thresholds``). The margin chosen is the smallest of the grid from which on, for
+the precision and coverage of auto-accepted photos at the head's own thresholds
+(``LinearHead.auto_accept``). The margin chosen is the smallest of the grid from which on, for
 every larger one too, the top-1 agrees with every-view on ≥ 99.7 % of the photos and accuracy
 and auto-accept precision stay within 0.3 points of every-view. Agreement bounds the accuracy
 difference and, unlike accuracy, is not moved by a lucky photo or two.
@@ -118,7 +118,7 @@ def policy_row(
     every = replay(classifier, arrays, ViewPolicy(second_view_margin=1.0))
     predicted = [classifier.slugs[column] for column in outputs.scores.argmax(axis=1)]
     right = [classifier.taxonomy.is_descendant_or_self(p, t) for p, t in zip(predicted, labels, strict=True)]
-    thresholds = classifier.head.metrics.get("auto_accept_thresholds") or {}
+    thresholds = dict(classifier.head.auto_accept.thresholds)
     accepted = auto_accept_summary(labels, predicted, outputs.scores.max(axis=1), thresholds)
     return PolicyRow(
         margin=margin,

@@ -10,7 +10,8 @@ place, and come in as one binary COPY into a temporary staging table followed by
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import contextlib
+from collections.abc import Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from django.db import connection, transaction
@@ -23,8 +24,9 @@ _HEADER_SIZE = len(_SIGNATURE) + 4 + 4  # flags, header extension length (0)
 _TRAILER = b"\xff\xff"
 
 
-def copy_out(query: str, params: Sequence[Any] = ()) -> bytes:
-    """The binary COPY output of `query` (a SELECT, `%s` placeholders bound client-side)."""
+def copy_out(query: str, params: Sequence[Any] = ()) -> bytearray:
+    """The binary COPY output of `query` (a SELECT, `%s` placeholders bound client-side), in one
+    buffer (a chunk's cached embeddings are ~36 MB; it is returned as is, never copied again)."""
     import psycopg
 
     connection.ensure_connection()
@@ -34,10 +36,10 @@ def copy_out(query: str, params: Sequence[Any] = ()) -> bytes:
         with cursor.copy(f"COPY ({statement}) TO STDOUT (FORMAT BINARY)") as copy:
             for block in copy:
                 buffer += block
-    return bytes(buffer)
+    return buffer
 
 
-def fixed_width_rows(data: bytes, fields: Sequence[tuple[str, str, int]]) -> np.ndarray | None:
+def fixed_width_rows(data: bytes | bytearray, fields: Sequence[tuple[str, str, int]]) -> np.ndarray | None:
     """Reads a binary COPY output whose every row has the same field sizes, in place.
 
     `fields`: `(name, numpy dtype, count)` per column, e.g. `("image_id", ">i8", 1)` for a bigint
@@ -53,7 +55,9 @@ def fixed_width_rows(data: bytes, fields: Sequence[tuple[str, str, int]]) -> np.
         layout.append((name, dtype) if count == 1 else (name, dtype, (count,)))
     row = np.dtype(layout)
     body = len(data) - _HEADER_SIZE - len(_TRAILER)
-    if not data.startswith(_SIGNATURE) or not data.endswith(_TRAILER) or body < 0 or body % row.itemsize:
+    if body < 0 or body % row.itemsize:
+        return None
+    if not data.startswith(_SIGNATURE) or not data.endswith(_TRAILER):
         return None
     if int.from_bytes(data[len(_SIGNATURE) + 4 : _HEADER_SIZE], "big") != 0:
         return None
@@ -66,6 +70,20 @@ def fixed_width_rows(data: bytes, fields: Sequence[tuple[str, str, int]]) -> np.
     return rows
 
 
+@contextlib.contextmanager
+def commit_without_waiting() -> Iterator[None]:
+    """A transaction whose commit does not wait for its WAL to reach the disk.
+
+    For bulk writes that later bookkeeping depends on: the next synchronous commit on the server
+    (a bulk chunk marked done) flushes this one's WAL first, so nothing is acknowledged before
+    it is durable, while the worker stops waiting for an fsync per statement. Only a crash of
+    the database server itself can lose such a commit, and then the chunk runs again.
+    """
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("SET LOCAL synchronous_commit TO OFF")
+        yield
+
+
 def staged_upsert(
     *,
     staging: str,
@@ -76,17 +94,13 @@ def staged_upsert(
 ) -> None:
     """COPY `rows` (binary) into the temporary table `staging` (`columns`: name and PostgreSQL
     type; created on first use in the session, emptied before each use), then run `upsert`, an
-    `INSERT ... SELECT ... FROM <staging> ... ON CONFLICT ...`, in the same transaction.
-
-    The transaction commits without waiting for its WAL to reach the disk: the next synchronous
-    commit on the server (the caller's bookkeeping, e.g. a bulk chunk marked done) flushes it,
-    so nothing that later work depends on is ever acknowledged before it is durable."""
+    `INSERT ... SELECT ... FROM <staging> ... ON CONFLICT ...`, in the same transaction, which
+    commits without waiting for the disk (`commit_without_waiting`)."""
     import psycopg
 
     connection.ensure_connection()
-    with transaction.atomic(), psycopg.Cursor(connection.connection) as cursor:
+    with commit_without_waiting(), psycopg.Cursor(connection.connection) as cursor:
         definition = ", ".join(f"{name} {kind}" for name, kind in columns)
-        cursor.execute("SET LOCAL synchronous_commit TO OFF")
         cursor.execute(f"CREATE TEMPORARY TABLE IF NOT EXISTS {staging} ({definition})")
         cursor.execute(f"TRUNCATE {staging}")
         with cursor.copy(f"COPY {staging} FROM STDIN (FORMAT BINARY)") as copy:

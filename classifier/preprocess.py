@@ -209,10 +209,13 @@ def to_batch(
             Image.Resampling.BILINEAR,
             box=(left, top, left + crop_w, top + crop_h),
         )
-        pixels = np.asarray(resized, dtype=np.float32)
+        pixels = np.asarray(resized)  # uint8 (size, size, 3)
         if mirror:
             pixels = pixels[:, ::-1]
-        batch[index] = ((pixels - 127.0) / 128.0).transpose(2, 0, 1)
+        # Straight from uint8 into the batch in float32; multiplying by 2⁻⁷ is exact, so the values
+        # are those of (float(x) − 127) / 128, at a third of the cost of converting first.
+        np.subtract(pixels.transpose(2, 0, 1), np.float32(127.0), out=batch[index], dtype=np.float32)
+        batch[index] *= np.float32(1 / 128)
     return batch
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.run import DATASET
+from bench.system import DATASET
 from tests.conftest import REPO_ROOT
 
 pytestmark = [
@@ -26,10 +26,10 @@ def test_the_benchmark_runs_end_to_end_at_tiny_sizes(tmp_path: Path) -> None:
     doc = tmp_path / "BENCHMARKS.md"
     doc.write_text("# Benchmarks\n\n## Other\n\nkept\n")
 
-    # when the smoke run of three phases finishes
+    # when the smoke run of four phases finishes
     out = tmp_path / "results.json"
     result = subprocess.run(
-        [sys.executable, "-m", "bench", "--smoke", "--phases", "raw,head_only,pipeline",
+        [sys.executable, "-m", "bench", "--smoke", "--phases", "limit,raw,head_only,pipeline",
          "--out", str(out), "--doc", str(doc)],
         cwd=REPO_ROOT, capture_output=True, text=True, timeout=600,
         # its own database and Redis database: a real benchmark may be running on these servers
@@ -41,11 +41,13 @@ def test_the_benchmark_runs_end_to_end_at_tiny_sizes(tmp_path: Path) -> None:
     results = json.loads(out.read_text())
     assert results["mode"] == "smoke"
     assert results["machine"]["cores"] >= 1 and results["machine"]["cpu_model"]
+    assert results["limit"]["images_per_second"] > 0 and results["limit"]["batch"] == 16
     assert results["raw"]["images"] == 8 and results["raw"]["images_per_second"] > 0
     assert results["head_only"]["scaling"][0]["images"] == 50
     assert results["pipeline"]["images"] == 12 and results["pipeline"]["images_per_second"] > 0
-    assert results["ratios"]["pipeline_over_raw"] > 0
+    assert results["ratios"]["pipeline_over_limit"] > 0 and results["ratios"]["pipeline_over_raw"] > 0
+    assert results["config"]["second_view_margin"] > 0
     assert results["worker_peak_rss_mb"]["bulk"] > 0
     text = doc.read_text()
     assert "## Other\n\nkept" in text
-    assert "## Throughput and latency" in text and "| **pipeline**" in text
+    assert "## Throughput and latency" in text and "| **pipeline**" in text and "| **limit**" in text

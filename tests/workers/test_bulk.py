@@ -20,7 +20,10 @@ from catalog.models import (
     BulkJobError,
     BulkJobStatus,
     Category,
+    CategoryDecision,
+    CategorySource,
     CategorySuggestion,
+    ClassificationStatus,
     ImageEmbedding,
     Listing,
     ListingImage,
@@ -382,3 +385,43 @@ def test_a_version_the_worker_cannot_load_fails_the_job_with_a_reason(version: M
     assert job.status == BulkJobStatus.FAILED
     assert "someone-elses-head" in job.failure_reason
     assert not CategorySuggestion.objects.exists()
+
+
+def test_a_bulk_job_auto_accepts_as_an_upload_would_and_a_rerun_writes_no_new_decision(
+    version: ModelVersion,
+) -> None:
+    # given three listings whose photos were classified before and have cached embeddings, one of
+    # them with a category its seller chose, and the active version accepting every category
+    listings = [_listing([b"x"]) for _ in range(3)]
+    ListingImage.objects.update(status=ClassificationStatus.DONE)
+    images = list(ListingImage.objects.order_by("pk"))
+    _cache_embeddings(images, seed=5)
+    chosen = Category.objects.get(slug="home")
+    services.listing_category_set(
+        listing=listings[2], category=chosen, source=CategorySource.SELLER, actor=listings[2].seller
+    )
+    slugs = list(Category.objects.values_list("slug", flat=True))
+    ModelVersion.objects.filter(pk=version.pk).update(
+        auto_accept_thresholds={slug: 0.0 for slug in slugs}, is_active=True
+    )
+
+    # when the job runs
+    _run(BulkJob.objects.create(model_version=version, chunk_size=10))
+
+    # then the two unchosen listings took their suggested category (source AUTO, audited with the
+    # version), and the seller's choice stayed
+    for listing in listings[:2]:
+        listing.refresh_from_db()
+        assert listing.category_source == CategorySource.AUTO
+        assert listing.category_id == listing.suggested_category_id
+        assert (
+            listing.category_decisions.filter(source=CategorySource.AUTO, model_version=version).count() == 1
+        )
+    listings[2].refresh_from_db()
+    assert (listings[2].category_id, listings[2].category_source) == (chosen.pk, CategorySource.SELLER)
+
+    # when the job runs again from scratch, then no listing changes and no decision is added
+    CategorySuggestion.objects.filter(model_version=version).delete()
+    decisions = CategoryDecision.objects.count()
+    _run(BulkJob.objects.create(model_version=version, chunk_size=10))
+    assert CategoryDecision.objects.count() == decisions
