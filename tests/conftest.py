@@ -107,6 +107,16 @@ def start_worker(
 
 
 @pytest.fixture(scope="session")
+def verified_model_files() -> None:
+    """The backbone files this process serves, built or verified as a worker's main process does
+    before it consumes (`prepare_backbone_files`): in-process classifiers only load verified files."""
+    from workers import inference
+
+    problem = inference.prepare_backbone_files()
+    assert problem is None, problem
+
+
+@pytest.fixture(scope="session")
 def celery_worker_process(
     django_db_setup: None, django_db_blocker: object, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[WorkerProcess]:

@@ -40,7 +40,7 @@ NOT_A_PHOTO = b"<html><body>not a photo</body></html>"
 
 
 @pytest.fixture
-def version() -> ModelVersion:
+def version(verified_model_files: None) -> ModelVersion:
     """The version this process's classifier scores as (active, as the first one)."""
     classifier = inference.get_classifier()
     return services.model_version_ensure(

@@ -87,7 +87,7 @@ class CountingBackbone:
 
 
 @pytest.fixture(scope="module")
-def counting_classifier() -> Any:
+def counting_classifier(verified_model_files: None) -> Any:
     from django.conf import settings
 
     from classifier.model import ImageClassifier
