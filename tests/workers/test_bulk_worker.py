@@ -28,6 +28,7 @@ from catalog.models import (
 )
 from tests.conftest import WorkerProcess, start_worker, stop_worker, wait_for
 from tests.factories import ListingFactory, UserFactory
+from workers.bulk import WRITE_EVERY
 
 pytestmark = [pytest.mark.worker, pytest.mark.usefixtures("taxonomy")]
 
@@ -135,17 +136,29 @@ def _pool_children(pid: int) -> list[int]:
 def test_a_chunk_whose_worker_process_is_killed_still_ends_with_one_suggestion_per_photo(
     workers: dict[str, WorkerProcess], version: ModelVersion, photo_paths: list[Path]
 ) -> None:
-    # given a job whose single chunk of 256 photos is half written by the bulk worker
+    # given a job whose single chunk of 256 photos is half written by the bulk worker: the 101st
+    # photo's bytes never arrive (a named pipe stands in its place), so the worker holds there,
+    # after its first write of WRITE_EVERY results, however fast or slow this machine is
     images = _catalogue(photo_paths, 256)
+    held = Path(default_storage.path(sorted(images, key=lambda image: image.pk)[100].file.name))
+    real = held.read_bytes()
+    held.unlink()
+    os.mkfifo(held)
     job = services.bulk_job_start(model_version=version, chunk_size=256)
     wait_for(
-        lambda: CategorySuggestion.objects.filter(model_version=version, image__in=images).exists(),
+        lambda: (
+            CategorySuggestion.objects.filter(model_version=version, image__in=images).count() >= WRITE_EVERY
+        ),
         timeout=180,
-        interval=0.05,
     )
+    assert CategorySuggestion.objects.filter(model_version=version, image__in=images).count() < 100
 
-    # when its pool process is killed (SIGKILL) mid-chunk
+    # when its pool process is killed (SIGKILL) mid-chunk, and the photo's bytes are back
     assert not BulkJob.objects.filter(pk=job.pk, status=BulkJobStatus.DONE).exists()
+    # (the blocked read holds the pipe itself, so the file can be put back before the kill)
+    replacement = held.with_suffix(".tmp")
+    replacement.write_bytes(real)
+    replacement.replace(held)
     for child in _pool_children(workers["bulk"].process.pid):
         os.kill(child, signal.SIGKILL)
 
