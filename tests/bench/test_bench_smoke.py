@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.system import DATASET
+from bench.catalogue import DATASET
 from classifier.views import DEFAULT_SECOND_VIEW_MARGIN
 from tests.conftest import REPO_ROOT
 
