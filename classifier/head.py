@@ -39,8 +39,11 @@ def transform_embeddings(embeddings: np.ndarray, transform: str) -> np.ndarray:
     if transform == "none":
         return values
     if transform == "sqrt-l2":
-        values = np.sqrt(np.maximum(values, 0.0))
-    elif transform != "l2":
+        values = np.maximum(values, np.float32(0.0))  # a new array: the steps below work in place
+        np.sqrt(values, out=values)
+        values /= np.maximum(np.linalg.norm(values, axis=1, keepdims=True), 1e-12)
+        return values
+    if transform != "l2":
         raise ValueError(f"Unknown feature transform {transform!r}; expected one of {FEATURE_TRANSFORMS}.")
     norms = np.linalg.norm(values, axis=1, keepdims=True)
     return values / np.maximum(norms, 1e-12)
@@ -122,6 +125,19 @@ class LinearHead:
         if self.feature_transform == "none":
             features = transform_embeddings(features, "l2")
         return np.max(features.astype(np.float64) @ self.centroids.T.astype(np.float64), axis=1)
+
+    def proba_and_similarity(self, embeddings: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(predict_proba(embeddings), centroid_similarity(embeddings))`` with the feature
+        transform applied once and one matrix product against the weights and centroids stacked
+        (the head-only path scores tens of thousands of photos a second with both)."""
+        features = transform_embeddings(embeddings, self.feature_transform)
+        if self.feature_transform == "none":
+            return self.predict_proba(embeddings), self.centroid_similarity(embeddings)
+        count = len(self.classes)
+        stacked = np.concatenate([self.weights, self.centroids]).T.astype(np.float64)
+        products = features.astype(np.float64) @ stacked
+        logits = products[:, :count] + self.bias.astype(np.float64)
+        return softmax(logits / self.temperature), np.max(products[:, count:], axis=1)
 
     def to_bytes(self) -> tuple[dict[str, Any], bytes]:
         """The artifact in memory: ``(manifest, npz_bytes)``, the contents of the ``.json`` and
