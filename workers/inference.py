@@ -250,13 +250,13 @@ def _attach_shipped(base: ImageClassifier) -> None:
     like every later one. Checked at each look-up of the active version (one indexed query once
     attached), so a row created meanwhile without them gets them."""
     from catalog.selectors import registry as registry_selectors
-    from catalog.services import registry
+    from catalog.services import suggestions
 
     if registry_selectors.model_version_has_artifact(name=base.model_version):
         return
     manifest, payload = base.head.to_bytes()
     policy = base.head.auto_accept
-    registry.model_version_shipped_register(
+    suggestions.model_version_shipped_register(
         name=base.model_version,
         backbone_version=base.backbone_version,
         head_manifest=manifest,

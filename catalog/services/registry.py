@@ -219,34 +219,6 @@ def model_version_artifact_attach(
     return bool(updated)
 
 
-def model_version_shipped_register(
-    *,
-    name: str,
-    backbone_version: str,
-    head_manifest: dict[str, Any],
-    head_npz: bytes,
-    metrics: dict[str, Any],
-    auto_accept_thresholds: dict[str, float],
-    auto_accept_precision: float | None,
-) -> ModelVersion:
-    """Register the head a worker ships with, once: its version row (the first version becomes
-    active, `model_version_ensure`) with its artifact, figures and auto-accept thresholds
-    (`model_version_artifact_attach`; never replaced). Then the registry can compare with it,
-    show it and activate it again like any trained version."""
-    from catalog.services.suggestions import model_version_ensure
-
-    version = model_version_ensure(name=name, backbone_version=backbone_version)
-    model_version_artifact_attach(
-        version=version,
-        head_manifest=head_manifest,
-        head_npz=head_npz,
-        metrics=metrics,
-        auto_accept_thresholds=auto_accept_thresholds,
-        auto_accept_precision=auto_accept_precision,
-    )
-    return version
-
-
 def image_embeddings_store(*, backbone_version: str, rows: list[tuple[int, bytes, bytes]]) -> None:
     """Cache backbone outputs computed outside classification (e.g. by training): rows of
     (image id, embedding float32 bytes, logits float32 bytes), written by the cache's one writer

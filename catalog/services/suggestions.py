@@ -32,6 +32,7 @@ from catalog.models import (
 from catalog.selectors import catalogue as catalogue_selectors
 from catalog.services.embeddings import embeddings_write
 from catalog.services.images import ImageGone, image_classification_fail, image_status_set
+from catalog.services.registry import model_version_artifact_attach
 
 NO_KNOWN_CATEGORY = "None of the suggested categories exist in the taxonomy."
 
@@ -69,6 +70,32 @@ def model_version_ensure(
         except IntegrityError:
             pass  # another worker activated one at the same moment
         version.refresh_from_db()
+    return version
+
+
+def model_version_shipped_register(
+    *,
+    name: str,
+    backbone_version: str,
+    head_manifest: dict[str, Any],
+    head_npz: bytes,
+    metrics: dict[str, Any],
+    auto_accept_thresholds: dict[str, float],
+    auto_accept_precision: float | None,
+) -> ModelVersion:
+    """Register the head a worker ships with, once: its version row (the first version becomes
+    active, `model_version_ensure`) with its artifact, figures and auto-accept thresholds
+    (`model_version_artifact_attach`; never replaced). Then the registry can compare with it,
+    show it and activate it again like any trained version."""
+    version = model_version_ensure(name=name, backbone_version=backbone_version)
+    model_version_artifact_attach(
+        version=version,
+        head_manifest=head_manifest,
+        head_npz=head_npz,
+        metrics=metrics,
+        auto_accept_thresholds=auto_accept_thresholds,
+        auto_accept_precision=auto_accept_precision,
+    )
     return version
 
 
