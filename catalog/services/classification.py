@@ -18,7 +18,7 @@ from django.conf import settings
 
 from catalog.models import ClassificationStatus, ListingImage, ModelVersion
 from catalog.selectors import catalogue as catalogue_selectors
-from catalog.services.direct_uploads import image_upload_verify
+from catalog.services.direct_uploads import UploadRefused, image_upload_verify
 from catalog.services.images import image_delivery_start, images_delivery_start
 from catalog.services.suggestions import (
     ScoredCategory,
@@ -98,9 +98,9 @@ def photos_claim(*, image_ids: Sequence[int], model_version: str, backbone_versi
     return claim
 
 
-def photo_upload_verify(*, photo: ClaimedPhoto) -> str | None:
+def photo_upload_verify(*, photo: ClaimedPhoto) -> UploadRefused | None:
     """`direct_uploads.image_upload_verify` of the claimed photo: None when it is ready to
-    classify, else why not ("failed", "gone")."""
+    classify, else why not (FAILED, GONE)."""
     return image_upload_verify(image=photo.image)
 
 

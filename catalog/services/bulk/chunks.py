@@ -99,10 +99,10 @@ class ChunkRun:
     chunk: BulkJobChunk
     in_flight_at_crash: frozenset[int] = frozenset()
     crashed_twice: frozenset[int] = frozenset()
-    counts: ChunkCounts = field(default_factory=ChunkCounts)
-    _photos: list[ChunkPhoto] = field(default_factory=list)
-    _new_top_k: dict[int, suggestions.TopK] = field(default_factory=dict)
-    _errors: dict[int, str] = field(default_factory=dict)
+    counts: ChunkCounts = field(default_factory=ChunkCounts, init=False)
+    _photos: list[ChunkPhoto] = field(default_factory=list, init=False)
+    _new_top_k: dict[int, suggestions.TopK] = field(default_factory=dict, init=False)
+    _errors: dict[int, str] = field(default_factory=dict, init=False)
 
     @property
     def model_version(self) -> ModelVersion:
