@@ -73,7 +73,8 @@ def photos_claim(*, image_ids: Sequence[int], model_version: str, backbone_versi
     which a worker's start-up normally did already. Raises database errors before changing
     anything.
     """
-    version = ModelVersion.objects.filter(name=model_version).first() or model_version_ensure(
+    rows = ModelVersion.objects.defer("head_npz", "held_out_images")  # the artifact is not needed
+    version = rows.filter(name=model_version).first() or model_version_ensure(
         name=model_version, backbone_version=backbone_version
     )
     images = catalogue_selectors.images_for_classification(image_ids=image_ids)

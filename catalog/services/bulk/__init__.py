@@ -12,5 +12,6 @@ suggestion and touches no listing; its report says how many listings would chang
 
 Modules (import them directly): `scope` (the job's photos, its active states), `jobs` (start,
 staff actions, dispatch), `planning` (laying out chunks), `chunks` (one chunk as a worker runs
-it), `reports` (progress, closing a job, its summary).
+it), `closing` (a chunk's listings and counters), `reports` (progress, closing a job, its
+summary).
 """
