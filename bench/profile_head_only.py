@@ -57,8 +57,11 @@ class Meter:
             entry[3] += 1
 
     def wrap(self, owner: Any, name: str, label: str) -> None:
-        """Replace `owner.name` by a timed call of it."""
-        original = getattr(owner, name)
+        """Replace `owner.name` by a timed call of it (nothing when `owner` has no such name:
+        the step then goes untimed, and its time shows in the step that calls it)."""
+        original = getattr(owner, name, None)
+        if original is None:
+            return
 
         def timed(*args: Any, **kwargs: Any) -> Any:
             with self.step(label):
@@ -116,31 +119,33 @@ def _staged_upsert(meter: Meter) -> Callable[..., None]:
 
 
 def instrument(meter: Meter, classifier: Any) -> None:
-    """Time the steps of `workers.bulk.chunk_run` and of the services it calls."""
+    """Time the steps of `workers.bulk.chunk_run` and of the services it calls (each wrapped where
+    its caller looks it up)."""
     from catalog import pgcopy
-    from catalog.services import bulk as services_bulk
+    from catalog.services import embeddings, suggestions
+    from catalog.services.bulk import chunks, closing
     from workers import bulk as workers_bulk
 
-    for name in (
-        "bulk_chunk_begin",
-        "bulk_chunk_photos",
-        "embeddings_cached",
-        "suggestions_record_many",
-        "bulk_errors_record",
-        "bulk_errors_clear",
-        "bulk_chunk_finish",
-    ):
-        meter.wrap(services_bulk, name, name)
-    meter.wrap(pgcopy, "copy_out", "  read: COPY out (embeddings_cached)")
+    meter.wrap(workers_bulk, "bulk_chunk_claim", "bulk_chunk_claim")
+    meter.wrap(chunks, "_chunk_photos", "chunk photos (ChunkRun.photos)")
+    meter.wrap(embeddings, "embeddings_read", "embeddings_read")
+    meter.wrap(pgcopy, "copy_out", "  read: COPY out")
     meter.wrap(pgcopy, "fixed_width_rows", "  read: numpy view of COPY")
-    pgcopy.staged_upsert = _staged_upsert(meter)  # type: ignore[assignment]
     meter.wrap(classifier, "scores_from_outputs", "scores_from_outputs (head)")
-    meter.wrap(classifier.head, "proba_and_similarity", "  head: probabilities and similarity")
     meter.wrap(classifier.zero_shot, "exclusive_mass", "  head: zero-shot mass")
-    meter.wrap(workers_bulk, "_top_k_arrays", "top-k (_top_k_arrays)")
-    for name in ("listing_outcomes", "_listings_write", "_listings_auto_accept", "_progress_refresh"):
-        meter.wrap(services_bulk, name, f"  finish: {name}")
-    meter.wrap(services_bulk, "bulk_job_finish_if_complete", "  finish: bulk_job_finish_if_complete")
+    meter.wrap(classifier.head, "proba_and_similarity", "  head: probabilities and similarity")
+    meter.wrap(workers_bulk, "_top_k_arrays", "top-k (workers.bulk._top_k_arrays)")
+    meter.wrap(suggestions, "suggestions_record_many", "suggestions_record_many")
+    pgcopy.staged_upsert = _staged_upsert(meter)  # type: ignore[assignment]
+    meter.wrap(chunks, "_errors_record", "errors record")
+    meter.wrap(chunks, "_errors_clear", "errors clear")
+    meter.wrap(chunks.ChunkRun, "_stored_top_k", "stored top-k")
+    meter.wrap(chunks, "chunk_close", "chunk_close")
+    meter.wrap(suggestions, "listing_suggestions_derive", "  close: listing_suggestions_derive")
+    meter.wrap(suggestions, "listings_suggestion_store", "  close: listings_suggestion_store")
+    meter.wrap(suggestions, "listings_auto_accept", "  close: listings_auto_accept")
+    meter.wrap(closing, "progress_refresh", "  close: progress_refresh")
+    meter.wrap(closing, "bulk_job_finish_if_complete", "  close: bulk_job_finish_if_complete")
 
 
 def _constant(data: bytes) -> Callable[[], bytes]:
@@ -186,9 +191,8 @@ def build(photos: int) -> Any:
 def profile(photos: int) -> str:
     from django.db import connection
 
-    from catalog import services
     from catalog.models import BulkJob, BulkJobChunk
-    from catalog.services import bulk as services_bulk
+    from catalog.services.bulk import jobs, planning
     from workers import bulk as workers_bulk
     from workers import inference
 
@@ -198,10 +202,10 @@ def profile(photos: int) -> str:
         cursor.execute("SELECT pg_backend_pid()")
         meter = Meter(backend_pid=int(cursor.fetchone()[0]))
     instrument(meter, classifier)
-    job = services.bulk_job_start(model_version=version)
+    job = jobs.bulk_job_start(model_version=version)
     began = time.perf_counter()
     with meter.step("bulk_job_plan"):
-        services_bulk.bulk_job_plan(job_id=job.pk)
+        planning.bulk_job_plan(job_id=job.pk)
     chunks = list(BulkJobChunk.objects.filter(job=job).order_by("index").values_list("pk", flat=True))
     with meter.step("chunk_run (all chunks)"):
         for chunk_id in chunks:

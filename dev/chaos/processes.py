@@ -57,6 +57,7 @@ def start_worker(
     concurrency: int = 1,
     ready_line: str = "classifier loaded",
     timeout: float = 600.0,
+    name_prefix: str = "worker",
     app: str = "config",
     name: str | None = None,
     nice: int = 0,
@@ -66,12 +67,12 @@ def start_worker(
     once it answers a ping (through this process's Celery app, which must use the same broker)
     and its log shows `ready_line` (by default: its pool process has loaded the model; a first
     start may export and quantize the backbone; "" waits for the ping only). `name`: its node
-    name (default `worker-<random>@localhost`); `nice`: CPU priority (`nice -n`); `solo`: the
+    name (default `<name_prefix>-<random>@localhost`); `nice`: CPU priority (`nice -n`); `solo`: the
     solo pool (one process, no fork) instead of `concurrency` prefork processes. Raises
     `WorkerNotReady`."""
     from config.celery import app as control
 
-    name = name or f"worker-{uuid.uuid4().hex[:8]}@localhost"
+    name = name or f"{name_prefix}-{uuid.uuid4().hex[:8]}@localhost"
     log.parent.mkdir(parents=True, exist_ok=True)
     pool = ["--pool", "solo"] if solo else ["-c", str(concurrency)]
     command = [sys.executable, "-m", "celery", "-A", app, "worker", "-Q", queues, *pool,
