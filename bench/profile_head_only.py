@@ -152,8 +152,10 @@ def _constant(data: bytes) -> Callable[[], bytes]:
     return lambda: data
 
 
-def build(photos: int) -> Any:
-    """A catalogue of `photos` with cached outputs and an active version of the shipped head."""
+def build(photos: int, *, vacuum: bool = False) -> Any:
+    """A catalogue of `photos` with cached outputs and an active version of the shipped head;
+    `vacuum`: VACUUM it too, as autovacuum leaves a cache written long before the job (hint bits
+    set, so the job's reads write nothing)."""
     from django.db import connection
 
     from bench.catalogue import activate, bench_seller, copy_embeddings, dataset_photos, synthesise_catalogue
@@ -175,7 +177,7 @@ def build(photos: int) -> Any:
     ids = synthesise_catalogue(photos, prefix="profile", seller=bench_seller())
     copy_embeddings(ids, backbone_version(), outputs)
     with connection.cursor() as cursor:
-        cursor.execute("ANALYZE")
+        cursor.execute("VACUUM ANALYZE" if vacuum else "ANALYZE")
     log(f"catalogue of {len(ids):,} photos with cached outputs in {time.perf_counter() - began:.1f} s")
     manifest, payload = LinearHead.load().to_bytes()
     version = ModelVersion.objects.create(
@@ -188,7 +190,7 @@ def build(photos: int) -> Any:
     return version
 
 
-def profile(photos: int) -> str:
+def profile(photos: int, *, vacuum: bool = False) -> str:
     from django.db import connection
 
     from catalog.models import BulkJob, BulkJobChunk
@@ -196,7 +198,7 @@ def profile(photos: int) -> str:
     from workers import bulk as workers_bulk
     from workers import inference
 
-    version = build(photos)
+    version = build(photos, vacuum=vacuum)
     classifier = inference.classifier_for_version(version)
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_backend_pid()")
@@ -222,6 +224,7 @@ def profile(photos: int) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.profile_head_only", description=__doc__)
     parser.add_argument("--photos", type=int, default=100_000)
+    parser.add_argument("--vacuum", action="store_true", help="VACUUM the catalogue before the job")
     args = parser.parse_args(argv)
     from bench import environment
     from dev.embedded import missing_services
@@ -230,7 +233,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         media = Path(tempfile.mkdtemp(prefix="bench-media-"))
         environment.prepare_environment(media)
         try:
-            print(profile(args.photos))
+            print(profile(args.photos, vacuum=args.vacuum))
         finally:
             environment.drop_database()
     return 0
