@@ -10,6 +10,7 @@ new ones.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -25,7 +26,8 @@ from classifier.training.temperature import fit_temperature
 class ProbeFit:
     """What ``fit_probe`` produced. ``weights`` float64 (C, D), ``bias`` (C,), ``centroids``
     (C, D) unit length; ``fold_centroids``: the centroids of each fold's fitting rows (the
-    out-of-fold models of ``cross_validation.solutions`` use them)."""
+    out-of-fold models of ``cross_validation.solutions`` use them). ``cross_validation_seconds``:
+    how long choosing C and the temperature took."""
 
     cross_validation: CrossValidation
     temperature: float
@@ -34,6 +36,7 @@ class ProbeFit:
     centroids: np.ndarray
     fold_centroids: list[np.ndarray]
     gate: GateParameters
+    cross_validation_seconds: float
 
 
 def fit_probe(
@@ -52,6 +55,7 @@ def fit_probe(
     ``head.transform_embeddings``) with ``targets`` int (N,) in [0, classes), over ``folds``
     (``folds.stratified_folds``). ``domain_evidence`` (N,): ``gate.domain_evidence`` of the rows;
     ``calibrating`` bool (N,): the rows that choose C and set the temperature and the gate."""
+    began = time.perf_counter()
     rows = np.asarray(calibrating, dtype=bool)
     cross_validation = cross_validate(
         features,
@@ -65,6 +69,7 @@ def fit_probe(
     )
     temperature = fit_temperature(cross_validation.scores[rows], targets[rows])
     log(f"  chose C={cross_validation.c:g}; temperature {temperature:.3f}")
+    cross_validated = time.perf_counter()
     weights, bias = fit_logistic(features, targets, classes, cross_validation.c, sample_weight=sample_weight)
     similarity, fold_centroids = out_of_fold_similarity(features, targets, classes, folds)
     gate = fit_gate(similarity[rows], domain_evidence[rows])
@@ -77,4 +82,5 @@ def fit_probe(
         centroids=centroids(features, targets, classes),
         fold_centroids=fold_centroids,
         gate=gate,
+        cross_validation_seconds=cross_validated - began,
     )
