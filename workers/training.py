@@ -3,10 +3,11 @@
 `model_train_task(run_id)` trains a candidate head on every photo a seller or a reviewer labelled:
 backbone outputs come from the `ImageEmbedding` cache (written by the classify tasks, one row per
 photo and backbone version), and only photos missing from it are decoded and run through the
-CNN, once, then cached. A fixed share of photos (by checksum, so the same photo always falls on
-the same side) is held out for the version's metrics and for comparisons. The candidate is stored
-inactive, with its head artifact, and compared with the active version on the same held-out
-photos, so staff can activate it.
+CNN, once, then cached. Which photos are held out for the version's metrics and comparisons, and
+how two versions compare, are the catalog's rules (`catalog.services.training`); the worker
+computes the backbone outputs, the candidate head (`classifier.training.candidate`) and each
+version's answers. The candidate is stored inactive, with its head artifact, and compared with
+the active version on the same held-out photos, so staff can activate it.
 
 `model_compare_task(version_id)` re-runs that comparison against whatever version is active now.
 """
@@ -31,7 +32,7 @@ from config.celery import app
 from workers import inference, retry
 from workers.storage import photo_read
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # (model types for annotations only: rows are read and written by services)
     from catalog import models
     from classifier.head import LinearHead
     from classifier.model import ImageClassifier
