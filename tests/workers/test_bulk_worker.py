@@ -28,6 +28,7 @@ from catalog.models import (
 )
 from tests.conftest import WorkerProcess, start_worker, stop_worker, wait_for
 from tests.factories import ListingFactory, UserFactory
+from workers.bulk import WRITE_EVERY
 
 pytestmark = [pytest.mark.worker, pytest.mark.usefixtures("taxonomy")]
 
@@ -101,11 +102,36 @@ def _one_suggestion_each(images: list[ListingImage], version: ModelVersion) -> b
     return counts == Counter({image.pk: 1 for image in images})
 
 
+class HeldPhoto:
+    """A named pipe where a stored photo's file was: whoever reads the photo waits, however fast
+    or slow this machine is, until `feed` sends the real bytes down the pipe."""
+
+    def __init__(self, image: ListingImage) -> None:
+        self.path = Path(default_storage.path(image.file.name))
+        self.data = self.path.read_bytes()
+        self.path.unlink()
+        os.mkfifo(self.path)
+
+    def restore(self) -> None:
+        """Put the real file back for later readers; one already waiting on the pipe keeps waiting."""
+        spare = self.path.with_suffix(".tmp")
+        spare.write_bytes(self.data)
+        spare.replace(self.path)
+
+    def feed(self) -> None:
+        """Send the bytes to the reader waiting on the pipe (blocks until there is one), then restore."""
+        with self.path.open("wb") as pipe:
+            pipe.write(self.data)
+        self.restore()
+
+
 def test_a_fresh_upload_is_classified_while_a_bulk_job_runs(
     workers: dict[str, WorkerProcess], version: ModelVersion, photo_paths: list[Path]
 ) -> None:
-    # given a catalogue of 400 photos and a job over it, running on the bulk worker
+    # given a catalogue of 400 photos and a job over it, running on the bulk worker and held on
+    # its 300th photo until the upload is done, however fast this machine is
     images = _catalogue(photo_paths, 400)
+    held = HeldPhoto(sorted(images, key=lambda image: image.pk)[300])
     job = services.bulk_job_start(model_version=version, chunk_size=32)
     wait_for(lambda: BulkJob.objects.filter(pk=job.pk, done_chunks__gte=1).exists(), timeout=180)
 
@@ -120,7 +146,9 @@ def test_a_fresh_upload_is_classified_while_a_bulk_job_runs(
     assert ListingImage.objects.get(pk=upload.pk).status == ClassificationStatus.DONE
     assert job.status == BulkJobStatus.RUNNING
     assert job.done_chunks < job.total_chunks
-    # and the job finishes with exactly one suggestion per catalogue photo, on the bulk worker only
+    # and, once the held photo's bytes arrive, the job finishes with exactly one suggestion per
+    # catalogue photo, on the bulk worker only
+    held.feed()
     wait_for(lambda: BulkJob.objects.get(pk=job.pk).status == BulkJobStatus.DONE, timeout=600)
     assert _one_suggestion_each(images, version)
     assert '"event": "bulk_chunk_done"' not in workers["classify"].log_text()
@@ -135,17 +163,23 @@ def _pool_children(pid: int) -> list[int]:
 def test_a_chunk_whose_worker_process_is_killed_still_ends_with_one_suggestion_per_photo(
     workers: dict[str, WorkerProcess], version: ModelVersion, photo_paths: list[Path]
 ) -> None:
-    # given a job whose single chunk of 256 photos is half written by the bulk worker
+    # given a job whose single chunk of 256 photos is half written by the bulk worker: the 101st
+    # photo's bytes never arrive (a named pipe stands in its place), so the worker holds there,
+    # after its first write of WRITE_EVERY results, however fast or slow this machine is
     images = _catalogue(photo_paths, 256)
+    held = HeldPhoto(sorted(images, key=lambda image: image.pk)[100])
     job = services.bulk_job_start(model_version=version, chunk_size=256)
     wait_for(
-        lambda: CategorySuggestion.objects.filter(model_version=version, image__in=images).exists(),
+        lambda: (
+            CategorySuggestion.objects.filter(model_version=version, image__in=images).count() >= WRITE_EVERY
+        ),
         timeout=180,
-        interval=0.05,
     )
+    assert CategorySuggestion.objects.filter(model_version=version, image__in=images).count() < 100
 
-    # when its pool process is killed (SIGKILL) mid-chunk
+    # when its pool process is killed (SIGKILL) mid-chunk, and the photo's bytes are back
     assert not BulkJob.objects.filter(pk=job.pk, status=BulkJobStatus.DONE).exists()
+    held.restore()
     for child in _pool_children(workers["bulk"].process.pid):
         os.kill(child, signal.SIGKILL)
 
