@@ -16,7 +16,14 @@ from classifier.datasets import dataset_dir
 from dev.chaos import processes
 from dev.chaos.processes import WorkerProcess, stop_worker
 
-__all__ = ["WorkerProcess", "start_worker", "stop_worker", "wait_for", "point_celery_app_at"]
+__all__ = [
+    "WorkerProcess",
+    "running_workers",
+    "start_worker",
+    "stop_worker",
+    "wait_for",
+    "point_celery_app_at",
+]
 
 T = TypeVar("T")
 
@@ -81,6 +88,14 @@ def _database_url_for(name: str) -> str:
     return urlunsplit((url.scheme, url.netloc, "/" + name, url.query, url.fragment))
 
 
+_started: list[WorkerProcess] = []
+
+
+def running_workers() -> list[WorkerProcess]:
+    """The workers this test session started (`start_worker`) that are still running."""
+    return [worker for worker in _started if worker.process.poll() is None]
+
+
 def start_worker(
     *,
     log: Path,
@@ -99,11 +114,18 @@ def start_worker(
         **(env or {}),
     }
     try:
-        return processes.start_worker(
-            log=log, env=worker_env, queues=queues, concurrency=concurrency, ready_line=ready_line
+        worker = processes.start_worker(
+            log=log,
+            env=worker_env,
+            queues=queues,
+            concurrency=concurrency,
+            ready_line=ready_line,
+            name_prefix="test",
         )
     except processes.WorkerNotReady as error:
         pytest.fail(str(error))
+    _started.append(worker)
+    return worker
 
 
 @pytest.fixture(scope="session")
