@@ -18,7 +18,7 @@ import json
 import logging
 import time
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 from django.conf import settings
@@ -32,8 +32,7 @@ from config.celery import app
 from workers import inference, retry
 from workers.storage import photo_read
 
-if TYPE_CHECKING:  # (model types for annotations only: rows are read and written by services)
-    from catalog import models
+if TYPE_CHECKING:
     from classifier.head import LinearHead
     from classifier.model import ImageClassifier
     from classifier.taxonomy import Taxonomy
@@ -47,6 +46,17 @@ EMBED_BATCH = 16
 NOT_COMPARABLE = "{name} was trained on backbone {backbone}; this worker runs {serving}."
 NO_HELD_OUT_PHOTOS = services.NO_HELD_OUT_PHOTOS
 TRAINING_UNAVAILABLE = "Training could not reach a service it needs in {attempts} attempts ({error})."
+
+
+class TrainedVersion(Protocol):
+    """What the worker reads of a model version's row (services and selectors return the rows):
+    its id, name, backbone and head artifact."""
+
+    pk: Any
+    name: str
+    backbone_version: str
+    head_manifest: Any
+    head_npz: Any
 
 
 def embed_missing(
@@ -127,7 +137,7 @@ def _outputs_of(
     )
 
 
-def head_of(version: models.ModelVersion, base: ImageClassifier) -> LinearHead:
+def head_of(version: TrainedVersion, base: ImageClassifier) -> LinearHead:
     """The head of a model version: its stored artifact, or the shipped head when the version is
     the one this worker ships with. Raises `ValueError` when neither applies."""
     from classifier.head import LinearHead
@@ -140,29 +150,27 @@ def head_of(version: models.ModelVersion, base: ImageClassifier) -> LinearHead:
     raise ValueError(f"{version.name} has no stored head artifact.")
 
 
-def comparison_photos(
-    *, candidate: models.ModelVersion, baseline: models.ModelVersion
-) -> list[tuple[int, str]]:
+def comparison_photos(*, candidate: TrainedVersion, baseline: TrainedVersion) -> list[tuple[int, str]]:
     """The held-out photos two versions are compared on, as (image id, label), in id order
     (`services.model_comparison_photos`, leaving out the photos this backbone's tail trained on)."""
     from classifier.backbone import tail_trained_on
 
     return services.model_comparison_photos(
-        candidate=candidate, baseline=baseline, tail_trained_on=tail_trained_on()
+        version_ids=[candidate.pk, baseline.pk], tail_trained_on=tail_trained_on()
     )
 
 
 def compare(
     *,
-    candidate: models.ModelVersion,
-    baseline: models.ModelVersion,
+    candidate: TrainedVersion,
+    baseline: TrainedVersion,
     base: ImageClassifier,
     taxonomy: Taxonomy,
-) -> models.ModelComparison:
+) -> Any:
     """Score `candidate` and `baseline` on the same held-out photos (`comparison_photos`; their
     cached backbone outputs, missing ones embedded when this worker runs that backbone) and
-    record it (`services.model_comparison_score`). Raises `ValueError` when a version was trained
-    on another backbone or no photo can be scored."""
+    record it (`services.model_comparison_score`); returns the recorded `ModelComparison`. Raises
+    `ValueError` when a version was trained on another backbone or no photo can be scored."""
     from classifier.training.outputs import score_head
 
     for version in (candidate, baseline):
@@ -182,8 +190,8 @@ def compare(
     data = _outputs_of(kept, [labels[i] for i in kept], outputs)
     heads = {"candidate": head_of(candidate, base), "baseline": head_of(baseline, base)}
     return services.model_comparison_score(
-        candidate=candidate,
-        baseline=baseline,
+        candidate_id=candidate.pk,
+        baseline_id=baseline.pk,
         labels=data.labels,
         predicted={role: score_head(head, taxonomy, data)[0] for role, head in heads.items()},
         served={role: head.classes for role, head in heads.items()},
@@ -216,24 +224,8 @@ def _candidate(
     )
 
 
-def _register(candidate: Candidate, base: ImageClassifier) -> models.ModelVersion:
-    manifest, payload = candidate.head.to_bytes()
-    return services.model_version_register(
-        name=f"{base.backbone_version}+{candidate.head.version}",
-        backbone_version=base.backbone_version,
-        head_manifest=manifest,
-        head_npz=payload,
-        metrics=candidate.metrics,
-        hyperparameters={**candidate.head.hyperparameters, "excluded_categories": candidate.excluded},
-        auto_accept_thresholds=candidate.auto_accept_thresholds,
-        auto_accept_precision=candidate.auto_accept_precision,
-        training_photos=candidate.training_photos,
-        held_out_images=[[key, label] for key, label in candidate.held_out],
-    )
-
-
 def _compare_with_active(
-    *, run_id: int, version: models.ModelVersion, candidate: Candidate, base: ImageClassifier
+    *, run_id: int, version: TrainedVersion, candidate: Candidate, base: ImageClassifier
 ) -> str | None:
     """Compares the new version with the active one, if any; returns the active version's name
     when a comparison was recorded."""
@@ -248,7 +240,7 @@ def _compare_with_active(
     return active.name
 
 
-def train(*, run_id: int, classifier: ImageClassifier | None = None) -> models.ModelVersion | None:
+def train(*, run_id: int, classifier: ImageClassifier | None = None) -> TrainedVersion | None:
     """Run training run `run_id` end to end (see the module docstring); returns the candidate
     version, or None when the run is gone or already finished. `classifier`: the serving
     classifier whose backbone and views are used (default: this worker's)."""
@@ -263,7 +255,19 @@ def train(*, run_id: int, classifier: ImageClassifier | None = None) -> models.M
     data, mask, unbiased = _labelled_outputs(photos, outputs)
     candidate = _candidate(run_id=run.pk, base=base, data=data, mask=mask, unbiased=unbiased)
     fitted = time.perf_counter()
-    version = _register(candidate, base)
+    manifest, payload = candidate.head.to_bytes()
+    version = services.model_version_register(
+        name=f"{base.backbone_version}+{candidate.head.version}",
+        backbone_version=base.backbone_version,
+        head_manifest=manifest,
+        head_npz=payload,
+        metrics=candidate.metrics,
+        hyperparameters={**candidate.head.hyperparameters, "excluded_categories": candidate.excluded},
+        auto_accept_thresholds=candidate.auto_accept_thresholds,
+        auto_accept_precision=candidate.auto_accept_precision,
+        training_photos=candidate.training_photos,
+        held_out_images=[[key, label] for key, label in candidate.held_out],
+    )
     compared_with = _compare_with_active(run_id=run_id, version=version, candidate=candidate, base=base)
     finished = time.perf_counter()
     report: dict[str, Any] = {

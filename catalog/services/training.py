@@ -56,39 +56,44 @@ def training_split(
 
 
 def model_comparison_photos(
-    *, candidate: ModelVersion, baseline: ModelVersion, tail_trained_on: Collection[str]
+    *, version_ids: Sequence[int], tail_trained_on: Collection[str]
 ) -> list[tuple[int, str]]:
-    """The held-out photos two versions are compared on, as (image id, label), in id order: every
-    labelled photo that training holds out (`photo_held_out`; never one in `tail_trained_on`),
-    with its label now, so every category sellers or reviewers labelled is covered, whichever
-    categories the candidate was trained on; plus the held-out photos stored with either version
-    that are not labelled any more."""
+    """The held-out photos two versions (`version_ids`) are compared on, as (image id, label), in
+    id order: every labelled photo that training holds out (`photo_held_out`; never one in
+    `tail_trained_on`), with its label now, so every category sellers or reviewers labelled is
+    covered, whichever categories the candidate was trained on; plus the held-out photos stored
+    with either version that are not labelled any more."""
     pairs = {
         photo.image_id: photo.slug
         for photo in review_selectors.labelled_photos()
         if photo.checksum not in tail_trained_on and photo_held_out(checksum=photo.checksum)
     }
-    for version in (candidate, baseline):
-        for image_id, slug in version.held_out_images or []:
+    stored = dict(ModelVersion.objects.filter(pk__in=list(version_ids)).values_list("pk", "held_out_images"))
+    for version_id in version_ids:  # (the first version's label wins for a photo stored with both)
+        for image_id, slug in stored.get(version_id) or []:
             pairs.setdefault(int(image_id), str(slug))
     return sorted(pairs.items())
 
 
 def model_comparison_score(
     *,
-    candidate: ModelVersion,
-    baseline: ModelVersion,
+    candidate_id: int,
+    baseline_id: int,
     labels: Sequence[str],
     predicted: dict[str, Sequence[str]],
     served: dict[str, Sequence[str]],
 ) -> ModelComparison:
-    """Score and record a comparison from each version's top-1 answers on the same photos.
+    """Score and record a comparison of versions `candidate_id` and `baseline_id` from each
+    version's top-1 answers on the same photos.
 
     `labels`: the photos' categories; `predicted` and `served`: for `"candidate"` and
     `"baseline"`, the top-1 slug per photo and the categories the version's head serves.
     Records accuracy per version, `details["recall_by_category"]` ({slug: {"photos", "candidate",
     "baseline"}}), `details["served"]` and `details["uncovered"]` (baseline categories no photo
-    covers). Raises `ValueError` when there are no photos."""
+    covers). Raises `ValueError` when there are no photos, `ModelVersion.DoesNotExist` when a
+    version is gone."""
+    candidate = ModelVersion.objects.defer("head_npz").get(pk=candidate_id)
+    baseline = ModelVersion.objects.defer("head_npz").get(pk=baseline_id)
     if not labels:
         raise ValueError(NO_HELD_OUT_PHOTOS.format(name=candidate.name))
     accuracy: dict[str, float] = {}

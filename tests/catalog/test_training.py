@@ -49,8 +49,8 @@ def test_a_comparison_records_accuracy_recall_per_category_and_what_each_version
 
     # when the comparison is scored
     comparison = services.model_comparison_score(
-        candidate=candidate,
-        baseline=baseline,
+        candidate_id=candidate.pk,
+        baseline_id=baseline.pk,
         labels=labels,
         predicted={
             "candidate": ["shoes", "shoes", "hat", "shoes", "hat"],
@@ -78,6 +78,6 @@ def test_a_comparison_without_photos_is_refused_and_records_nothing() -> None:
     candidate, baseline = version("lite0+new"), version("lite0+old", active=True)
     with pytest.raises(ValueError, match="no held-out photos"):
         services.model_comparison_score(
-            candidate=candidate, baseline=baseline, labels=[], predicted={}, served={}
+            candidate_id=candidate.pk, baseline_id=baseline.pk, labels=[], predicted={}, served={}
         )
     assert not candidate.comparisons.exists()
