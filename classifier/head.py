@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from classifier.atomic import write_atomically
 from classifier.autoaccept import AutoAcceptPolicy
 from classifier.preprocess import CENTRE_VIEW, View
 
@@ -65,7 +66,7 @@ class GateParameters:
     similarity between the transformed embedding and a class centroid. The zero-shot share catches
     domain photos unlike the training photos (a product shot of a sandal); the similarity catches
     training-like photos that ImageNet has no class for (a shirt on a hanger). Fit on training
-    photos only (see ``classifier.train``).
+    photos only (see ``classifier.training.gate``).
     """
 
     cosine_threshold: float
@@ -204,10 +205,10 @@ class LinearHead:
         target = Path(directory)
         target.mkdir(parents=True, exist_ok=True)
         manifest, payload = self.to_bytes()
-        (target / f"{self.version}.npz").write_bytes(payload)
-        json_path = target / f"{self.version}.json"
-        json_path.write_text(json.dumps(manifest, indent=2, sort_keys=False) + "\n", encoding="utf-8")
-        return json_path
+        write_atomically(target / f"{self.version}.npz", payload)
+        return write_atomically(
+            target / f"{self.version}.json", json.dumps(manifest, indent=2, sort_keys=False) + "\n"
+        )
 
     @classmethod
     def load(cls, path: str | os.PathLike[str] | None = None) -> LinearHead:

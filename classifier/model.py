@@ -22,8 +22,8 @@ nothing the taxonomy sells), the zero-shot evidence and the outside share shrink
 confidences over all categories sum to at most 1, and to less for such photos.
 
 Calibration: the head's probabilities are temperature-scaled on held-out folds (see
-``classifier.train``); the zero-shot scores are ImageNet softmax masses at temperature 1, which no
-labelled photos exist to calibrate.
+``classifier.training.temperature``); the zero-shot scores are ImageNet softmax masses at
+temperature 1, which no labelled photos exist to calibrate.
 """
 
 from __future__ import annotations
