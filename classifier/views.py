@@ -28,10 +28,11 @@ from dataclasses import dataclass
 import numpy as np
 
 #: Chosen on clothing-small/validation by ``python -m bench.views`` for the shipped head
-#: (``fashion-linear-v3``, int8 backbone): the first view alone keeps top-1 accuracy and
-#: auto-accept precision within 0.3 points of always running both views, so the second view
-#: never pays for itself (it raises auto-accept coverage, see docs/BENCHMARKS.md).
-DEFAULT_SECOND_VIEW_MARGIN = 0.0
+#: (``fashion-linear-v3``, int8 backbone): the smallest margin whose top-1 accuracy and
+#: auto-accept precision stay within 0.3 points of always running both views, with top-1 agreeing
+#: with both views' on 99.7 % of photos; 1.09 backbone runs per photo instead of 2, at the cost
+#: of some auto-accept coverage (see docs/BENCHMARKS.md, "Second view").
+DEFAULT_SECOND_VIEW_MARGIN = 0.3
 MARGIN_ENVIRONMENT = "CLASSIFIER_SECOND_VIEW_MARGIN"
 
 
