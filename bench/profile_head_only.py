@@ -85,7 +85,7 @@ def _staged_upsert(meter: Meter) -> Callable[..., None]:
     import psycopg
     from django.db import connection
 
-    from catalog.pgcopy import commit_without_waiting
+    from catalog.pgcopy import commit_without_waiting, copy_write
 
     def staged_upsert(
         *,
@@ -109,9 +109,7 @@ def _staged_upsert(meter: Meter) -> Callable[..., None]:
                 meter.step("  write: COPY into staging"),
                 cursor.copy(f"COPY {staging} FROM STDIN (FORMAT BINARY)") as copy,
             ):
-                copy.set_types([kind for _, kind in columns])
-                for values in rows:
-                    copy.write_row(values)
+                copy_write(copy, [kind for _, kind in columns], rows)
             with meter.step("  write: INSERT ... ON CONFLICT"):
                 cursor.execute(upsert, list(params))
 
@@ -122,7 +120,7 @@ def instrument(meter: Meter, classifier: Any) -> None:
     """Time the steps of `workers.bulk.chunk_run` and of the services it calls (each wrapped where
     its caller looks it up)."""
     from catalog import pgcopy
-    from catalog.services import embeddings, suggestions
+    from catalog.services import embeddings, listing_top_k, suggestions
     from catalog.services.bulk import chunks, closing
     from workers import bulk as workers_bulk
 
@@ -142,6 +140,9 @@ def instrument(meter: Meter, classifier: Any) -> None:
     meter.wrap(chunks.ChunkRun, "_stored_top_k", "stored top-k")
     meter.wrap(chunks, "chunk_close", "chunk_close")
     meter.wrap(suggestions, "listing_suggestions_derive", "  close: listing_suggestions_derive")
+    meter.wrap(
+        listing_top_k, "listings_suggestions_derive_arrays", "  close: listings_suggestions_derive_arrays"
+    )
     meter.wrap(suggestions, "listings_suggestion_store", "  close: listings_suggestion_store")
     meter.wrap(suggestions, "listings_auto_accept", "  close: listings_auto_accept")
     meter.wrap(closing, "progress_refresh", "  close: progress_refresh")

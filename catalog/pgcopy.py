@@ -95,11 +95,12 @@ def staged_upsert(
     *,
     staging: str,
     columns: Sequence[tuple[str, str]],
-    rows: Iterable[Sequence[Any]],
+    rows: Iterable[Sequence[Any]] | bytes,
     upsert: str,
     params: Sequence[Any] = (),
 ) -> None:
-    """COPY `rows` (binary) into the temporary table `staging` (`columns`: name and PostgreSQL
+    """COPY `rows` (binary; values per row, or the rows already laid out as binary COPY rows,
+    without header or trailer) into the temporary table `staging` (`columns`: name and PostgreSQL
     type; created on first use in the session, emptied before each use), then run `upsert`, an
     `INSERT ... SELECT ... FROM <staging> ... ON CONFLICT ...`, in the same transaction, which
     commits without waiting for the disk (`commit_without_waiting`)."""
@@ -111,7 +112,16 @@ def staged_upsert(
         cursor.execute(f"CREATE TEMPORARY TABLE IF NOT EXISTS {staging} ({definition})")
         cursor.execute(f"TRUNCATE {staging}")
         with cursor.copy(f"COPY {staging} FROM STDIN (FORMAT BINARY)") as copy:
-            copy.set_types([kind for _, kind in columns])
-            for values in rows:
-                copy.write_row(values)
+            copy_write(copy, [kind for _, kind in columns], rows)
         cursor.execute(upsert, list(params))
+
+
+def copy_write(copy: Any, types: Sequence[str], rows: Iterable[Sequence[Any]] | bytes) -> None:
+    """Write `rows` to a binary `COPY ... FROM STDIN`: values per row (of PostgreSQL `types`),
+    or bytes of rows already laid out, framed here by the header and the trailer."""
+    if isinstance(rows, bytes):
+        copy.write(_SIGNATURE + bytes(8) + rows + _TRAILER)
+        return
+    copy.set_types(list(types))
+    for values in rows:
+        copy.write_row(values)

@@ -27,6 +27,7 @@ from catalog.services.bulk import jobs, planning
 from catalog.services.bulk.chunks import ChunkPhoto, ChunkRun, bulk_chunk_claim, bulk_chunk_fail
 from catalog.services.images import PHOTO_MISSING_FROM_STORAGE, PHOTO_UNREADABLE
 from catalog.services.suggestions import PhotoScores
+from catalog.services.top_k import ScoredPhotos
 from catalog.tasks_contract import ChunkOutcome, TaskName
 from config.celery import app
 from workers import inference, retry
@@ -199,17 +200,13 @@ def _log_chunk(run: ChunkRun, timings: dict[str, float]) -> None:
     )
 
 
-def _top_k_arrays(image_ids: Sequence[int], scores: np.ndarray, slugs: Sequence[str]) -> list[PhotoScores]:
+def _top_k_arrays(image_ids: Sequence[int], scores: np.ndarray, slugs: Sequence[str]) -> ScoredPhotos:
     """Top-k of each row of `scores` (N, K), as `ImageClassifier.top_k_from_scores` orders them,
-    without building an object per category (this runs for every photo of a head-only job)."""
+    as arrays (this runs for every photo of a head-only job: no object per photo)."""
     keep = max(1, min(settings.SUGGESTION_TOP_K, len(slugs)))
     order = np.argsort(-scores, axis=1, kind="stable")[:, :keep]
-    names = np.asarray(slugs, dtype=object)[order].tolist()
-    values = np.take_along_axis(scores, order, axis=1).tolist()
-    return [
-        PhotoScores(image_id=image_id, top_k=list(zip(row_names, row_values, strict=True)))
-        for image_id, row_names, row_values in zip(image_ids, names, values, strict=True)
-    ]
+    values = np.take_along_axis(scores, order, axis=1).astype(np.float64)
+    return ScoredPhotos(np.asarray(image_ids, dtype=np.int64), order, values, slugs)
 
 
 def _photo_scores(image_id: int, top_k: Sequence[Any]) -> PhotoScores:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
@@ -33,6 +33,9 @@ from catalog.selectors import catalogue as catalogue_selectors
 from catalog.services.embeddings import embeddings_write
 from catalog.services.images import ImageGone, image_classification_fail, image_status_set
 from catalog.services.registry import model_version_artifact_attach
+
+if TYPE_CHECKING:
+    from catalog.services.top_k import ScoredPhotos, StoredTopK
 
 NO_KNOWN_CATEGORY = "None of the suggested categories exist in the taxonomy."
 
@@ -103,35 +106,29 @@ def model_version_shipped_register(
 
 
 def suggestions_record_many(
-    *, model_version: ModelVersion, scores: Sequence[PhotoScores], write: bool = True
-) -> tuple[dict[int, TopK], dict[int, str]]:
+    *, model_version: ModelVersion, scores: ScoredPhotos | Sequence[PhotoScores], write: bool = True
+) -> tuple[StoredTopK, dict[int, str]]:
     """Upsert one suggestion per photo for `model_version`, unique on image + model version, so a
     repeated delivery or run rewrites the same rows.
 
-    Categories the database does not know (taxonomy out of sync) are dropped from each top-k;
-    confidences are kept to 6 decimals in the top-k, the best one as is in `confidence`. The
-    rows go in by one binary COPY into a staging table and one `INSERT ... SELECT ... ON
-    CONFLICT DO UPDATE` (`catalog.pgcopy.staged_upsert`), so the cost per photo is PostgreSQL's.
-    With `write=False` (a dry run) nothing is written. Returns `(top-k by image id, reasons by
-    image id for photos with no known category)`.
+    `scores`: the photos' top-k as arrays (`top_k.ScoredPhotos`, the bulk path's head-only
+    batches) or as `PhotoScores` rows (wrapped into the same arrays). Categories the database
+    does not know (taxonomy out of sync) are dropped from each top-k; confidences are kept to 6
+    decimals in the top-k, the best one as is in `confidence`. The rows, laid out by numpy
+    (`top_k.copy_rows`), go in by one binary COPY into a staging table and one `INSERT ...
+    SELECT ... ON CONFLICT DO UPDATE` (`catalog.pgcopy.staged_upsert`), so the cost per photo is
+    PostgreSQL's. With `write=False` (a dry run) nothing is written. Returns `(top-k by image id
+    (a `top_k.StoredTopK`), reasons by image id for photos with no known category)`.
     """
     from catalog.pgcopy import staged_upsert
+    from catalog.services import top_k
 
-    known = dict(Category.objects.values_list("slug", "pk"))
-    stored: dict[int, TopK] = {}
-    failed: dict[int, str] = {}
-    rows: list[tuple[int, int, float, str]] = []
-    quoted = {slug: json.dumps(slug) for slug in known}
-    for photo in scores:
-        entries = [(slug, float(confidence)) for slug, confidence in photo.top_k if slug in known]
-        if not entries:
-            failed[photo.image_id] = NO_KNOWN_CATEGORY
-            continue
-        rounded = [(slug, round(value, 6)) for slug, value in entries]
-        stored[photo.image_id] = [{"slug": slug, "confidence": value} for slug, value in rounded]
-        text = ", ".join(f'{{"slug": {quoted[slug]}, "confidence": {value!r}}}' for slug, value in rounded)
-        rows.append((photo.image_id, known[entries[0][0]], entries[0][1], f"[{text}]"))
-    if write and rows:
+    if not isinstance(scores, top_k.ScoredPhotos):
+        scores = top_k.ScoredPhotos.from_rows([(photo.image_id, photo.top_k) for photo in scores])
+    rows = top_k.known_entries(scores, dict(Category.objects.values_list("slug", "pk")))
+    failed = dict.fromkeys(rows.dropped, NO_KNOWN_CATEGORY)
+    stored = rows.stored
+    if write and len(stored):
         table = CategorySuggestion._meta.db_table
         staged_upsert(
             staging="bulk_suggestion_staging",
@@ -141,7 +138,7 @@ def suggestions_record_many(
                 ("confidence", "float8"),
                 ("top_k", "text"),
             ],
-            rows=rows,
+            rows=top_k.copy_rows(rows),
             upsert=f"INSERT INTO {table} "
             "(image_id, model_version_id, category_id, confidence, top_k, created_at, updated_at) "
             "SELECT image_id, %s, category_id, confidence, top_k::jsonb, now(), now() "

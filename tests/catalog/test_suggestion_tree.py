@@ -90,3 +90,47 @@ def test_derive_gives_the_listings_top_k_margin_and_disagreement() -> None:
     assert (derived.confidence, derived.margin, derived.photos_disagree) == (0.45, 0.05, True)
     assert tree.derive([], PARENTS, keep=5, confident=0.5) is None
     assert tree.derive([[]], PARENTS, keep=5, confident=0.5) is None
+
+
+def test_the_chunk_wide_derivation_gives_each_listing_what_the_per_listing_rule_gives() -> None:
+    # given random listings of 0-4 photos with top-k of 0-5 entries over the tree above, with
+    # confidences of 6 places (some equal, some zero, some at the "confident" threshold)
+    import numpy as np
+
+    from catalog.services.listing_top_k import listings_suggestions_derive_arrays
+    from catalog.services.suggestions import listing_suggestions_derive
+    from catalog.services.top_k import StoredTopK
+
+    rng = np.random.default_rng(7)
+    slugs = [*PARENTS, "unknown-here"]
+    values = [0.0, 0.5, 0.25, 0.123457, 0.47, 0.4749, 0.4751, 1.0]
+    top_k_by_listing: dict[int, list[list[dict[str, object]]]] = {}
+    photos: dict[int, list[dict[str, object]]] = {}
+    listing_of: list[int] = []
+    for listing_id in range(1, 400):
+        top_k_by_listing[listing_id] = []
+        for _ in range(int(rng.integers(0, 5))):
+            chosen = rng.choice(len(slugs), size=int(rng.integers(1, 6)), replace=False)
+            confidences = sorted(
+                (float(rng.choice(values)) if rng.random() < 0.3 else round(float(rng.random()), 6))
+                for _ in chosen
+            )[::-1]
+            top_k = [{"slug": slugs[c], "confidence": v} for c, v in zip(chosen, confidences, strict=True)]
+            top_k_by_listing[listing_id].append(top_k)
+            photos[len(photos) + 1] = top_k
+            listing_of.append(listing_id - 1)
+
+    # when derived listing by listing and for all of them at once
+    expected = listing_suggestions_derive(top_k_by_listing, parents=PARENTS)
+    derived = listings_suggestions_derive_arrays(
+        listing_ids=list(top_k_by_listing),
+        photo_listing=np.asarray(listing_of, dtype=np.int64),
+        photos=StoredTopK.from_top_k(photos),
+        parents=PARENTS,
+        keep=5,
+        confident=0.5,
+    )
+
+    # then every field of every listing is the same
+    assert derived == expected
+    assert any(entry.photos_disagree for entry in expected) and any(e.slug is None for e in expected)

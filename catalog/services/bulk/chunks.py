@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from django.db import connection, transaction
 from django.db.models import F
@@ -28,6 +29,9 @@ from catalog.services.bulk.closing import ChunkCounts, chunk_close
 from catalog.services.bulk.jobs import bulk_job_fail
 from catalog.services.bulk.scope import ACTIVE_STATES, scope_images
 from catalog.tasks_contract import ChunkOutcome
+
+if TYPE_CHECKING:
+    from catalog.services import top_k
 
 WORKER_CRASHED_ON_PHOTO = "Classifying this photo stopped the worker; it was set aside."
 
@@ -101,7 +105,7 @@ class ChunkRun:
     crashed_twice: frozenset[int] = frozenset()
     counts: ChunkCounts = field(default_factory=ChunkCounts, init=False)
     _photos: list[ChunkPhoto] = field(default_factory=list, init=False)
-    _new_top_k: dict[int, suggestions.TopK] = field(default_factory=dict, init=False)
+    _new_top_k: list[top_k.StoredTopK] = field(default_factory=list, init=False)
     _errors: dict[int, str] = field(default_factory=dict, init=False)
 
     @property
@@ -128,7 +132,7 @@ class ChunkRun:
 
     def write(
         self,
-        scores: Sequence[suggestions.PhotoScores],
+        scores: top_k.ScoredPhotos | Sequence[suggestions.PhotoScores],
         *,
         outputs: Sequence[embeddings.EmbeddingRow] = (),
         backbone_version: str = "",
@@ -139,7 +143,7 @@ class ChunkRun:
         stored, failed = suggestions.suggestions_record_many(
             model_version=self.model_version, scores=scores, write=not self.job.dry_run
         )
-        self._new_top_k.update(stored)
+        self._new_top_k.append(stored)
         self.fail_photos(failed)
         self.counts.suggested += len(stored)
         embeddings.embeddings_write(backbone_version=backbone_version, rows=outputs)
@@ -176,25 +180,29 @@ class ChunkRun:
         (`closing.chunk_close`); after the job's last chunk, the job is finished."""
         self.counts.failed = len(self._errors)
         self.counts.processed = self.counts.suggested + self.counts.failed
+        from catalog.services.listing_top_k import stored_top_k_merge
+
+        new_ids = {image_id for stored in self._new_top_k for image_id in stored}
         _errors_record(self.chunk, self._errors)
-        _errors_clear(self.job.pk, self._new_top_k)
+        _errors_clear(self.job.pk, new_ids)
         chunk_close(
             job=self.job,
             chunk=self.chunk,
             listing_of={photo.image_id: photo.listing_id for photo in self._photos},
-            top_k={**self._stored_top_k(), **self._new_top_k},
+            top_k=stored_top_k_merge([self._stored_top_k(new_ids), *self._new_top_k]),
             counts=self.counts,
         )
         return ChunkOutcome.DONE
 
-    def _stored_top_k(self) -> dict[int, suggestions.TopK]:
-        """The stored top-k of the chunk's photos that this run did not score."""
-        ids = [p.image_id for p in self._photos if p.image_id not in self._new_top_k and p.has_suggestion]
-        return dict(
-            CategorySuggestion.objects.filter(
-                model_version_id=self.job.model_version_id, image_id__in=ids
-            ).values_list("image_id", "top_k")
-        )
+    def _stored_top_k(self, new_ids: set[int]) -> top_k.StoredTopK:
+        """The stored top-k of the chunk's photos that this run did not score (`new_ids`)."""
+        ids = [p.image_id for p in self._photos if p.image_id not in new_ids and p.has_suggestion]
+        rows = CategorySuggestion.objects.filter(
+            model_version_id=self.job.model_version_id, image_id__in=ids
+        ).values_list("image_id", "top_k")
+        from catalog.services.top_k import StoredTopK
+
+        return StoredTopK.from_top_k(dict(rows))
 
 
 def _has(photos: Sequence[ChunkPhoto], image_id: int) -> bool:

@@ -5,12 +5,14 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
 from catalog.models import BulkChunkStatus, BulkJob, BulkJobChunk, Category, Listing, ModelVersion
+from catalog.selectors import catalogue as catalogue_selectors
 from catalog.services import suggestions
 from catalog.services.bulk.reports import (
     SAMPLE_PER_CHUNK,
@@ -19,6 +21,9 @@ from catalog.services.bulk.reports import (
     moves_report,
     progress_refresh,
 )
+
+if TYPE_CHECKING:
+    from catalog.services.top_k import StoredTopK
 
 
 @dataclass
@@ -38,27 +43,43 @@ def chunk_close(
     job: BulkJob,
     chunk: BulkJobChunk,
     listing_of: Mapping[int, int],
-    top_k: Mapping[int, suggestions.TopK],
+    top_k: StoredTopK,
     counts: ChunkCounts,
 ) -> None:
     """Derive the chunk's listings' suggestions, record what changed, close the chunk.
 
     `listing_of`: listing id by image id, for every photo of the chunk; `top_k`: the photos'
-    top-k by image id (this run's, in a dry run never written, and the stored ones of photos it
-    skipped). Derived by `suggestions.listing_suggestions_derive`, the upload path's rule. When
+    top-k (the stored ones of photos this run skipped, then this run's, in a dry run never
+    written). Derived by `listing_top_k.listings_suggestions_derive_arrays`, the upload path's
+    rule (`suggestions.listing_suggestions_derive`) over the whole chunk at once. When
     the job applies the active version, the listings' suggestion fields are written and
     auto-accepted as after an upload (`suggestions.listings_suggestion_store`,
     `suggestions.listings_auto_accept`: never over a person's choice). Then the job's counters
     are refreshed and, after its last chunk, the job is finished.
     """
-    by_listing: dict[int, list[suggestions.TopK]] = {listing_id: [] for listing_id in listing_of.values()}
-    for image_id, photo_top_k in top_k.items():
-        if image_id in listing_of:
-            by_listing[listing_of[image_id]].append(photo_top_k)
-    derived = suggestions.listing_suggestions_derive(by_listing)
+    import numpy as np
+
+    from catalog.services.listing_top_k import listings_suggestions_derive_arrays
+    from catalog.services.top_k import StoredTopK
+
+    listing_ids = list(dict.fromkeys(listing_of.values()))
+    row_of = {listing_id: row for row, listing_id in enumerate(listing_ids)}
+    rows = [row_of.get(listing_of.get(image_id, -1), -1) for image_id in top_k.image_ids.tolist()]
+    photo_rows = np.asarray(rows, dtype=np.int64)
+    ours = photo_rows >= 0
+    photos = StoredTopK(top_k.image_ids[ours], top_k.columns[ours], top_k.rounded[ours], top_k.slugs)
+    parents = catalogue_selectors.category_parents() if len(photos) else {}
+    derived = listings_suggestions_derive_arrays(
+        listing_ids=listing_ids,
+        photo_listing=photo_rows[ours],
+        photos=photos,
+        parents=parents,
+        keep=settings.SUGGESTION_TOP_K,
+        confident=settings.PHOTO_CONFIDENT_MIN,
+    )
     current = {
         pk: (category_id, title)
-        for pk, category_id, title in Listing.objects.filter(pk__in=by_listing).values_list(
+        for pk, category_id, title in Listing.objects.filter(pk__in=listing_ids).values_list(
             "pk", "suggested_category_id", "title"
         )
     }
