@@ -83,10 +83,11 @@ def listings_suggestions_derive_arrays(
     keys = np.where(present, -means, np.inf)[:, by_slug]
     ranked = by_slug[np.argsort(keys, axis=1, kind="stable")]
     entries = np.count_nonzero(present, axis=1)
-    related = _on_one_path(slugs, parents)
+    above, related = _tree(slugs, parents)
     tangled = np.asarray((((present.astype(np.int64) @ related.astype(np.int64)) > 0) & present).any(axis=1))
     firsts = _confident_firsts(photo_listing, photos, count, confident)
     unrelated = ~related & ~np.eye(width, dtype=bool)
+    tree_rows = (above.tolist(), related.tolist())
     apart = np.asarray((((firsts.astype(np.int64) @ unrelated.astype(np.int64)) > 0) & firsts).any(axis=1))
 
     top = min(keep, width) if width else 0
@@ -108,11 +109,15 @@ def listings_suggestions_derive_arrays(
             derived.append(
                 _derive_along_tree(
                     listing_id,
-                    means[row],
-                    ranked[row],
-                    entry_counts[row],
+                    list(
+                        zip(
+                            ranked[row, : entry_counts[row]].tolist(),
+                            means[row, ranked[row, : entry_counts[row]]].tolist(),
+                            strict=True,
+                        )
+                    ),
+                    tree_rows,
                     slugs,
-                    parents,
                     keep,
                     apart_rows[row],
                 )
@@ -136,14 +141,14 @@ def listings_suggestions_derive_arrays(
     return derived
 
 
-def _on_one_path(slugs: Sequence[str], parents: Mapping[str, str | None]) -> np.ndarray:
-    """(S, S) bool: whether two different slugs lie on one path of the tree."""
+def _tree(slugs: Sequence[str], parents: Mapping[str, str | None]) -> tuple[np.ndarray, np.ndarray]:
+    """(S, S) bool matrices over `slugs`: `above[i, j]`, slug j is an ancestor of slug i
+    (`suggestion_tree.ancestors`); `related[i, j]`, two different slugs lie on one path."""
     lineage = [set(suggestion_tree.ancestors(slug, parents)) for slug in slugs]
-    related = np.zeros((len(slugs), len(slugs)), dtype=bool)
-    for i, slug in enumerate(slugs):
-        for j, other in enumerate(slugs):
-            related[i, j] = i != j and (slug == other or slug in lineage[j] or other in lineage[i])
-    return related
+    above = np.asarray([[other in lineage[i] for other in slugs] for i in range(len(slugs))], dtype=bool)
+    above = above.reshape(len(slugs), len(slugs))
+    related = (above | above.T) & ~np.eye(len(slugs), dtype=bool)
+    return above, related
 
 
 def _confident_firsts(
@@ -160,29 +165,35 @@ def _confident_firsts(
 
 def _derive_along_tree(
     listing_id: int,
-    means: np.ndarray,
-    ranked: np.ndarray,
-    entries: int,
+    ranked: list[tuple[int, float]],
+    tree: tuple[list[list[bool]], list[list[bool]]],
     slugs: Sequence[str],
-    parents: Mapping[str, str | None],
     keep: int,
     apart: bool,
 ) -> ListingSuggestionFields:
     """A listing holding a category with an ancestor of it: `suggestion_tree.along_tree` on its
-    ranked entries, then as `suggestion_tree.derive`."""
+    ranked `(column, mean)` entries (`tree`: `_tree`'s matrices as lists), then as
+    `suggestion_tree.derive`."""
     from catalog.services.suggestions import ListingSuggestionFields
 
-    columns = ranked[:entries].tolist()
-    values = means[ranked[:entries]].tolist()
-    kept = suggestion_tree.along_tree([(slugs[c], v) for c, v in zip(columns, values, strict=True)], parents)[
-        :keep
-    ]
+    above, related = tree
+    kept: list[tuple[int, float]] = []
+    for column, confidence in ranked:  # suggestion_tree.along_tree, over columns
+        rival = next((i for i, (other, _) in enumerate(kept) if related[column][other]), None)
+        if rival is None:
+            kept.append((column, confidence))
+            continue
+        other, other_confidence = kept[rival]
+        same_percent = round(other_confidence * 100) == round(confidence * 100)
+        if same_percent and above[column][other]:
+            kept[rival] = (column, confidence)
+    kept = kept[:keep]
     second = round(kept[1][1], 6) if len(kept) > 1 else 0.0
     return ListingSuggestionFields(
         listing_id,
-        kept[0][0],
+        slugs[kept[0][0]],
         kept[0][1],
-        top_k=[{"slug": slug, "confidence": round(mean, 6)} for slug, mean in kept],
+        top_k=[{"slug": slugs[column], "confidence": round(mean, 6)} for column, mean in kept],
         margin=round(round(kept[0][1], 6) - second, 6),
         photos_disagree=apart,
     )
