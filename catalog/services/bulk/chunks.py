@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from django.db import connection, transaction
 from django.db.models import F
@@ -36,11 +36,11 @@ if TYPE_CHECKING:
 WORKER_CRASHED_ON_PHOTO = "Classifying this photo stopped the worker; it was set aside."
 
 
-@dataclass(frozen=True)
-class ChunkPhoto:
+class ChunkPhoto(NamedTuple):
     """One photo of a chunk: `has_suggestion` for the job's model version already;
     `in_flight_at_crash` when it was in the network as an earlier attempt died (it is then
-    tried alone)."""
+    tried alone). A named tuple: a chunk builds thousands, three times faster than a frozen
+    dataclass."""
 
     image_id: int
     listing_id: int
