@@ -17,7 +17,7 @@ pytestmark = [pytest.mark.worker, pytest.mark.usefixtures("taxonomy")]
 
 def _caller() -> APIClient:
     client = APIClient()
-    client.force_authenticate(UserFactory())
+    client.force_authenticate(UserFactory.create())
     return client
 
 

@@ -20,6 +20,7 @@ from catalog.models import ClassificationStatus, Listing, ListingImage
 from catalog.views.accounts import LOGIN_LOCKED_OUT
 from tests import photo_bytes as pb
 from tests.api_errors import api_error
+from tests.conftest import stored_name
 from tests.factories import ListingFactory, UserFactory
 
 pytestmark = pytest.mark.django_db
@@ -55,7 +56,7 @@ def rates(settings):  # type: ignore[no-untyped-def]
 
 def test_a_token_works_until_it_is_revoked_or_expires() -> None:
     # given a token obtained with a username and password
-    user = UserFactory(username="tok")
+    user = UserFactory.create(username="tok")
     obtained = APIClient().post("/api/token", {"username": "tok", "password": PASSWORD}).json()
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Token {obtained['token']}")
@@ -77,7 +78,7 @@ def test_a_token_works_until_it_is_revoked_or_expires() -> None:
 
 def test_revoke_all_ends_every_token_of_the_caller_only() -> None:
     # given two tokens of one user and one of another
-    user, stranger = UserFactory(), UserFactory()
+    user, stranger = UserFactory.create(), UserFactory.create()
     first, second, theirs = token_client(user), token_client(user), token_client(stranger)
 
     # when one of the user's tokens revokes them all
@@ -90,7 +91,7 @@ def test_revoke_all_ends_every_token_of_the_caller_only() -> None:
 def test_a_user_holds_a_bounded_number_of_tokens(settings) -> None:  # type: ignore[no-untyped-def]
     # given at most two unexpired tokens per user, and a user holding two and an expired one
     settings.API_TOKENS_PER_USER = 2
-    user = UserFactory(username="many")
+    user = UserFactory.create(username="many")
     token_client(user), token_client(user)
     expired, _ = AuthToken.objects.create(user=user, expiry=timedelta(seconds=-1))
 
@@ -115,7 +116,7 @@ def test_a_user_holds_a_bounded_number_of_tokens(settings) -> None:  # type: ign
 def test_the_token_endpoint_is_throttled_per_address(rates) -> None:  # type: ignore[no-untyped-def]
     # given three token requests a minute per address
     rates(token="3/minute")
-    UserFactory(username="tok")
+    UserFactory.create(username="tok")
     client = APIClient()
     wrong = {"username": "tok", "password": "guess"}
 
@@ -133,7 +134,7 @@ def test_the_token_endpoint_is_throttled_per_address(rates) -> None:  # type: ig
 def test_classify_is_throttled_per_user(rates, settings) -> None:  # type: ignore[no-untyped-def]
     # given two classifications a minute per user
     rates(classify="2/minute")
-    first, second = token_client(UserFactory()), token_client(UserFactory())
+    first, second = token_client(UserFactory.create()), token_client(UserFactory.create())
 
     # when one user sends three photos and another one
     statuses = [
@@ -150,9 +151,9 @@ def test_classify_is_throttled_per_user(rates, settings) -> None:  # type: ignor
 def test_photo_uploads_are_throttled_and_other_endpoints_are_not(rates) -> None:  # type: ignore[no-untyped-def]
     # given one photo upload a minute per user
     rates(uploads="1/minute")
-    user = UserFactory()
+    user = UserFactory.create()
     client = token_client(user)
-    listing = ListingFactory(seller=user)
+    listing = ListingFactory.create(seller=user)
     url = f"/api/listings/{listing.pk}/photos/"
 
     # when they upload twice, then read their listing
@@ -168,7 +169,7 @@ def test_photo_uploads_are_throttled_and_other_endpoints_are_not(rates) -> None:
 def test_every_endpoint_has_a_per_user_and_an_anonymous_rate(rates) -> None:  # type: ignore[no-untyped-def]
     # given three requests a minute per user and two per anonymous address
     rates(user="3/minute", anon="2/minute")
-    client = token_client(UserFactory())
+    client = token_client(UserFactory.create())
     anonymous = APIClient()
 
     # when each sends one more than that (anonymous callers reach only the open endpoints)
@@ -206,9 +207,9 @@ def test_throttles_fail_open_when_the_cache_is_down(rates, settings) -> None:  #
         "default": {**settings.CACHES["default"], "LOCATION": "redis://127.0.0.1:9/0"},
     }
     rates(user="1/minute", uploads="1/minute")
-    user = UserFactory()
+    user = UserFactory.create()
     client = token_client(user)
-    listing = ListingFactory(seller=user)
+    listing = ListingFactory.create(seller=user)
 
     # when the user reads and uploads twice
     reads = [client.get("/api/listings/").status_code for _ in range(2)]
@@ -230,8 +231,8 @@ def _cooloff_minutes(settings) -> int:  # type: ignore[no-untyped-def]
 
 def test_repeated_wrong_passwords_lock_that_username_from_that_address(client: Client, settings) -> None:  # type: ignore[no-untyped-def]
     # given a seller, and five wrong passwords for them from one address
-    UserFactory(username="sam")
-    UserFactory(username="kim")
+    UserFactory.create(username="sam")
+    UserFactory.create(username="kim")
     for _ in range(settings.AXES_FAILURE_LIMIT):
         client.post("/accounts/login/", {"username": "sam", "password": "guess"})
 
@@ -251,7 +252,7 @@ def test_repeated_wrong_passwords_lock_that_username_from_that_address(client: C
 
 def test_the_token_endpoint_shares_the_login_lockout(settings) -> None:  # type: ignore[no-untyped-def]
     # given five wrong passwords sent to POST /api/token
-    UserFactory(username="tok")
+    UserFactory.create(username="tok")
     client = APIClient()
     for _ in range(settings.AXES_FAILURE_LIMIT):
         client.post("/api/token", {"username": "tok", "password": "guess"})
@@ -281,7 +282,7 @@ def test_classify_waits_only_on_a_threaded_server_with_a_free_place(monkeypatch,
         return image
 
     monkeypatch.setattr(api_views, "_wait_for_worker", wait)
-    client = token_client(UserFactory())
+    client = token_client(UserFactory.create())
 
     # when posted to a single-threaded worker, to a threaded one, and with the place taken
     single = client.post("/api/classify", {"file": photo()}, format="multipart")
@@ -306,7 +307,7 @@ def test_probes_are_capped_per_user_and_finished_ones_make_room(
 ) -> None:  # type: ignore[no-untyped-def]
     # given at most two probes per user, and a user with two photos waiting
     settings.CLASSIFY_PROBES_PER_USER = 2
-    user = UserFactory()
+    user = UserFactory.create()
     client = token_client(user)
     first, second = (
         client.post("/api/classify", {"file": photo()}, format="multipart").json() for _ in range(2)
@@ -322,7 +323,7 @@ def test_probes_are_capped_per_user_and_finished_ones_make_room(
 
     # when the first is classified, a third is accepted and the first probe is deleted, file too
     oldest = ListingImage.objects.get(pk=first["image_id"])
-    stored = oldest.file.name
+    stored = stored_name(oldest)
     ListingImage.objects.filter(pk=oldest.pk).update(status=ClassificationStatus.DONE)
     with django_capture_on_commit_callbacks(execute=True):
         third = client.post("/api/classify", {"file": photo()}, format="multipart")
@@ -337,12 +338,12 @@ def test_probes_past_retention_are_deleted_with_their_files(
     settings, django_capture_on_commit_callbacks
 ) -> None:  # type: ignore[no-untyped-def]
     # given an old probe, a recent probe and an old ordinary listing
-    client = token_client(UserFactory())
+    client = token_client(UserFactory.create())
     old, recent = (
         client.post("/api/classify", {"file": photo()}, format="multipart").json() for _ in range(2)
     )
     old_image = ListingImage.objects.get(pk=old["image_id"])
-    listing = ListingFactory()
+    listing = ListingFactory.create()
     services.image_add(listing=listing, upload=pb.jpeg_bytes(), filename="a.jpg")
     past = timezone.now() - timedelta(seconds=settings.CLASSIFY_PROBE_RETENTION_S + 60)
     Listing.objects.filter(pk__in=[old_image.listing_id, listing.pk]).update(created_at=past)
@@ -354,7 +355,7 @@ def test_probes_past_retention_are_deleted_with_their_files(
     # then only the old probe went, with its stored file
     assert deleted == 1
     assert not Listing.objects.filter(pk=old_image.listing_id).exists()
-    assert not old_image.file.storage.exists(old_image.file.name)
+    assert not old_image.file.storage.exists(stored_name(old_image))
     assert ListingImage.objects.filter(pk=recent["image_id"]).exists()
     assert Listing.objects.filter(pk=listing.pk).exists()
 

@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 
 from catalog import services
-from catalog.models import CategorySuggestion, ImageEmbedding, Listing, ListingImage, ModelVersion
+from catalog.models import CategorySuggestion, Listing, ListingImage, ModelVersion
 from catalog.pgcopy import copy_out, fixed_width_rows
 from catalog.services import bulk
 from catalog.services.suggestions import NO_KNOWN_CATEGORY
-from tests.factories import ListingFactory
+from tests.factories import ImageEmbeddingFactory, ListingFactory, ListingImageFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -20,12 +20,9 @@ LISTING_FIELDS = ("suggested_category_id", "suggested_confidence", "suggested_to
 
 
 def _photos(count: int) -> list[ListingImage]:
-    listing = ListingFactory()
+    listing = ListingFactory.create()
     return [
-        ListingImage.objects.create(
-            listing=listing, file=f"rows/{n}.jpg", checksum="0" * 64, size_bytes=1, position=n
-        )
-        for n in range(count)
+        ListingImageFactory.create(listing=listing, file=f"rows/{n}.jpg", position=n) for n in range(count)
     ]
 
 
@@ -123,12 +120,8 @@ def test_cached_embeddings_come_back_exactly_in_photo_order_and_damaged_rows_are
         if image == images[2]:
             embedding = embedding[:640]
         arrays[image.pk] = (embedding, logits)
-        ImageEmbedding.objects.create(
-            image=image, backbone_version="b", embedding=embedding.tobytes(), logits=logits.tobytes()
-        )
-    ImageEmbedding.objects.create(
-        image=images[5], backbone_version="other", embedding=b"\0" * 5120, logits=b"\0" * 4000
-    )
+        ImageEmbeddingFactory.create(image=image, embedding=embedding.tobytes(), logits=logits.tobytes())
+    ImageEmbeddingFactory.create(image=images[5], backbone_version="other")
 
     # when read back for backbone "b", asked in reverse order
     ids, embeddings, logits = bulk.embeddings_cached(

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from django.test import Client
@@ -39,16 +40,17 @@ class _Unreadable(io.RawIOBase):
 def test_a_300_mb_body_gets_413_without_being_read(path: str, settings) -> None:  # type: ignore[no-untyped-def]
     # given a signed-in seller
     client = Client()
-    client.force_login(UserFactory())
+    client.force_login(UserFactory.create())
     files_before = ListingImage.objects.count()
 
     # when they announce 300 MB of multipart body
+    environ: dict[str, Any] = {"wsgi.input": _Unreadable()}  # extra WSGI keys are untyped
     response = client.generic(
         "POST",
         path,
         CONTENT_TYPE="multipart/form-data; boundary=x",
         CONTENT_LENGTH=str(300 * 1024 * 1024),
-        **{"wsgi.input": _Unreadable()},
+        **environ,
     )
 
     # then it is refused before a byte is read or stored
@@ -73,7 +75,7 @@ def _chunked(client: Client, path: str, body: bytes, **extra: object):  # type: 
 def test_a_chunked_body_is_read_up_to_the_cap_only(settings) -> None:  # type: ignore[no-untyped-def]
     # given a 1 KiB cap, and a server that ends the input with the body (as gunicorn does)
     settings.REQUEST_MAX_BYTES = 1024
-    UserFactory(username="tok")
+    UserFactory.create(username="tok")
     client = Client()
     terminated = {"wsgi.input_terminated": True}
     over = io.BytesIO(b"x" * 10_000)

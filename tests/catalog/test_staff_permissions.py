@@ -22,12 +22,12 @@ from catalog.models import (
     CategorySource,
     Listing,
     ModelActivation,
-    ModelComparison,
     ModelVersion,
     TrainingRun,
 )
 from catalog.views.staff import PERMISSION_NEEDED
-from tests.catalog.review_helpers import classified_listing, staff_user, version
+from tests.catalog.review_helpers import classified_listing, staff_user
+from tests.factories import BulkJobFactory, ModelComparisonFactory, ModelVersionFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -36,13 +36,11 @@ FORM = {"rank": 1, "category": 1, "threshold": 0, "name": "Scarves"}
 
 def _setup() -> dict[str, object]:
     """Two undecided listings scored by the active version, and a compared candidate."""
-    active = version("active", active=True)
+    active = ModelVersionFactory.create(name="active", is_active=True)
     first, _ = classified_listing([("shoes", 0.6), ("hat", 0.3)], model_version=active, seed=1)
     classified_listing([("hat", 0.7), ("shoes", 0.2)], model_version=active, seed=2)
-    candidate = version("candidate")
-    ModelComparison.objects.create(
-        candidate=candidate, baseline=active, photos=10, candidate_accuracy=0.9, baseline_accuracy=0.8
-    )
+    candidate = ModelVersionFactory.create(name="candidate")
+    ModelComparisonFactory.create(candidate=candidate, baseline=active)
     return {"active": active, "listing": first, "candidate": candidate}
 
 
@@ -189,10 +187,10 @@ def test_pages_offer_only_the_actions_a_person_may_take(client: Client) -> None:
 
 
 def _job(status: str = BulkJobStatus.RUNNING, *, dry_run: bool = False) -> BulkJob:
-    active = ModelVersion.objects.filter(is_active=True).first() or version("active", active=True)
-    return BulkJob.objects.create(
-        model_version=active, chunk_size=100, status=status, dry_run=dry_run, planning_done=True
+    active = ModelVersion.objects.filter(is_active=True).first() or ModelVersionFactory.create(
+        name="active", is_active=True
     )
+    return BulkJobFactory.create(model_version=active, status=status, dry_run=dry_run, planning_done=True)
 
 
 ACTIONS = ["cancel_jobs", "resume_jobs", "retry_failed_photos", "apply_dry_runs"]

@@ -11,10 +11,11 @@ import pytest
 from django.utils import timezone
 
 from catalog import services
-from catalog.models import BulkJob, BulkJobStatus, ModelVersion, TrainingRun, TrainingStatus
+from catalog.models import BulkJob, BulkJobStatus, TrainingRun, TrainingStatus
 from catalog.services.registry import TRAINING_RUN_LOST, TRAINING_RUN_STOPPED, TRAINING_RUN_SUPERSEDED
 from dev.embedded import start_redis
 from tests.conftest import point_celery_app_at
+from tests.factories import BulkJobFactory, TrainingRunFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -43,7 +44,7 @@ def broker(tmp_path: Path) -> Iterator[object]:
 
 
 def _run(status: str, **ages_s: int) -> TrainingRun:
-    run = TrainingRun.objects.create(status=status)
+    run = TrainingRunFactory.create(status=status)
     now = timezone.now()
     TrainingRun.objects.filter(pk=run.pk).update(
         **{field: now - timedelta(seconds=age) for field, age in ages_s.items()}
@@ -97,8 +98,7 @@ def test_a_recent_queued_run_is_still_returned_instead_of_a_second_one() -> None
 
 
 def _job(status: str, age_s: int) -> BulkJob:
-    version, _ = ModelVersion.objects.get_or_create(name="v1")
-    job = BulkJob.objects.create(model_version=version, chunk_size=100, status=status)
+    job = BulkJobFactory.create(status=status)
     BulkJob.objects.filter(pk=job.pk).update(updated_at=timezone.now() - timedelta(seconds=age_s))
     return job
 

@@ -74,7 +74,11 @@ def worker(
 
 def _upload_with_culprit(photo_paths: list[Path], sabotage: Sabotage) -> tuple[int, list[int]]:
     return upload_with_culprit(
-        photo_paths, sabotage, culprit_listing=ListingFactory(), listing=ListingFactory(), mates=6
+        photo_paths,
+        sabotage,
+        culprit_listing=ListingFactory.create(),
+        listing=ListingFactory.create(),
+        mates=6,
     )
 
 
