@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
+from pytest_django import Settings
 
 from classifier.datasets import dataset_dir
 from dev.chaos import processes
@@ -144,7 +145,7 @@ def celery_worker_process(
 
 
 @pytest.fixture(autouse=True)
-def _own_throttle_counters(settings) -> None:  # type: ignore[no-untyped-def]
+def _own_throttle_counters(settings: Settings) -> None:
     """Each test counts API requests (throttles) from zero, under a key prefix of its own in the
     shared cache; never FLUSHDB, which would also empty whatever else that Redis database holds.
     Login lockouts need nothing: their attempts are database rows, rolled back with the test."""

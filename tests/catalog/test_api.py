@@ -28,7 +28,7 @@ def api() -> APIClient:
     client = APIClient()
     _, token = AuthToken.objects.create(user=user)
     client.credentials(HTTP_AUTHORIZATION=f"Token {token}")
-    client.user = user  # type: ignore[attr-defined]
+    client.user = user
     return client
 
 
@@ -105,7 +105,7 @@ def test_other_sellers_listings_are_404_and_unchanged(api: APIClient) -> None:
 
 
 def test_photo_upload_validates_like_the_pages(api: APIClient) -> None:
-    listing = ListingFactory.create(seller=api.user)  # type: ignore[attr-defined]
+    listing = ListingFactory.create(seller=api.user)
     url = f"/api/listings/{listing.pk}/photos/"
 
     good = api.post(url, {"file": photo()}, format="multipart")
@@ -122,7 +122,7 @@ def test_photo_upload_validates_like_the_pages(api: APIClient) -> None:
 
 
 def test_suggestions_and_accepting_one(api: APIClient) -> None:
-    listing = ListingFactory.create(seller=api.user)  # type: ignore[attr-defined]
+    listing = ListingFactory.create(seller=api.user)
     (image,) = services.listing_photos_add(listing=listing, files=[("a.jpg", pb.jpeg_bytes())]).added
     url = f"/api/listings/{listing.pk}/"
     assert api.get(url + "suggestions/").json()["state"] == "pending"
@@ -159,7 +159,7 @@ def test_classify_answers_202_with_a_url_to_poll_then_the_top_5(api: APIClient, 
     body = response.json()
     assert response["Location"] == body["poll_url"]
     image = ListingImage.objects.get(pk=body["image_id"])
-    assert (image.listing.seller, image.listing.is_probe) == (api.user, True)  # type: ignore[attr-defined]
+    assert (image.listing.seller, image.listing.is_probe) == (api.user, True)
     assert api.get(body["poll_url"]).status_code == 202
 
     # when the worker has answered, the poll gives the top-5

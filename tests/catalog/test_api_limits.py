@@ -4,13 +4,16 @@ test_middleware.py.)"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import timedelta
 
 import pytest
+from django.contrib.auth.models import User
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 from django.utils import timezone
 from knox.models import AuthToken
+from pytest_django import DjangoCaptureOnCommitCallbacks, Settings
 from rest_framework.test import APIClient
 
 from catalog import services
@@ -32,7 +35,7 @@ def photo() -> SimpleUploadedFile:
     return SimpleUploadedFile("a.jpg", pb.jpeg_bytes(), content_type="image/jpeg")
 
 
-def token_client(user) -> APIClient:  # type: ignore[no-untyped-def]
+def token_client(user: User) -> APIClient:
     client = APIClient()
     _, token = AuthToken.objects.create(user=user)
     client.credentials(HTTP_AUTHORIZATION=f"Token {token}")
@@ -40,7 +43,7 @@ def token_client(user) -> APIClient:  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture
-def rates(settings):  # type: ignore[no-untyped-def]
+def rates(settings: Settings) -> Callable[..., None]:
     """Set some throttle rates for one test: rates(classify="2/minute")."""
 
     def set_rates(**scopes: str) -> None:
@@ -88,7 +91,7 @@ def test_revoke_all_ends_every_token_of_the_caller_only() -> None:
     assert [c.get("/api/listings/").status_code for c in (first, second, theirs)] == [401, 401, 200]
 
 
-def test_a_user_holds_a_bounded_number_of_tokens(settings) -> None:  # type: ignore[no-untyped-def]
+def test_a_user_holds_a_bounded_number_of_tokens(settings: Settings) -> None:
     # given at most two unexpired tokens per user, and a user holding two and an expired one
     settings.API_TOKENS_PER_USER = 2
     user = UserFactory.create(username="many")
@@ -113,7 +116,7 @@ def test_a_user_holds_a_bounded_number_of_tokens(settings) -> None:  # type: ign
 # --- throttles ------------------------------------------------------------------------------------
 
 
-def test_the_token_endpoint_is_throttled_per_address(rates) -> None:  # type: ignore[no-untyped-def]
+def test_the_token_endpoint_is_throttled_per_address(rates: Callable[..., None]) -> None:
     # given three token requests a minute per address
     rates(token="3/minute")
     UserFactory.create(username="tok")
@@ -131,7 +134,7 @@ def test_the_token_endpoint_is_throttled_per_address(rates) -> None:  # type: ig
     assert elsewhere.status_code == 200
 
 
-def test_classify_is_throttled_per_user(rates, settings) -> None:  # type: ignore[no-untyped-def]
+def test_classify_is_throttled_per_user(rates: Callable[..., None], settings: Settings) -> None:
     # given two classifications a minute per user
     rates(classify="2/minute")
     first, second = token_client(UserFactory.create()), token_client(UserFactory.create())
@@ -148,7 +151,7 @@ def test_classify_is_throttled_per_user(rates, settings) -> None:  # type: ignor
     assert ListingImage.objects.count() == 3
 
 
-def test_photo_uploads_are_throttled_and_other_endpoints_are_not(rates) -> None:  # type: ignore[no-untyped-def]
+def test_photo_uploads_are_throttled_and_other_endpoints_are_not(rates: Callable[..., None]) -> None:
     # given one photo upload a minute per user
     rates(uploads="1/minute")
     user = UserFactory.create()
@@ -166,7 +169,7 @@ def test_photo_uploads_are_throttled_and_other_endpoints_are_not(rates) -> None:
     assert listing.images.count() == 1
 
 
-def test_every_endpoint_has_a_per_user_and_an_anonymous_rate(rates) -> None:  # type: ignore[no-untyped-def]
+def test_every_endpoint_has_a_per_user_and_an_anonymous_rate(rates: Callable[..., None]) -> None:
     # given three requests a minute per user and two per anonymous address
     rates(user="3/minute", anon="2/minute")
     client = token_client(UserFactory.create())
@@ -181,7 +184,9 @@ def test_every_endpoint_has_a_per_user_and_an_anonymous_rate(rates) -> None:  # 
     assert anonymous_statuses == [405, 405, 429]
 
 
-def test_a_forged_forwarded_for_header_does_not_escape_the_throttle(rates, settings) -> None:  # type: ignore[no-untyped-def]
+def test_a_forged_forwarded_for_header_does_not_escape_the_throttle(
+    rates: Callable[..., None], settings: Settings
+) -> None:
     # given two anonymous requests a minute per address, and no proxy in front (the default)
     rates(anon="2/minute")
     client = APIClient()
@@ -201,7 +206,7 @@ def test_a_forged_forwarded_for_header_does_not_escape_the_throttle(rates, setti
     assert behind_proxy == [405, 405, 405]
 
 
-def test_throttles_fail_open_when_the_cache_is_down(rates, settings) -> None:  # type: ignore[no-untyped-def]
+def test_throttles_fail_open_when_the_cache_is_down(rates: Callable[..., None], settings: Settings) -> None:
     # given a cache nobody listens on (Redis down) and tight rates
     settings.CACHES = {
         "default": {**settings.CACHES["default"], "LOCATION": "redis://127.0.0.1:9/0"},
@@ -225,11 +230,13 @@ def test_throttles_fail_open_when_the_cache_is_down(rates, settings) -> None:  #
 # --- login lockout (django-axes) -------------------------------------------------------------------
 
 
-def _cooloff_minutes(settings) -> int:  # type: ignore[no-untyped-def]
+def _cooloff_minutes(settings: Settings) -> int:
     return max(1, round(settings.AXES_COOLOFF_TIME.total_seconds() / 60))
 
 
-def test_repeated_wrong_passwords_lock_that_username_from_that_address(client: Client, settings) -> None:  # type: ignore[no-untyped-def]
+def test_repeated_wrong_passwords_lock_that_username_from_that_address(
+    client: Client, settings: Settings
+) -> None:
     # given a seller, and five wrong passwords for them from one address
     UserFactory.create(username="sam")
     UserFactory.create(username="kim")
@@ -250,7 +257,7 @@ def test_repeated_wrong_passwords_lock_that_username_from_that_address(client: C
     assert (elsewhere.status_code, other_user.status_code) == (302, 302)
 
 
-def test_the_token_endpoint_shares_the_login_lockout(settings) -> None:  # type: ignore[no-untyped-def]
+def test_the_token_endpoint_shares_the_login_lockout(settings: Settings) -> None:
     # given five wrong passwords sent to POST /api/token
     UserFactory.create(username="tok")
     client = APIClient()
@@ -271,13 +278,15 @@ def test_the_token_endpoint_shares_the_login_lockout(settings) -> None:  # type:
 # --- POST /api/classify: waiting, probe cap and retention ------------------------------------------
 
 
-def test_classify_waits_only_on_a_threaded_server_with_a_free_place(monkeypatch, settings) -> None:  # type: ignore[no-untyped-def]
+def test_classify_waits_only_on_a_threaded_server_with_a_free_place(
+    monkeypatch: pytest.MonkeyPatch, settings: Settings
+) -> None:
     # given a wait of 2 s and one waiting place per process
     settings.CLASSIFY_API_WAIT_S = 2.0
     settings.CLASSIFY_API_WAITERS = 1
     waits: list[float] = []
 
-    def wait(image, *, timeout_s):  # type: ignore[no-untyped-def]
+    def wait(image: ListingImage, *, timeout_s: float) -> ListingImage:
         waits.append(timeout_s)
         return image
 
@@ -303,8 +312,8 @@ def test_classify_waits_only_on_a_threaded_server_with_a_free_place(monkeypatch,
 
 
 def test_probes_are_capped_per_user_and_finished_ones_make_room(
-    settings, django_capture_on_commit_callbacks
-) -> None:  # type: ignore[no-untyped-def]
+    settings: Settings, django_capture_on_commit_callbacks: DjangoCaptureOnCommitCallbacks
+) -> None:
     # given at most two probes per user, and a user with two photos waiting
     settings.CLASSIFY_PROBES_PER_USER = 2
     user = UserFactory.create()
@@ -335,8 +344,8 @@ def test_probes_are_capped_per_user_and_finished_ones_make_room(
 
 
 def test_probes_past_retention_are_deleted_with_their_files(
-    settings, django_capture_on_commit_callbacks
-) -> None:  # type: ignore[no-untyped-def]
+    settings: Settings, django_capture_on_commit_callbacks: DjangoCaptureOnCommitCallbacks
+) -> None:
     # given an old probe, a recent probe and an old ordinary listing
     client = token_client(UserFactory.create())
     old, recent = (

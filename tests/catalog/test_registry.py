@@ -6,6 +6,7 @@ import pytest
 from django.core.exceptions import PermissionDenied
 from django.test import Client
 from django.urls import reverse
+from pytest_django import DjangoCaptureOnCommitCallbacks
 
 from catalog import services
 from catalog.access import MODEL_MANAGER_GROUP
@@ -36,7 +37,9 @@ def _compare(candidate: ModelVersion, baseline: ModelVersion) -> ModelComparison
     )
 
 
-def test_training_is_queued_after_commit_once(django_capture_on_commit_callbacks) -> None:  # type: ignore[no-untyped-def]
+def test_training_is_queued_after_commit_once(
+    django_capture_on_commit_callbacks: DjangoCaptureOnCommitCallbacks,
+) -> None:
     # given a model manager
     user = staff_user(groups=[MODEL_MANAGER_GROUP])
 

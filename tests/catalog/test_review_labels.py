@@ -126,7 +126,7 @@ def test_undo_reverts_the_last_decision_and_the_audit_trail_keeps_both() -> None
         reviewer,
         "shoes",
         "hat",
-    )  # type: ignore[union-attr]
+    )
 
     # and there is nothing left to undo for this reviewer (an auto-accept is no review decision)
     with pytest.raises(ValueError, match=services.NOTHING_TO_UNDO):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from typing import TYPE_CHECKING
 
 import pytest
 from django.test import Client
@@ -13,6 +14,9 @@ from catalog.models import Category, CategoryDecision, CategorySource, DecisionA
 from catalog.views import review as review_views
 from tests.catalog.review_helpers import classified_listing, slug_of, staff_user
 from tests.factories import ModelVersionFactory, UserFactory
+
+if TYPE_CHECKING:
+    from django.test.client import _MonkeyPatchedWSGIResponse as TestResponse
 
 pytestmark = pytest.mark.django_db
 
@@ -66,7 +70,7 @@ def test_staff_pages_send_visitors_to_login_and_answer_404_to_sellers(client: Cl
     assert not Listing.objects.exclude(category_source=CategorySource.NONE).exists()
 
 
-def _queue_titles(response) -> list[str]:  # type: ignore[no-untyped-def]
+def _queue_titles(response: TestResponse) -> list[str]:
     return re.findall(r'data-title="([^"]+)"', response.content.decode())
 
 

@@ -7,6 +7,7 @@ import pytest
 from django.contrib.auth.models import Group, Permission
 from django.test import Client
 from django.urls import reverse
+from pytest_django import DjangoCaptureOnCommitCallbacks
 
 from catalog.access import (
     MODEL_MANAGER_GROUP,
@@ -97,8 +98,8 @@ def test_the_migration_creates_both_groups_with_their_permissions() -> None:
 
 
 def test_staff_without_permissions_get_403_everywhere_and_change_nothing(
-    client: Client, django_capture_on_commit_callbacks
-) -> None:  # type: ignore[no-untyped-def]
+    client: Client, django_capture_on_commit_callbacks: DjangoCaptureOnCommitCallbacks
+) -> None:
     # given every staff page, and a staff member in no group
     rows = _setup()
     before = _state()
@@ -135,8 +136,8 @@ def test_a_reviewer_reviews_and_bulk_accepts_but_cannot_touch_models(client: Cli
 
 
 def test_a_model_manager_trains_activates_and_adds_categories_but_cannot_review(
-    client: Client, django_capture_on_commit_callbacks
-) -> None:  # type: ignore[no-untyped-def]
+    client: Client, django_capture_on_commit_callbacks: DjangoCaptureOnCommitCallbacks
+) -> None:
     # given a model manager
     rows = _setup()
     client.force_login(staff_user("mo", groups=[MODEL_MANAGER_GROUP]))
@@ -217,8 +218,8 @@ def test_bulk_actions_are_not_run_for_staff_who_may_only_view_jobs(client: Clien
 
 
 def test_a_model_manager_runs_bulk_actions_and_only_they_may_write_suggestions(
-    client: Client, django_capture_on_commit_callbacks
-) -> None:  # type: ignore[no-untyped-def]
+    client: Client, django_capture_on_commit_callbacks: DjangoCaptureOnCommitCallbacks
+) -> None:
     # given a running job and a finished dry run
     running = _job()
     dry_run = _job(BulkJobStatus.DONE, dry_run=True)

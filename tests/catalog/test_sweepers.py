@@ -6,9 +6,11 @@ from __future__ import annotations
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from django.utils import timezone
+from pytest_django import DjangoCaptureOnCommitCallbacks, Settings
 
 from catalog import services
 from catalog.models import BulkJob, BulkJobStatus, TrainingRun, TrainingStatus
@@ -17,19 +19,22 @@ from dev.embedded import start_redis
 from tests.conftest import point_celery_app_at
 from tests.factories import BulkJobFactory, TrainingRunFactory
 
+if TYPE_CHECKING:
+    from redis import Redis
+
 pytestmark = pytest.mark.django_db
 
 T = 1800
 
 
 @pytest.fixture(autouse=True)
-def _threshold(settings) -> None:  # type: ignore[no-untyped-def]
+def _threshold(settings: Settings) -> None:
     settings.STUCK_JOB_AFTER_S = T
     settings.TRAINING_HARD_TIME_LIMIT_S = 1800
 
 
 @pytest.fixture
-def broker(tmp_path: Path) -> Iterator[object]:
+def broker(tmp_path: Path) -> Iterator[Redis]:
     """A Redis of this test alone, with the Celery app pointed at it; yields its client."""
     import redis
 
@@ -76,7 +81,9 @@ def test_the_sweeper_sets_aside_training_runs_that_will_never_finish() -> None:
     assert services.training_runs_sweep() == 0
 
 
-def test_a_new_training_request_supersedes_a_stale_queued_run(django_capture_on_commit_callbacks) -> None:  # type: ignore[no-untyped-def]
+def test_a_new_training_request_supersedes_a_stale_queued_run(
+    django_capture_on_commit_callbacks: DjangoCaptureOnCommitCallbacks,
+) -> None:
     # given a run whose queue message was lost long ago
     stale = _run(TrainingStatus.QUEUED, created_at=T + 60)
 
@@ -103,7 +110,7 @@ def _job(status: str, age_s: int) -> BulkJob:
     return job
 
 
-def test_the_sweeper_plans_again_a_bulk_job_left_planning(broker) -> None:  # type: ignore[no-untyped-def]
+def test_the_sweeper_plans_again_a_bulk_job_left_planning(broker: Redis) -> None:
     # given a job whose planning message was lost long ago, a recent one and a running one
     lost = _job(BulkJobStatus.PLANNING, T + 60)
     _job(BulkJobStatus.PLANNING, 60)
@@ -115,7 +122,9 @@ def test_the_sweeper_plans_again_a_bulk_job_left_planning(broker) -> None:  # ty
     # then the lost job's planning is on the bulk queue again, and only that
     assert sent == 1
     assert broker.llen("bulk") == 1
-    assert f"[{lost.pk}]" in broker.lindex("bulk", 0).decode()
+    message = broker.lindex("bulk", 0)
+    assert isinstance(message, bytes)
+    assert f"[{lost.pk}]" in message.decode()
     # and it is not sent again before another STUCK_JOB_AFTER_S has passed
     assert services.bulk_jobs_requeue_stuck() == 0
 

@@ -32,7 +32,7 @@ def _wait_finished(*image_ids: int, timeout: float = 120.0) -> list[ListingImage
         images = list(ListingImage.objects.filter(pk__in=image_ids).order_by("pk"))
         return images if all(image.status in FINISHED for image in images) else None
 
-    return wait_for(finished, timeout=timeout)  # type: ignore[return-value]
+    return wait_for(finished, timeout=timeout)
 
 
 def test_uploaded_photos_get_a_suggestion_from_the_worker(
