@@ -35,13 +35,24 @@ class ListingImageInline(admin.TabularInline):
     readonly_fields = ["checksum", "size_bytes", "status", "failure_reason", "deliveries"]
 
 
-class CategoryDecisionInline(admin.TabularInline):
+class ReadOnlyInline(admin.TabularInline):
+    """An inline that shows rows and never adds, edits or deletes them: `fields` are read-only."""
+
+    extra = 0
+    can_delete = False
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
+        return self.fields or ()
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+class CategoryDecisionInline(ReadOnlyInline):
     """The listing's audit trail, read-only: categories change through the review pages and the
     seller's pages, which record each decision (`services.listing_category_set`)."""
 
     model = CategoryDecision
-    extra = 0
-    can_delete = False
     fields = [
         "created_at",
         "action",
@@ -52,19 +63,6 @@ class CategoryDecisionInline(admin.TabularInline):
         "confidence",
         "threshold",
     ]
-    readonly_fields = (
-        "created_at",
-        "action",
-        "source",
-        "actor",
-        "category",
-        "model_version",
-        "confidence",
-        "threshold",
-    )
-
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
 
 @admin.register(Listing)
@@ -158,17 +156,11 @@ class BulkJobStartForm(forms.ModelForm):
         return dry_run
 
 
-class BulkJobErrorInline(admin.TabularInline):
+class BulkJobErrorInline(ReadOnlyInline):
     model = BulkJobError
-    extra = 0
-    can_delete = False
     fields = ["image", "reason", "attempts", "updated_at"]
-    readonly_fields = ["image", "reason", "attempts", "updated_at"]
     verbose_name = "photo that failed"
     verbose_name_plural = "error ledger"
-
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
 
 @admin.register(BulkJob)

@@ -75,13 +75,7 @@ class ListingViewSet(
                 description=data.get("description", ""),
                 price=data["price"],
             )
-            if data.get("category"):
-                services.listing_category_set(
-                    listing=listing,
-                    category=data["category"],
-                    source=CategorySource.SELLER,
-                    actor=self.request.user,
-                )
+            self._seller_category_set(listing, data)
         serializer.instance = self.get_queryset().get(pk=listing.pk)
 
     def perform_update(self, serializer: ListingSerializer) -> None:
@@ -94,14 +88,18 @@ class ListingViewSet(
                 description=data.get("description", listing.description),
                 price=data.get("price", listing.price),
             )
-            if data.get("category"):
-                services.listing_category_set(
-                    listing=listing,
-                    category=data["category"],
-                    source=CategorySource.SELLER,
-                    actor=self.request.user,
-                )
+            self._seller_category_set(listing, data)
         serializer.instance = self.get_queryset().get(pk=listing.pk)
+
+    def _seller_category_set(self, listing: Listing, data: dict[str, Any]) -> None:
+        """The category the seller sent, if any, as the seller's own choice."""
+        if data.get("category"):
+            services.listing_category_set(
+                listing=listing,
+                category=data["category"],
+                source=CategorySource.SELLER,
+                actor=self.request.user,
+            )
 
     def perform_destroy(self, instance: Listing) -> None:
         services.listing_delete(listing=instance)

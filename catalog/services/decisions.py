@@ -190,6 +190,21 @@ class ReviewOutcome:
     changed: bool
 
 
+def _reviewer_sets(
+    listing: Listing, category: Category | None, reviewer: AbstractBaseUser, action: str
+) -> ReviewOutcome:
+    """A reviewer's decision: never replaces a person's earlier choice of the same kind."""
+    changed = listing_category_set(
+        listing=listing,
+        category=category,
+        source=CategorySource.REVIEWER,
+        actor=reviewer,
+        action=action,
+        replace_human=False,
+    )
+    return ReviewOutcome(listing=listing, changed=changed)
+
+
 def review_accept(*, listing: Listing, rank: int, reviewer: AbstractBaseUser) -> ReviewOutcome:
     """A reviewer accepts suggestion number `rank` (1-based) of the listing's top-k.
 
@@ -202,41 +217,17 @@ def review_accept(*, listing: Listing, rank: int, reviewer: AbstractBaseUser) ->
     category = Category.objects.filter(slug=top_k[rank - 1]["slug"]).first()
     if category is None:
         raise ValueError(NO_SUCH_SUGGESTION.format(rank=rank))
-    changed = listing_category_set(
-        listing=listing,
-        category=category,
-        source=CategorySource.REVIEWER,
-        actor=reviewer,
-        action=DecisionAction.ACCEPTED,
-        replace_human=False,
-    )
-    return ReviewOutcome(listing=listing, changed=changed)
+    return _reviewer_sets(listing, category, reviewer, DecisionAction.ACCEPTED)
 
 
 def review_correct(*, listing: Listing, category: Category, reviewer: AbstractBaseUser) -> ReviewOutcome:
     """A reviewer sets a category of their own choosing (the category picker)."""
-    changed = listing_category_set(
-        listing=listing,
-        category=category,
-        source=CategorySource.REVIEWER,
-        actor=reviewer,
-        action=DecisionAction.CORRECTED,
-        replace_human=False,
-    )
-    return ReviewOutcome(listing=listing, changed=changed)
+    return _reviewer_sets(listing, category, reviewer, DecisionAction.CORRECTED)
 
 
 def review_reject(*, listing: Listing, reviewer: AbstractBaseUser) -> ReviewOutcome:
     """A reviewer rejects the listing as not classifiable: no category, and no machine sets one."""
-    changed = listing_category_set(
-        listing=listing,
-        category=None,
-        source=CategorySource.REVIEWER,
-        actor=reviewer,
-        action=DecisionAction.REJECTED,
-        replace_human=False,
-    )
-    return ReviewOutcome(listing=listing, changed=changed)
+    return _reviewer_sets(listing, None, reviewer, DecisionAction.REJECTED)
 
 
 def review_bulk_accept(*, listings: list[Listing], min_confidence: float, reviewer: AbstractBaseUser) -> int:

@@ -38,19 +38,23 @@
     status.classList.toggle("is-error", !!isError);
   }
 
-  function post(form, extra) {
-    var item = form.closest("[data-review-item]");
-    var data = new FormData(form);
-    Object.keys(extra || {}).forEach(function (key) { data.set(key, extra[key]); });
-    return fetch(form.action, {
+  // POST `data` as the page's own forms do; resolves to { ok, body } with the JSON answer.
+  function send(url, data) {
+    return fetch(url, {
       method: "POST",
       body: data,
       headers: { "X-Requested-With": "fetch" },
       credentials: "same-origin",
-    })
-      .then(function (response) {
-        return response.json().then(function (body) { return { ok: response.ok, body: body }; });
-      })
+    }).then(function (response) {
+      return response.json().then(function (body) { return { ok: response.ok, body: body }; });
+    });
+  }
+
+  function post(form, extra) {
+    var item = form.closest("[data-review-item]");
+    var data = new FormData(form);
+    Object.keys(extra || {}).forEach(function (key) { data.set(key, extra[key]); });
+    return send(form.action, data)
       .then(function (result) {
         say(result.body.message, !result.ok);
         if (result.ok && form.hasAttribute("data-keep-item")) {
@@ -72,15 +76,7 @@
 
   function undo() {
     if (!undoForm) return;
-    fetch(undoForm.action, {
-      method: "POST",
-      body: new FormData(undoForm),
-      headers: { "X-Requested-With": "fetch" },
-      credentials: "same-origin",
-    })
-      .then(function (response) {
-        return response.json().then(function (body) { return { ok: response.ok, body: body }; });
-      })
+    send(undoForm.action, new FormData(undoForm))
       .then(function (result) {
         say(result.body.message, !result.ok);
         if (!result.ok || !result.body.listing) return;
