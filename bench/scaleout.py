@@ -74,17 +74,18 @@ def _photos_per_worker(logs: dict[str, Path], job_id: int) -> dict[str, int]:
 
 def postgres_write_rate(outputs: list[tuple[bytes, bytes]], version: Any, image_ids: list[int]) -> float:
     """Photos/s whose CNN-path results one connection writes, 64 photos per write."""
-    from catalog.services import bulk
+    from catalog.services.embeddings import embeddings_write
+    from catalog.services.suggestions import PhotoScores, suggestions_record_many
     from workers.bulk import WRITE_EVERY
 
     top_k = [("dress", 0.7), ("shirt", 0.1), ("t-shirt", 0.1), ("skirt", 0.05), ("hat", 0.05)]
     began = time.perf_counter()
     for start in range(0, len(image_ids), WRITE_EVERY):
         batch = image_ids[start : start + WRITE_EVERY]
-        bulk.suggestions_record_many(
-            model_version=version, scores=[bulk.PhotoScores(image_id, top_k) for image_id in batch]
+        suggestions_record_many(
+            model_version=version, scores=[PhotoScores(image_id, top_k) for image_id in batch]
         )
-        bulk.embeddings_record_many(
+        embeddings_write(
             backbone_version=version.backbone_version,
             rows=[(image_id, *outputs[n % len(outputs)]) for n, image_id in enumerate(batch)],
         )

@@ -78,7 +78,14 @@ def commit_without_waiting() -> Iterator[None]:
     (a bulk chunk marked done) flushes this one's WAL first, so nothing is acknowledged before
     it is durable, while the worker stops waiting for an fsync per statement. Only a crash of
     the database server itself can lose such a commit, and then the chunk runs again.
+
+    Inside a caller's transaction (an upload recording one photo, say) nothing changes: `SET
+    LOCAL` would last until that transaction's end, so the caller's commit keeps its durability.
     """
+    if connection.in_atomic_block:
+        with transaction.atomic():
+            yield
+        return
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute("SET LOCAL synchronous_commit TO OFF")
         yield

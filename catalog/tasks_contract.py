@@ -34,6 +34,16 @@ class TaskName(StrEnum):
     MODEL_COMPARE = "workers.training.model_compare_task"
 
 
+class ChunkOutcome(StrEnum):
+    """How one run of a bulk chunk task ended (its return value, shown by Flower)."""
+
+    DONE = "done"  # its photos are scored and the chunk is closed
+    ALREADY_DONE = "already-done"  # an earlier run closed it
+    GONE = "gone"  # its row was deleted (the job with it)
+    CANCELLED = "cancelled"  # staff cancelled the job; the chunk is given back for a resume
+    FAILED = "failed"  # the job failed (this run's error, or the version cannot be served)
+
+
 #: The queue each task is routed to (Celery's `task_routes`).
 TASK_QUEUES: dict[TaskName, Queue] = {
     TaskName.IMAGE_CLASSIFY: Queue.CLASSIFY,

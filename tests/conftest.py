@@ -20,7 +20,15 @@ from dev.chaos.processes import WorkerProcess, stop_worker
 if TYPE_CHECKING:
     from catalog.models import ListingImage
 
-__all__ = ["WorkerProcess", "start_worker", "stop_worker", "wait_for", "point_celery_app_at", "stored_name"]
+__all__ = [
+    "WorkerProcess",
+    "running_workers",
+    "start_worker",
+    "stop_worker",
+    "wait_for",
+    "point_celery_app_at",
+    "stored_name",
+]
 
 T = TypeVar("T")
 
@@ -92,6 +100,14 @@ def _database_url_for(name: str) -> str:
     return urlunsplit((url.scheme, url.netloc, "/" + name, url.query, url.fragment))
 
 
+_started: list[WorkerProcess] = []
+
+
+def running_workers() -> list[WorkerProcess]:
+    """The workers this test session started (`start_worker`) that are still running."""
+    return [worker for worker in _started if worker.process.poll() is None]
+
+
 def start_worker(
     *,
     log: Path,
@@ -110,11 +126,18 @@ def start_worker(
         **(env or {}),
     }
     try:
-        return processes.start_worker(
-            log=log, env=worker_env, queues=queues, concurrency=concurrency, ready_line=ready_line
+        worker = processes.start_worker(
+            log=log,
+            env=worker_env,
+            queues=queues,
+            concurrency=concurrency,
+            ready_line=ready_line,
+            name_prefix="test",
         )
     except processes.WorkerNotReady as error:
         pytest.fail(str(error))
+    _started.append(worker)
+    return worker
 
 
 @pytest.fixture(scope="session")

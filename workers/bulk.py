@@ -13,6 +13,7 @@ killed chunk resumes where it stopped.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import time
@@ -22,10 +23,11 @@ from typing import Any
 import numpy as np
 from django.conf import settings
 
-from catalog import services
-from catalog.services import bulk
-from catalog.services.bulk import ChunkCounts, ChunkPhoto, PhotoScores
-from catalog.tasks_contract import TaskName
+from catalog.services.bulk import jobs, planning
+from catalog.services.bulk.chunks import ChunkPhoto, ChunkRun, bulk_chunk_claim, bulk_chunk_fail
+from catalog.services.images import PHOTO_MISSING_FROM_STORAGE, PHOTO_UNREADABLE
+from catalog.services.suggestions import PhotoScores
+from catalog.tasks_contract import ChunkOutcome, TaskName
 from config.celery import app
 from workers import inference, retry
 from workers.storage import photo_reader
@@ -64,17 +66,17 @@ def bulk_job_plan_task(self: Any, job_id: int) -> int:
     Retried like every task (`workers.retry`); when the retries run out, or on any other error,
     the job fails with a reason staff can read instead of staying PLANNING."""
     try:
-        return bulk.bulk_job_plan(job_id=job_id)
+        return planning.bulk_job_plan(job_id=job_id)
     except Exception as error:
         if not retry.gave_up(self.request.retries, error):
             raise
-        bulk.bulk_job_fail(job_id=job_id, reason=_failure_reason("Planning", error))
+        jobs.bulk_job_fail(job_id=job_id, reason=_failure_reason("Planning", error))
         return 0
 
 
 @app.task(name=TaskName.BULK_CHUNK, bind=True, **_RETRY)
 def bulk_chunk_task(self: Any, job_id: int, chunk_id: int) -> str:
-    """Reclassify one chunk of a bulk job. Returns a short outcome word (for Flower).
+    """Reclassify one chunk of a bulk job. Returns its `ChunkOutcome` (a word, for Flower).
 
     A database, storage or broker error is retried (`workers.retry`); when the retries run out,
     or on any other error, the job fails with a reason staff can read (instead of staying
@@ -85,10 +87,10 @@ def bulk_chunk_task(self: Any, job_id: int, chunk_id: int) -> str:
     except Exception as error:
         if not retry.gave_up(self.request.retries, error):
             raise
-        index = bulk.BulkJobChunk.objects.filter(pk=chunk_id).values_list("index", flat=True).first()
-        bulk.bulk_job_fail(job_id=job_id, reason=_failure_reason(f"Chunk {index}", error))
-        bulk.bulk_chunk_release(chunk_id=chunk_id)
-        return "failed"
+        bulk_chunk_fail(
+            job_id=job_id, chunk_id=chunk_id, reason=functools.partial(_failure_reason, error=error)
+        )
+        return ChunkOutcome.FAILED
 
 
 def _reason(error: BaseException) -> str:
@@ -97,99 +99,96 @@ def _reason(error: BaseException) -> str:
     if isinstance(error, ImageRejected):
         return error.reason
     if isinstance(error, FileNotFoundError):
-        return services.PHOTO_MISSING_FROM_STORAGE
-    return services.PHOTO_UNREADABLE.format(error=retry.describe(error))
+        return PHOTO_MISSING_FROM_STORAGE
+    return PHOTO_UNREADABLE.format(error=retry.describe(error))
 
 
-def chunk_run(*, chunk_id: int) -> str:
+def chunk_run(*, chunk_id: int) -> ChunkOutcome:
     """Run one chunk: score its photos with the job's model version, write suggestions (unless a
-    dry run), record failures in the ledger, then close the chunk. Returns "done", "cancelled",
-    "failed" (the version cannot be loaded) or why nothing was done ("already-done", "gone")."""
+    dry run), record failures in the ledger, then close the chunk. Returns DONE, CANCELLED,
+    FAILED (the version cannot be loaded) or why nothing was done (ALREADY_DONE, GONE, the
+    job's state)."""
     started = time.perf_counter()
-    begin = bulk.bulk_chunk_begin(chunk_id=chunk_id)
-    if isinstance(begin, str):
-        return begin
-    job, chunk = begin.job, begin.chunk
+    run = bulk_chunk_claim(chunk_id=chunk_id)
+    if isinstance(run, ChunkOutcome):
+        return run
     try:
-        classifier = inference.classifier_for_version(job.model_version)
+        classifier = inference.classifier_for_version(run.model_version)
     except inference.ModelVersionUnavailable as error:
-        bulk.bulk_job_fail(job_id=job.pk, reason=str(error))
-        bulk.bulk_chunk_release(chunk_id=chunk.pk)
-        return "failed"
-    photos = bulk.bulk_chunk_photos(job=job, chunk=chunk)
-    todo = photos if job.dry_run else [photo for photo in photos if not photo.has_suggestion]
-    counts = ChunkCounts(skipped=len(photos) - len(todo))
-    errors = {
-        photo.image_id: services.WORKER_CRASHED_ON_PHOTO
-        for photo in todo
-        if photo.image_id in begin.convicted
-    }
-    todo = [photo for photo in todo if photo.image_id not in errors]
-    new_top_k: dict[int, list[dict[str, Any]]] = {}
+        return run.fail(str(error))
+    todo = run.photos()
     timings: dict[str, float] = {}
-
-    def record(scores: Sequence[PhotoScores]) -> None:
-        began = time.perf_counter()
-        stored, failed = bulk.suggestions_record_many(
-            model_version=job.model_version, scores=scores, write=not job.dry_run
-        )
-        new_top_k.update(stored)
-        errors.update(failed)
-        counts.suggested += len(stored)
-        timings["write_ms"] = timings.get("write_ms", 0.0) + (time.perf_counter() - began) * 1000
 
     # 1. Cached backbone outputs: the head alone, one read, one matrix product and one write per
     # HEAD_ONLY_BATCH photos.
     began = time.perf_counter()
-    backbone_version = job.model_version.backbone_version or classifier.backbone_version
-    cached_ids: set[int] = set()
-    if backbone_version == classifier.backbone_version:
-        todo_ids = [photo.image_id for photo in todo]
-        for start in range(0, len(todo_ids), HEAD_ONLY_BATCH):
-            fetching = time.perf_counter()
-            ids, embeddings, logits = bulk.embeddings_cached(
-                image_ids=todo_ids[start : start + HEAD_ONLY_BATCH], backbone_version=backbone_version
-            )
-            timings["fetch_ms"] = timings.get("fetch_ms", 0.0) + (time.perf_counter() - fetching) * 1000
-            if not ids:
-                continue
-            scores = classifier.scores_from_outputs(embeddings, logits)
-            # A damaged cache row (NaN, inf) scores nothing sensible: that photo takes the CNN path.
-            usable = np.isfinite(scores).all(axis=1)
-            kept = [image_id for image_id, ok in zip(ids, usable.tolist(), strict=True) if ok]
-            record(_top_k_arrays(kept, scores[usable], classifier.slugs))
-            cached_ids.update(kept)
-        counts.cached = len(cached_ids)
+    cached_ids = _score_cached(run, todo, classifier, timings)
     timings["head_only_ms"] = (time.perf_counter() - began) * 1000
 
     # 2. The rest through the CNN; photos in flight when an earlier attempt died go one at a time.
     began = time.perf_counter()
     rest = [photo for photo in todo if photo.image_id not in cached_ids]
     groups = (
-        ([p for p in rest if p.image_id not in begin.suspects], None),
-        ([p for p in rest if p.image_id in begin.suspects], 1),
+        ([p for p in rest if not p.in_flight_at_crash], None),
+        ([p for p in rest if p.in_flight_at_crash], 1),
     )
     for group, batch_size in groups:
-        if group and not _run_cnn(job.pk, chunk.pk, group, batch_size, classifier, counts, errors, record):
-            bulk.bulk_chunk_release(chunk_id=chunk.pk)
-            return "cancelled"
+        if group and not _run_cnn(run, group, batch_size, classifier, timings):
+            return run.give_back()
     timings["cnn_ms"] = (time.perf_counter() - began) * 1000
 
-    counts.failed = len(errors)
-    counts.processed = counts.suggested + counts.failed
-    bulk.bulk_errors_record(chunk=chunk, errors=errors)
-    bulk.bulk_errors_clear(job_id=job.pk, image_ids=new_top_k)
-    bulk.bulk_chunk_finish(job=job, chunk=chunk, photos=photos, new_top_k=new_top_k, counts=counts)
+    outcome = run.close()
     timings["total_ms"] = (time.perf_counter() - started) * 1000
+    _log_chunk(run, timings)
+    return outcome
+
+
+def _score_cached(
+    run: ChunkRun, todo: Sequence[ChunkPhoto], classifier: Any, timings: dict[str, float]
+) -> set[int]:
+    """Score the photos of `todo` with cached backbone outputs for the classifier's backbone by
+    the head alone, `HEAD_ONLY_BATCH` at a time; returns their ids (none when the job's version
+    has another backbone)."""
+    backbone_version = run.model_version.backbone_version or classifier.backbone_version
+    cached_ids: set[int] = set()
+    if backbone_version != classifier.backbone_version:
+        return cached_ids
+    todo_ids = [photo.image_id for photo in todo]
+    for start in range(0, len(todo_ids), HEAD_ONLY_BATCH):
+        fetching = time.perf_counter()
+        cached = run.cached_outputs(
+            image_ids=todo_ids[start : start + HEAD_ONLY_BATCH], backbone_version=backbone_version
+        )
+        _add_ms(timings, "fetch_ms", fetching)
+        if not cached.image_ids:
+            continue
+        scores = classifier.scores_from_outputs(cached.embeddings, cached.logits)
+        # A damaged cache row (NaN, inf) scores nothing sensible: that photo takes the CNN path.
+        usable = np.isfinite(scores).all(axis=1)
+        kept = [image_id for image_id, ok in zip(cached.image_ids, usable.tolist(), strict=True) if ok]
+        writing = time.perf_counter()
+        run.write(_top_k_arrays(kept, scores[usable], classifier.slugs))
+        _add_ms(timings, "write_ms", writing)
+        cached_ids.update(kept)
+    run.counts.cached = len(cached_ids)
+    return cached_ids
+
+
+def _add_ms(timings: dict[str, float], key: str, since: float) -> None:
+    timings[key] = timings.get(key, 0.0) + (time.perf_counter() - since) * 1000
+
+
+def _log_chunk(run: ChunkRun, timings: dict[str, float]) -> None:
+    counts = run.counts
     logger.info(
         json.dumps(
             {
                 "event": "bulk_chunk_done",
-                "job_id": job.pk,
-                "chunk": chunk.index,
-                "model_version": job.model_version.name,
-                "dry_run": job.dry_run,
-                "photos": len(photos),
+                "job_id": run.job.pk,
+                "chunk": run.chunk.index,
+                "model_version": run.model_version.name,
+                "dry_run": run.job.dry_run,
+                "photos": run.photo_count,
                 "cached": counts.cached,
                 "cnn": counts.cnn,
                 "skipped": counts.skipped,
@@ -198,7 +197,6 @@ def chunk_run(*, chunk_id: int) -> str:
             }
         )
     )
-    return "done"
 
 
 def _top_k_arrays(image_ids: Sequence[int], scores: np.ndarray, slugs: Sequence[str]) -> list[PhotoScores]:
@@ -219,45 +217,43 @@ def _photo_scores(image_id: int, top_k: Sequence[Any]) -> PhotoScores:
 
 
 def _run_cnn(
-    job_id: int,
-    chunk_id: int,
+    run: ChunkRun,
     photos: Sequence[ChunkPhoto],
     batch_size: int | None,
     classifier: Any,
-    counts: ChunkCounts,
-    errors: dict[int, str],
-    record: Any,
+    timings: dict[str, float],
 ) -> bool:
-    """Decode and classify `photos`, writing results every `WRITE_EVERY`; returns False when the
-    job was cancelled meanwhile (the results so far are kept)."""
+    """Decode and classify `photos`, writing results and backbone outputs every `WRITE_EVERY`;
+    returns False when the job was cancelled meanwhile (the results so far are kept)."""
     batcher = inference.batch_classifier_for(classifier)
     scores: list[PhotoScores] = []
-    cached: list[tuple[int, bytes, bytes]] = []
+    outputs: list[tuple[int, bytes, bytes]] = []
 
     def flush() -> bool:
-        record(scores)
-        bulk.embeddings_record_many(backbone_version=classifier.backbone_version, rows=cached)
+        writing = time.perf_counter()
+        run.write(scores, outputs=outputs, backbone_version=classifier.backbone_version)
+        _add_ms(timings, "write_ms", writing)
         scores.clear()
-        cached.clear()
-        return bulk.bulk_job_is_active(job_id=job_id)
+        outputs.clear()
+        return not run.cancelled()
 
-    outcomes = batcher.classify(
+    results = batcher.classify(
         ((photo.image_id, photo_reader(photo.file_name)) for photo in photos),
         top_k=settings.SUGGESTION_TOP_K,
         batch_size=batch_size,
-        on_batch=lambda keys: bulk.bulk_chunk_inflight_set(chunk_id=chunk_id, image_ids=keys),
+        on_batch=run.in_flight,
     )
-    for outcome in outcomes:
-        if outcome.prediction is None:
-            errors[outcome.key] = _reason(outcome.error or RuntimeError("no prediction"))
+    for result in results:
+        if result.prediction is None:
+            run.fail_photos({result.key: _reason(result.error or RuntimeError("no prediction"))})
             continue
-        counts.cnn += 1
-        prediction = outcome.prediction
-        scores.append(_photo_scores(outcome.key, prediction.top_k))
+        run.counts.cnn += 1
+        prediction = result.prediction
+        scores.append(_photo_scores(result.key, prediction.top_k))
         if prediction.logits is not None:
-            cached.append(
+            outputs.append(
                 (
-                    outcome.key,
+                    result.key,
                     prediction.embedding.astype("<f4").tobytes(),
                     prediction.logits.astype("<f4").tobytes(),
                 )

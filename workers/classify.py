@@ -30,9 +30,9 @@ from typing import Any
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 
-from catalog import services
-from catalog.models import ClassificationStatus, ListingImage, ModelVersion
-from catalog.selectors import catalogue as catalogue_selectors
+from catalog.services import classification, images
+from catalog.services.classification import ClaimedPhoto, PhotoClaim
+from catalog.services.suggestions import ScoredCategory
 from classifier.preprocess import ImageRejected
 from workers import inference, retry
 from workers.storage import photo_reader, storage_error
@@ -66,7 +66,7 @@ class _Run:
     """What every photo of one delivery shares."""
 
     classifier: Any
-    model_version: ModelVersion
+    claim: PhotoClaim
     retries: Mapping[int, int]
 
 
@@ -76,38 +76,40 @@ def classify_images(
     """Classify photos by id; returns each one's `PhotoResult`.
 
     `retries`: how many times each photo's task was retried already (decides between RETRYING
-    and FAILED). Photos never tried before share one batch; photos whose earlier delivery did
-    not finish (a crash) are tried one at a time and set aside after `CLASSIFY_MAX_DELIVERIES`.
+    and FAILED). The photos are claimed (`classification.photos_claim`): those never tried before
+    share one batch; photos whose earlier delivery did not finish (a crash) are claimed and
+    tried one at a time, and set aside after `CLASSIFY_MAX_DELIVERIES`.
 
     Raises `inference.ClassifierUnavailable` before touching any photo when this worker cannot
-    classify, and database errors raised while loading the photos (nothing was changed then).
+    classify, and database errors raised while claiming the photos (nothing was changed then).
     """
     classifier = inference.get_classifier()
-    images = catalogue_selectors.images_for_classification(image_ids=image_ids)
-    results = {pk: PhotoResult(PhotoOutcome.GONE) for pk in image_ids if pk not in images}
-    if not images:
-        return results
-    model_version = services.model_version_ensure(
-        name=classifier.model_version, backbone_version=classifier.backbone_version
+    claim = classification.photos_claim(
+        image_ids=image_ids,
+        model_version=classifier.model_version,
+        backbone_version=classifier.backbone_version,
     )
-    run = _Run(classifier=classifier, model_version=model_version, retries=retries or {})
-    suggested = catalogue_selectors.images_with_suggestion(
-        image_ids=list(images), model_version=model_version
-    )
-    for pk, image in images.items():
-        if image.status == ClassificationStatus.DONE and pk in suggested:
-            results[pk] = PhotoResult(PhotoOutcome.ALREADY_DONE)
-    todo = [image for pk, image in images.items() if pk not in results]
-    fresh = [image for image in todo if image.deliveries == 0]
-    services.images_delivery_start(image_ids=[image.pk for image in fresh])
-    results.update(_classify_isolated(fresh, run, batch_size))
-    for image in (image for image in todo if image.deliveries > 0):
-        deliveries = services.image_delivery_start(image_id=image.pk)
-        if deliveries > settings.CLASSIFY_MAX_DELIVERIES:
-            reason = services.WORKER_CRASHED_REPEATEDLY.format(deliveries=deliveries - 1)
-            results[image.pk] = _fail([image.pk], reason, PhotoOutcome.FAILED)[image.pk]
-            continue
-        results.update(_classify_isolated([image], run, 1))
+    run = _Run(classifier=classifier, claim=claim, retries=retries or {})
+    results = _claimed_results(claim)
+    results.update(_classify_isolated(claim.ready, run, batch_size))
+    for pk in claim.redelivered:
+        alone = classification.photos_claim(
+            image_ids=[pk],
+            model_version=classifier.model_version,
+            backbone_version=classifier.backbone_version,
+        )
+        results.update(_claimed_results(alone))
+        results.update(_classify_isolated(alone.ready, run, 1))
+    return results
+
+
+def _claimed_results(claim: PhotoClaim) -> dict[int, PhotoResult]:
+    """The outcomes a claim settles at once: GONE, ALREADY_DONE, and FAILED for photos set aside."""
+    results = {pk: PhotoResult(PhotoOutcome.GONE) for pk in claim.gone}
+    results.update({pk: PhotoResult(PhotoOutcome.ALREADY_DONE) for pk in claim.already_done})
+    for pk, deliveries in claim.set_aside.items():
+        reason = images.WORKER_CRASHED_REPEATEDLY.format(deliveries=deliveries)
+        results[pk] = _fail([pk], reason, PhotoOutcome.FAILED)[pk]
     return results
 
 
@@ -116,13 +118,13 @@ def settle(
 ) -> dict[int, PhotoResult]:
     """The outcome of photos that `error` stopped, by the retry policy: GONE, FAILED (or
     TIMED_OUT) with the reason, or RETRYING while retries are left. Writes FAILED states."""
-    if isinstance(error, services.ImageGone):
+    if isinstance(error, images.ImageGone):
         return {pk: PhotoResult(PhotoOutcome.GONE) for pk in image_ids}
     if isinstance(error, SoftTimeLimitExceeded):
-        reason = services.CLASSIFICATION_TIMED_OUT.format(seconds=settings.CELERY_TASK_SOFT_TIME_LIMIT_S)
+        reason = images.CLASSIFICATION_TIMED_OUT.format(seconds=settings.CELERY_TASK_SOFT_TIME_LIMIT_S)
         return _fail(image_ids, reason, PhotoOutcome.TIMED_OUT, error)
     if isinstance(error, FileNotFoundError):
-        return _fail(image_ids, services.PHOTO_MISSING_FROM_STORAGE, PhotoOutcome.FAILED, error)
+        return _fail(image_ids, images.PHOTO_MISSING_FROM_STORAGE, PhotoOutcome.FAILED, error)
     if isinstance(error, ImageRejected):
         return _fail(image_ids, error.reason, PhotoOutcome.FAILED, error)
     if isinstance(error, retry.RETRYABLE_ERRORS):
@@ -137,18 +139,16 @@ def settle(
             results.update(_fail(spent, reason, PhotoOutcome.FAILED, error))
         return results
     logger.error("images %s: unexpected error", list(image_ids), exc_info=error)
-    reason = services.CLASSIFICATION_ERROR.format(error=retry.describe(error))
+    reason = images.CLASSIFICATION_ERROR.format(error=retry.describe(error))
     return _fail(image_ids, reason, PhotoOutcome.FAILED, error)
 
 
 def _exhausted_reason(error: BaseException) -> str:
-    from django.db import DatabaseError
-
     if isinstance(error, retry.StorageUnavailable):
-        return services.PHOTO_UNREADABLE_AFTER_RETRIES
-    if isinstance(error, DatabaseError):
-        return services.DATABASE_UNAVAILABLE_AFTER_RETRIES
-    return services.SERVICE_UNAVAILABLE_AFTER_RETRIES
+        return images.PHOTO_UNREADABLE_AFTER_RETRIES
+    if isinstance(error, retry.DATABASE_ERRORS):
+        return images.DATABASE_UNAVAILABLE_AFTER_RETRIES
+    return images.SERVICE_UNAVAILABLE_AFTER_RETRIES
 
 
 def _fail(
@@ -157,8 +157,8 @@ def _fail(
     """Mark photos FAILED with `reason`. When the database cannot take even that, the photos are
     RETRYING (sent again, never dropped); a photo another delivery finished is ALREADY_DONE."""
     try:
-        services.images_classification_fail(image_ids=image_ids, reason=reason)
-    except services.IllegalTransition:
+        images.images_classification_fail(image_ids=image_ids, reason=reason)
+    except images.IllegalTransition:
         return {pk: PhotoResult(PhotoOutcome.ALREADY_DONE) for pk in image_ids}
     except retry.RETRYABLE_ERRORS as unsaved:
         logger.warning("images %s: could not record %r: %r", list(image_ids), reason, unsaved)
@@ -167,27 +167,27 @@ def _fail(
 
 
 def _classify_isolated(
-    images: Sequence[ListingImage], run: _Run, batch_size: int | None
+    photos: Sequence[ClaimedPhoto], run: _Run, batch_size: int | None
 ) -> dict[int, PhotoResult]:
     """Classify `images` together; an error no single photo can be blamed for (the network run
     failing, say) is narrowed down by trying the unfinished photos one at a time, so only the
     photo that causes it fails. A soft time limit that strikes outside any one photo's read is
     not narrowed down (the hard limit is near): the unfinished photos are sent again."""
     results: dict[int, PhotoResult] = {}
-    if not images:
+    if not photos:
         return results
     try:
-        _classify_group(images, run, batch_size, results)
+        _classify_group(photos, run, batch_size, results)
     except Exception as error:
-        unfinished = [image.pk for image in images if image.pk not in results]
+        unfinished = [photo.image_id for photo in photos if photo.image_id not in results]
         if isinstance(error, SoftTimeLimitExceeded) and len(unfinished) > 1:
             logger.warning("images %s: soft time limit; sent again", unfinished)
             results.update({pk: PhotoResult(PhotoOutcome.RETRYING, error) for pk in unfinished})
         elif len(unfinished) > 1:
             logger.warning("batch of %d failed (%r); trying its photos one by one", len(unfinished), error)
-            for image in images:
-                if image.pk in unfinished:
-                    results.update(_classify_isolated([image], run, 1))
+            for photo in photos:
+                if photo.image_id in unfinished:
+                    results.update(_classify_isolated([photo], run, 1))
         else:
             results.update(settle(unfinished, error, run.retries))
     if any(result.outcome is PhotoOutcome.TIMED_OUT for result in results.values()):
@@ -197,69 +197,69 @@ def _classify_isolated(
 
 
 def _classify_group(
-    images: Sequence[ListingImage], run: _Run, batch_size: int | None, results: dict[int, PhotoResult]
+    photos: Sequence[ClaimedPhoto], run: _Run, batch_size: int | None, results: dict[int, PhotoResult]
 ) -> None:
-    """Run `images` through the batch classifier, recording each photo's result in `results` as
+    """Run `photos` through the batch classifier, recording each photo's result in `results` as
     soon as it is known. Errors of one photo (its read, its decode, its database write) are
     settled for that photo alone; anything else propagates."""
-    images = _verified_uploads(images, run, results)
-    by_id = {image.pk: image for image in images}
+    photos = _verified_uploads(photos, run, results)
+    by_id = {photo.image_id: photo for photo in photos}
     began = time.perf_counter()
     batcher = inference.batch_classifier_for(run.classifier)
     for outcome in batcher.classify(
-        ((image.pk, photo_reader(str(image.file.name))) for image in images),
+        ((photo.image_id, photo_reader(photo.file_name)) for photo in photos),
         top_k=settings.SUGGESTION_TOP_K,
         batch_size=batch_size,
     ):
-        image = by_id[outcome.key]
+        photo = by_id[outcome.key]
         prediction = outcome.prediction
         if prediction is None:
-            results.update(settle([image.pk], outcome.error or RuntimeError("no prediction"), run.retries))
+            error = outcome.error or RuntimeError("no prediction")
+            results.update(settle([photo.image_id], error, run.retries))
         else:
             try:
-                results[image.pk] = _record(image, prediction, run)
+                results[photo.image_id] = _record(photo, prediction, run)
             except SoftTimeLimitExceeded:
                 raise  # the batch ran out of time: no one photo is to blame
             except Exception as error:
-                results.update(settle([image.pk], error, run.retries))
-        result = results[image.pk]
+                results.update(settle([photo.image_id], error, run.retries))
+        result = results[photo.image_id]
         top = prediction.top_k[0] if prediction is not None and result.outcome is PhotoOutcome.DONE else None
-        _log(image.pk, run.model_version.name, top, began, prediction, result, batch=len(images))
+        name = run.claim.model_version.name
+        _log(photo.image_id, name, top, began, prediction, result, batch=len(photos))
 
 
 def _verified_uploads(
-    images: Sequence[ListingImage], run: _Run, results: dict[int, PhotoResult]
-) -> list[ListingImage]:
+    photos: Sequence[ClaimedPhoto], run: _Run, results: dict[int, PhotoResult]
+) -> list[ClaimedPhoto]:
     """Photos uploaded straight to the bucket are validated (and re-encoded) before anything
-    else (`services.image_upload_verify`); returns the photos ready to classify."""
+    else (`classification.photo_upload_verify`); returns the photos ready to classify."""
     ready = []
-    for image in images:
+    for photo in photos:
         try:
-            refused = services.image_upload_verify(image=image)
+            refused = classification.photo_upload_verify(photo=photo)
         except SoftTimeLimitExceeded:
             raise
         except Exception as error:
-            results.update(settle([image.pk], storage_error(error), run.retries))
+            results.update(settle([photo.image_id], storage_error(error), run.retries))
             continue
         if refused is None:
-            ready.append(image)
+            ready.append(photo)
         else:
-            results[image.pk] = PhotoResult(PhotoOutcome(refused))
+            results[photo.image_id] = PhotoResult(PhotoOutcome(refused))
     return ready
 
 
-def _record(image: ListingImage, prediction: Any, run: _Run) -> PhotoResult:
-    suggestion = services.image_classification_record(
-        image=image,
-        model_version=run.model_version,
-        top_k=[
-            services.ScoredCategory(slug=s.slug, confidence=float(s.confidence)) for s in prediction.top_k
-        ],
+def _record(photo: ClaimedPhoto, prediction: Any, run: _Run) -> PhotoResult:
+    top_k = classification.photo_classification_record(
+        photo=photo,
+        model_version=run.claim.model_version,
+        top_k=[ScoredCategory(slug=s.slug, confidence=float(s.confidence)) for s in prediction.top_k],
         embedding=prediction.embedding.astype("<f4").tobytes(),
         logits=prediction.logits.astype("<f4").tobytes() if prediction.logits is not None else None,
         backbone_version=run.classifier.backbone_version,
     )
-    return PhotoResult(PhotoOutcome.DONE if suggestion is not None else PhotoOutcome.FAILED)
+    return PhotoResult(PhotoOutcome.DONE if top_k is not None else PhotoOutcome.FAILED)
 
 
 def _log(

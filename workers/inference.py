@@ -12,13 +12,12 @@ import subprocess
 import sys
 import threading
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from celery import signals
 from django.conf import settings
 
 if TYPE_CHECKING:
-    from catalog.models import ModelVersion
     from classifier import ImageClassifier
     from classifier.batching import BatchClassifier
     from classifier.taxonomy import Taxonomy
@@ -41,6 +40,14 @@ MODEL_VERSION_UNAVAILABLE = (
     "This worker serves model version {serving!r} and cannot load {name!r}; "
     "activate the version first or start workers that serve it."
 )
+
+
+class ServableVersion(Protocol):
+    """What a worker reads of a model version's row to serve it: its name and head artifact."""
+
+    name: str
+    head_manifest: Any
+    head_npz: Any
 
 
 class ModelVersionUnavailable(RuntimeError):
@@ -208,26 +215,28 @@ def follow_active(base: ImageClassifier) -> ImageClassifier:
     now = time.monotonic()
     if _serving is not None and now - _checked_at < settings.ACTIVE_MODEL_CHECK_S:
         return _serving
-    from django.db import DatabaseError
-
-    from catalog.models import ModelVersion
+    from catalog.selectors import registry as registry_selectors
+    from workers.retry import DATABASE_ERRORS
 
     current = _serving or base
     try:
         _attach_shipped(base)
-        active = ModelVersion.objects.filter(is_active=True).values_list("pk", "name").first()
+        active = registry_selectors.model_version_active_name()
         _checked_at = now
         if active is None or active[1] == base.model_version:
             chosen = base
         elif active[1] == current.model_version:
             chosen = current
         else:
-            chosen = classifier_for_version(ModelVersion.objects.get(pk=active[0]))
+            row = registry_selectors.model_version_servable(version_id=active[0])
+            if row is None:  # deleted since: look again at the next check
+                return current
+            chosen = classifier_for_version(row)
             logger.info("now serving model version %s", chosen.model_version)
     except ModelVersionUnavailable as error:
         logger.warning("active model version not served here: %s", error)
         chosen = current
-    except DatabaseError:
+    except DATABASE_ERRORS:
         logger.warning("could not look up the active model version", exc_info=True)
         return current
     _serving = chosen
@@ -240,16 +249,16 @@ def _attach_shipped(base: ImageClassifier) -> None:
     show it and activate it again like any trained version, and its first suggestions auto-accept
     like every later one. Checked at each look-up of the active version (one indexed query once
     attached), so a row created meanwhile without them gets them."""
-    from catalog import services
-    from catalog.models import ModelVersion
+    from catalog.selectors import registry as registry_selectors
+    from catalog.services import suggestions
 
-    if ModelVersion.objects.filter(name=base.model_version).exclude(head_npz=b"").exists():
+    if registry_selectors.model_version_has_artifact(name=base.model_version):
         return
-    row = services.model_version_ensure(name=base.model_version, backbone_version=base.backbone_version)
     manifest, payload = base.head.to_bytes()
     policy = base.head.auto_accept
-    services.model_version_artifact_attach(
-        version=row,
+    suggestions.model_version_shipped_register(
+        name=base.model_version,
+        backbone_version=base.backbone_version,
         head_manifest=manifest,
         head_npz=payload,
         metrics=dict(base.head.metrics),
@@ -276,7 +285,7 @@ def taxonomy() -> Taxonomy:
     return Taxonomy([*shipped.categories, *added])
 
 
-def classifier_for_version(model_version: ModelVersion) -> ImageClassifier:
+def classifier_for_version(model_version: ServableVersion) -> ImageClassifier:
     """The classifier that scores as `model_version`.
 
     The process classifier when the names match; otherwise, when the version carries its head

@@ -27,7 +27,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from django.conf import settings
-from django.db import InterfaceError, OperationalError
+from django.db import DatabaseError, InterfaceError, OperationalError
 
 from classifier.preprocess import ImageRejected
 from workers.inference import ClassifierUnavailable
@@ -47,6 +47,8 @@ RETRYABLE_ERRORS: tuple[type[BaseException], ...] = (
     ClassifierUnavailable,
 )
 FINAL_ERRORS: tuple[type[BaseException], ...] = (ImageRejected, FileNotFoundError)
+#: Any error the database raised (so the worker modules need no import of `django.db`).
+DATABASE_ERRORS: tuple[type[BaseException], ...] = (DatabaseError,)
 
 
 @dataclass(frozen=True)

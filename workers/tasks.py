@@ -13,7 +13,8 @@ from celery import signals
 from celery_batches import SimpleRequest
 from django.conf import settings
 
-from catalog import services
+from catalog.services import images, registry, retention, storage
+from catalog.services.bulk import jobs
 from catalog.tasks_contract import TaskName
 from config.celery import app
 from workers import inference, readiness, retry
@@ -122,7 +123,7 @@ def _send_again(
     policy = retry.policy()
     retrying = [pk for pk, result in results.items() if result.outcome is PhotoOutcome.RETRYING]
     try:
-        services.images_delivery_release(image_ids=retrying)
+        images.images_delivery_release(image_ids=retrying)
     except retry.RETRYABLE_ERRORS:  # the database is down: the counts stay, as after a crash
         logger.warning("could not reset the delivery counts of %s", retrying)
     sent: set[int] = set()
@@ -151,7 +152,7 @@ def _send_again(
 @app.task(name=TaskName.IMAGES_REQUEUE_STUCK)
 def images_requeue_stuck_task() -> int:
     """Periodic sweeper: re-send photos a crash or a broker outage left PENDING/QUEUED."""
-    return services.images_requeue_stuck()
+    return images.images_requeue_stuck()
 
 
 @app.task(name=TaskName.JOBS_SWEEP)
@@ -159,24 +160,24 @@ def jobs_sweep_task() -> dict[str, int]:
     """Periodic sweeper of the other durable states: training runs that will never finish are
     set aside with their reason, bulk jobs left PLANNING get their planning sent again."""
     return {
-        "training_runs_set_aside": services.training_runs_sweep(),
-        "bulk_plans_sent": services.bulk_jobs_requeue_stuck(),
+        "training_runs_set_aside": registry.training_runs_sweep(),
+        "bulk_plans_sent": jobs.bulk_jobs_requeue_stuck(),
     }
 
 
 @app.task(name=TaskName.CLASSIFY_PROBES_DELETE_EXPIRED)
 def classify_probes_delete_expired_task() -> int:
     """Periodic: delete POST /api/classify probe listings past CLASSIFY_PROBE_RETENTION_S."""
-    return services.classify_probes_delete_expired()
+    return retention.classify_probes_delete_expired()
 
 
 @app.task(name=TaskName.API_TOKENS_DELETE_EXPIRED)
 def api_tokens_delete_expired_task() -> int:
     """Periodic: delete expired API tokens."""
-    return services.api_tokens_delete_expired()
+    return retention.api_tokens_delete_expired()
 
 
 @app.task(name=TaskName.STORED_FILES_SWEEP)
 def stored_files_sweep_task() -> int:
     """Periodic sweeper: delete stored files no photo row names (rolled-back or unregistered uploads)."""
-    return services.stored_files_sweep()
+    return storage.stored_files_sweep()

@@ -18,6 +18,21 @@ def model_version_by_name(*, name: str) -> ModelVersion | None:
     return ModelVersion.objects.filter(name=name).first()
 
 
+def model_version_active_name() -> tuple[int, str] | None:
+    """The active version's (id, name), or None (one indexed query, no artifact bytes)."""
+    return ModelVersion.objects.filter(is_active=True).values_list("pk", "name").first()
+
+
+def model_version_servable(*, version_id: int) -> ModelVersion | None:
+    """The version with its head artifact, for a worker to serve it."""
+    return ModelVersion.objects.filter(pk=version_id).first()
+
+
+def model_version_has_artifact(*, name: str) -> bool:
+    """Whether the version called `name` exists with its head artifact."""
+    return ModelVersion.objects.filter(name=name).exclude(head_npz=b"").exists()
+
+
 def model_versions() -> QuerySet[ModelVersion]:
     """Every model version, newest first, without the artifact bytes."""
     return ModelVersion.objects.defer("head_npz", "held_out_images").order_by("-created_at", "-id")

@@ -140,14 +140,14 @@ def photos_by_id(*, image_ids: list[int]) -> list[LabelledPhoto]:
 
 def image_embeddings(*, image_ids: list[int], backbone_version: str) -> dict[int, tuple[bytes, bytes]]:
     """Cached backbone outputs (embedding, logits) as raw float32 bytes, by image id, for the
-    photos of `image_ids` that have them for `backbone_version`."""
-    from catalog.models import ImageEmbedding
+    photos of `image_ids` that have them for `backbone_version` (read by
+    `catalog.services.embeddings.embeddings_read`, the cache's one reader)."""
+    from catalog.services.embeddings import embeddings_read
 
-    found: dict[int, tuple[bytes, bytes]] = {}
-    for start in range(0, len(image_ids), 2000):
-        rows = ImageEmbedding.objects.filter(
-            image_id__in=image_ids[start : start + 2000], backbone_version=backbone_version
-        ).values_list("image_id", "embedding", "logits")
-        for image_id, embedding, logits in rows:
-            found[image_id] = (bytes(embedding), bytes(logits))
-    return found
+    cached = embeddings_read(image_ids=image_ids, backbone_version=backbone_version)
+    return {
+        image_id: (embedding.tobytes(), logits.tobytes())
+        for image_id, embedding, logits in zip(
+            cached.image_ids, cached.embeddings, cached.logits, strict=True
+        )
+    }

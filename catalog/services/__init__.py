@@ -4,12 +4,12 @@ Functions are named `<entity>_<action>` and take keyword-only arguments. One mod
 subdomain; the names below are the public API (`from catalog import services`).
 """
 
-from catalog.services.bulk import (
+from catalog.services.bulk.chunks import WORKER_CRASHED_ON_PHOTO
+from catalog.services.bulk.jobs import (
     JOB_NOT_A_DRY_RUN,
     JOB_NOT_CANCELLABLE,
     JOB_NOT_RESUMABLE,
     JOB_NOTHING_TO_RETRY,
-    WORKER_CRASHED_ON_PHOTO,
     BulkJobRefused,
     bulk_job_apply,
     bulk_job_cancel,
@@ -17,9 +17,9 @@ from catalog.services.bulk import (
     bulk_job_resume,
     bulk_job_retry_failed,
     bulk_job_start,
-    bulk_job_summary,
     bulk_jobs_requeue_stuck,
 )
+from catalog.services.bulk.reports import bulk_job_summary
 from catalog.services.decisions import (
     CATEGORY_INACTIVE,
     NO_SUCH_SUGGESTION,

@@ -25,6 +25,7 @@ import hashlib
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -159,13 +160,20 @@ def is_unverified_upload(image: ListingImage) -> bool:
     return str(image.file.name).startswith(f"{DIRECT_UPLOAD_FOLDER}/")
 
 
-def image_upload_verify(*, image: ListingImage) -> str | None:
+class UploadRefused(StrEnum):
+    """Why a direct upload is not classified (the words are the classify outcomes' own)."""
+
+    FAILED = "failed"  # refused or missing: the photo is FAILED with the reason
+    GONE = "gone"  # deleted, or validated by another delivery, meanwhile
+
+
+def image_upload_verify(*, image: ListingImage) -> UploadRefused | None:
     """Validate a direct upload as a local upload is validated, and keep only its clean copy.
 
     Returns None when `image` is ready to classify (also when it was never a direct upload); its
-    `file`, `checksum` and `size_bytes` then name the clean copy. Returns "failed" when the upload
+    `file`, `checksum` and `size_bytes` then name the clean copy. Returns FAILED when the upload
     was refused (the photo is FAILED with the upload's message, the object deleted) or is missing,
-    and "gone" when the photo was deleted or validated by another delivery meanwhile. Storage
+    and GONE when the photo was deleted or validated by another delivery meanwhile. Storage
     errors other than a missing object propagate, for the caller's retry.
     """
     if not is_unverified_upload(image):
@@ -176,11 +184,11 @@ def image_upload_verify(*, image: ListingImage) -> str | None:
             clean = photo_clean(handle)
     except FileNotFoundError:
         image_classification_fail(image=image, reason=PHOTO_MISSING_FROM_STORAGE)
-        return "failed"
+        return UploadRefused.FAILED
     except UploadRejected as error:
         image_classification_fail(image=image, reason=str(error))
         default_storage.delete(upload_name)
-        return "failed"
+        return UploadRefused.FAILED
     name = image.file.field.generate_filename(image, photo_storage_name(f"photo.{clean.extension}"))
     name = default_storage.save(name, ContentFile(clean.data))
     checksum = hashlib.sha256(clean.data).hexdigest()
@@ -189,7 +197,7 @@ def image_upload_verify(*, image: ListingImage) -> str | None:
     )
     if not updated:
         default_storage.delete(name)
-        return "gone"
+        return UploadRefused.GONE
     default_storage.delete(upload_name)
     image.file.name, image.checksum, image.size_bytes = name, checksum, len(clean.data)
     return None

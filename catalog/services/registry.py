@@ -221,18 +221,11 @@ def model_version_artifact_attach(
 
 def image_embeddings_store(*, backbone_version: str, rows: list[tuple[int, bytes, bytes]]) -> None:
     """Cache backbone outputs computed outside classification (e.g. by training): rows of
-    (image id, embedding float32 bytes, logits float32 bytes). Upserts on (image, backbone
-    version); photos deleted meanwhile are skipped."""
-    from catalog.models import ImageEmbedding, ListingImage
+    (image id, embedding float32 bytes, logits float32 bytes), written by the cache's one writer
+    (`catalog.services.embeddings.embeddings_write`); photos deleted meanwhile are skipped."""
+    from catalog.services.embeddings import embeddings_write
 
-    existing = set(ListingImage.objects.filter(pk__in=[row[0] for row in rows]).values_list("pk", flat=True))
-    for image_id, embedding, logits in rows:
-        if image_id in existing:
-            ImageEmbedding.objects.update_or_create(
-                image_id=image_id,
-                backbone_version=backbone_version,
-                defaults={"embedding": embedding, "logits": logits},
-            )
+    embeddings_write(backbone_version=backbone_version, rows=rows)
 
 
 def model_comparison_record(

@@ -57,6 +57,7 @@ def start_worker(
     concurrency: int = 1,
     ready_line: str = "classifier loaded",
     timeout: float = 600.0,
+    name_prefix: str = "worker",
 ) -> WorkerProcess:
     """Start `celery -A workers worker` with `env` added to this process's environment; returns
     once it answers a ping (through this process's Celery app, which must use the same broker)
@@ -64,7 +65,7 @@ def start_worker(
     start may export and quantize the backbone). Raises `WorkerNotReady`."""
     from config.celery import app
 
-    name = f"worker-{uuid.uuid4().hex[:8]}@localhost"
+    name = f"{name_prefix}-{uuid.uuid4().hex[:8]}@localhost"
     log.parent.mkdir(parents=True, exist_ok=True)
     process = subprocess.Popen(
         [sys.executable, "-m", "celery", "-A", "config", "worker", "-Q", queues,

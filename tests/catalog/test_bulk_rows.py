@@ -1,5 +1,6 @@
-"""The bulk paths' row reads and writes by binary COPY: the same rows as the upload path writes,
-and exactly the cached arrays back."""
+"""The many-row writes and the embedding cache's reader and writer, which the upload path (one
+row) and the bulk path share: the same rows whichever path writes them, and exactly the cached
+arrays back."""
 
 from __future__ import annotations
 
@@ -7,10 +8,10 @@ import numpy as np
 import pytest
 
 from catalog import services
-from catalog.models import CategorySuggestion, Listing, ListingImage, ModelVersion
+from catalog.models import CategorySuggestion, ImageEmbedding, Listing, ListingImage, ModelVersion
 from catalog.pgcopy import copy_out, fixed_width_rows
-from catalog.services import bulk
-from catalog.services.suggestions import NO_KNOWN_CATEGORY
+from catalog.services.embeddings import embeddings_read, embeddings_write
+from catalog.services.suggestions import NO_KNOWN_CATEGORY, PhotoScores, suggestions_record_many
 from tests.factories import ImageEmbeddingFactory, ListingFactory, ListingImageFactory
 
 pytestmark = pytest.mark.django_db
@@ -48,10 +49,10 @@ def test_copied_suggestions_are_the_rows_the_upload_path_writes() -> None:
     version_copy = services.model_version_ensure(name="copy-path", backbone_version="b")
     version_upload = services.model_version_ensure(name="upload-path", backbone_version="b")
     images = _photos(4)
-    scores = [bulk.PhotoScores(image_id=image.pk, top_k=_top_k(n)) for n, image in enumerate(images)]
+    scores = [PhotoScores(image_id=image.pk, top_k=_top_k(n)) for n, image in enumerate(images)]
 
     # when the bulk path writes them for one version and the upload path for the other
-    stored, failed = bulk.suggestions_record_many(model_version=version_copy, scores=scores)
+    stored, failed = suggestions_record_many(model_version=version_copy, scores=scores)
     for image, photo in zip(images, scores, strict=True):
         services.image_classification_record(
             image=image,
@@ -78,15 +79,15 @@ def test_a_second_copy_updates_the_rows_in_place_and_unknown_categories_fail_alo
     # given suggestions already written for three photos
     version = services.model_version_ensure(name="copy-path", backbone_version="b")
     images = _photos(3)
-    bulk.suggestions_record_many(
-        model_version=version, scores=[bulk.PhotoScores(image.pk, _top_k(0)) for image in images]
+    suggestions_record_many(
+        model_version=version, scores=[PhotoScores(image.pk, _top_k(0)) for image in images]
     )
     before = dict(CategorySuggestion.objects.filter(model_version=version).values_list("image_id", "pk"))
 
     # when they are written again with other scores, one photo having no known category at all
-    again = [bulk.PhotoScores(images[0].pk, [("hat", 0.7), ("dress", 0.2)])]
-    again += [bulk.PhotoScores(images[1].pk, [("no-such-category", 0.9)])]
-    stored, failed = bulk.suggestions_record_many(model_version=version, scores=again)
+    again = [PhotoScores(images[0].pk, [("hat", 0.7), ("dress", 0.2)])]
+    again += [PhotoScores(images[1].pk, [("no-such-category", 0.9)])]
+    stored, failed = suggestions_record_many(model_version=version, scores=again)
 
     # then the first photo's row is updated in place, the second fails with its reason and keeps
     # its row, and the third is untouched
@@ -103,8 +104,8 @@ def test_a_second_copy_updates_the_rows_in_place_and_unknown_categories_fail_alo
 def test_a_dry_run_writes_nothing() -> None:
     version = services.model_version_ensure(name="copy-path", backbone_version="b")
     (image,) = _photos(1)
-    stored, _ = bulk.suggestions_record_many(
-        model_version=version, scores=[bulk.PhotoScores(image.pk, _top_k(1))], write=False
+    stored, _ = suggestions_record_many(
+        model_version=version, scores=[PhotoScores(image.pk, _top_k(1))], write=False
     )
     assert list(stored) == [image.pk] and not CategorySuggestion.objects.exists()
 
@@ -124,16 +125,33 @@ def test_cached_embeddings_come_back_exactly_in_photo_order_and_damaged_rows_are
     ImageEmbeddingFactory.create(image=images[5], backbone_version="other")
 
     # when read back for backbone "b", asked in reverse order
-    ids, embeddings, logits = bulk.embeddings_cached(
-        image_ids=[image.pk for image in reversed(images)], backbone_version="b"
-    )
+    cached = embeddings_read(image_ids=[image.pk for image in reversed(images)], backbone_version="b")
 
     # then the intact rows come back, in primary-key order, bit for bit
     expected = [image.pk for image in images[:5] if image != images[2]]
-    assert ids == expected
-    np.testing.assert_array_equal(embeddings, np.stack([arrays[pk][0] for pk in expected]))
-    np.testing.assert_array_equal(logits, np.stack([arrays[pk][1] for pk in expected]))
-    assert bulk.embeddings_cached(image_ids=[], backbone_version="b")[0] == []
+    assert cached.image_ids == expected
+    np.testing.assert_array_equal(cached.embeddings, np.stack([arrays[pk][0] for pk in expected]))
+    np.testing.assert_array_equal(cached.logits, np.stack([arrays[pk][1] for pk in expected]))
+    assert embeddings_read(image_ids=[], backbone_version="b").image_ids == []
+
+
+def test_the_embedding_writer_replaces_a_row_and_skips_photos_deleted_meanwhile() -> None:
+    # given a photo with a damaged cached row, and the id of a photo deleted meanwhile
+    kept, deleted = _photos(2)
+    ImageEmbeddingFactory.create(image=kept, embedding=b"\0" * 8, logits=b"\0" * 8)
+    deleted_id = deleted.pk
+    deleted.delete()
+    embedding, logits = np.ones(1280, np.float32), np.full(1000, 2.0, np.float32)
+
+    # when both photos' outputs are written
+    rows = [(pk, embedding.tobytes(), logits.tobytes()) for pk in (kept.pk, deleted_id)]
+    embeddings_write(backbone_version="b", rows=rows)
+
+    # then the damaged row is replaced and nothing is cached for the deleted photo
+    assert list(ImageEmbedding.objects.values_list("image_id", flat=True)) == [kept.pk]
+    cached = embeddings_read(image_ids=[kept.pk, deleted_id], backbone_version="b")
+    np.testing.assert_array_equal(cached.embeddings[0], embedding)
+    np.testing.assert_array_equal(cached.logits[0], logits)
 
 
 def test_a_copy_output_not_of_the_expected_layout_is_refused() -> None:

@@ -29,7 +29,8 @@ from catalog.models import (
     ListingImage,
     ModelVersion,
 )
-from catalog.services import bulk
+from catalog.services.bulk import chunks, planning
+from catalog.tasks_contract import ChunkOutcome
 from tests.factories import ListingFactory, UserFactory
 from workers import inference
 from workers.bulk import chunk_run
@@ -76,9 +77,9 @@ def _expected_category(embedding: np.ndarray, logits: np.ndarray) -> str:
     return classifier.top_k_from_scores(scores, 5)[0][0].slug
 
 
-def _run(job: BulkJob) -> list[str]:
+def _run(job: BulkJob) -> list[ChunkOutcome]:
     """Plan the job, then run each of its chunks as a worker would; returns the outcomes."""
-    bulk.bulk_job_plan(job_id=job.pk)
+    planning.bulk_job_plan(job_id=job.pk)
     outcomes = [chunk_run(chunk_id=pk) for pk in job.chunks.order_by("index").values_list("pk", flat=True)]
     job.refresh_from_db()
     return outcomes
@@ -98,8 +99,8 @@ def test_planning_walks_listings_by_primary_key_in_bounded_chunks(version: Model
 
     # when a job with chunks of 3 photos to decode is planned, twice (a re-run after a crash)
     job = BulkJob.objects.create(model_version=version, chunk_size=3)
-    created = bulk.bulk_job_plan(job_id=job.pk)
-    again = bulk.bulk_job_plan(job_id=job.pk)
+    created = planning.bulk_job_plan(job_id=job.pk)
+    again = planning.bulk_job_plan(job_id=job.pk)
 
     # then whole listings are laid out in primary-key order, each chunk closed once it holds at
     # least 3 photos, the probe is left out, and the second run lays out nothing
@@ -120,7 +121,7 @@ def test_planning_walks_listings_by_primary_key_in_bounded_chunks(version: Model
     # when the photos' backbone outputs are cached, then a chunk holds four times as many photos
     _cache_embeddings(list(ListingImage.objects.filter(listing__is_probe=False)))
     cached = BulkJob.objects.create(model_version=version, chunk_size=2)
-    bulk.bulk_job_plan(job_id=cached.pk)
+    planning.bulk_job_plan(job_id=cached.pk)
     planned = list(
         cached.chunks.order_by("index").values_list("first_listing_id", "last_listing_id", "planned_images")
     )
@@ -141,7 +142,7 @@ def test_a_category_job_covers_only_listings_in_that_subtree(version: ModelVersi
     jobs = {}
     for category in (shoes, fashion):
         jobs[category.slug] = BulkJob.objects.create(model_version=version, category=category, chunk_size=1)
-        bulk.bulk_job_plan(job_id=jobs[category.slug].pk)
+        planning.bulk_job_plan(job_id=jobs[category.slug].pk)
 
     # then each covers the listings whose category (or, without one, suggestion) lies in it
     def listings(job: BulkJob) -> list[int]:
@@ -248,7 +249,7 @@ def test_a_damaged_cached_embedding_falls_back_to_the_cnn(
 
     # when the job runs, then the photo is classified through the CNN instead, and its cache repaired
     job = BulkJob.objects.create(model_version=version, chunk_size=10)
-    assert _run(job) == ["done"]
+    assert _run(job) == [ChunkOutcome.DONE]
     assert (job.cached_images, job.cnn_images, job.failed_images) == (0, 1, 0)
     assert CategorySuggestion.objects.get(image=image).confidence > 0
     repaired = np.frombuffer(ImageEmbedding.objects.get(image=image).embedding, dtype=np.float32)
@@ -262,12 +263,12 @@ def test_a_killed_job_resumes_and_finishes_only_what_is_missing(version: ModelVe
         _listing([b"x"])
     images = list(ListingImage.objects.order_by("pk"))
     job = BulkJob.objects.create(model_version=version, chunk_size=2)
-    bulk.bulk_job_plan(job_id=job.pk)
+    planning.bulk_job_plan(job_id=job.pk)
     _cache_embeddings(images)
     first, second, _ = job.chunks.order_by("index")
-    assert chunk_run(chunk_id=first.pk) == "done"
-    begun = bulk.bulk_chunk_begin(chunk_id=second.pk)
-    assert isinstance(begun, bulk.ChunkStart)
+    assert chunk_run(chunk_id=first.pk) == ChunkOutcome.DONE
+    begun = chunks.bulk_chunk_claim(chunk_id=second.pk)
+    assert isinstance(begun, chunks.ChunkRun)
     services.image_classification_record(
         image=images[2], model_version=version, top_k=[services.ScoredCategory("shoes", 0.9)]
     )
@@ -279,7 +280,7 @@ def test_a_killed_job_resumes_and_finishes_only_what_is_missing(version: ModelVe
     # then the finished chunk is skipped, the rest is completed, and every photo has one suggestion
     job.refresh_from_db()
     assert sent == 2
-    assert outcomes == ["already-done", "done", "done"]
+    assert outcomes == [ChunkOutcome.ALREADY_DONE, ChunkOutcome.DONE, ChunkOutcome.DONE]
     assert job.status == BulkJobStatus.DONE
     assert (job.processed_images, job.skipped_images) == (5, 1)
     assert _suggestions_per_photo(version) == Counter({image.pk: 1 for image in images})
@@ -291,21 +292,21 @@ def test_a_cancelled_job_stops_and_resume_finishes_it(version: ModelVersion) -> 
         _listing([b"x"])
     images = list(ListingImage.objects.order_by("pk"))
     job = BulkJob.objects.create(model_version=version, chunk_size=2)
-    bulk.bulk_job_plan(job_id=job.pk)
+    planning.bulk_job_plan(job_id=job.pk)
     _cache_embeddings(images)
     first, second = job.chunks.order_by("index")
     chunk_run(chunk_id=first.pk)
 
     # when staff cancel it, then the next chunk does nothing and cancelling twice is refused
     services.bulk_job_cancel(job=job)
-    assert chunk_run(chunk_id=second.pk) == BulkJobStatus.CANCELLED
+    assert chunk_run(chunk_id=second.pk) == ChunkOutcome.CANCELLED
     assert set(_suggestions_per_photo(version)) == {images[0].pk, images[1].pk}
     with pytest.raises(services.BulkJobRefused, match=services.JOB_NOT_CANCELLABLE):
         services.bulk_job_cancel(job=job)
 
     # when it is resumed, then it finishes
     services.bulk_job_resume(job=job)
-    assert chunk_run(chunk_id=second.pk) == "done"
+    assert chunk_run(chunk_id=second.pk) == ChunkOutcome.DONE
     job.refresh_from_db()
     assert job.status == BulkJobStatus.DONE
     assert _suggestions_per_photo(version) == Counter({image.pk: 1 for image in images})
@@ -357,14 +358,14 @@ def test_a_photo_alone_in_flight_when_the_worker_died_is_set_aside(
     listing = _listing([photo_paths[0].read_bytes(), photo_paths[1].read_bytes()])
     poison, fine = ListingImage.objects.filter(listing=listing).order_by("pk")
     job = BulkJob.objects.create(model_version=version, chunk_size=10)
-    bulk.bulk_job_plan(job_id=job.pk)
+    planning.bulk_job_plan(job_id=job.pk)
     chunk = job.chunks.get()
     BulkJobChunk.objects.filter(pk=chunk.pk).update(
         status=BulkChunkStatus.RUNNING, attempts=2, inflight_image_ids=[poison.pk]
     )
 
     # when the chunk is delivered again
-    assert chunk_run(chunk_id=chunk.pk) == "done"
+    assert chunk_run(chunk_id=chunk.pk) == ChunkOutcome.DONE
 
     # then that photo is in the ledger, unclassified, and the other one is classified
     assert list(BulkJobError.objects.values_list("image_id", "reason")) == [
@@ -381,7 +382,7 @@ def test_a_version_the_worker_cannot_load_fails_the_job_with_a_reason(version: M
     job = BulkJob.objects.create(model_version=stranger, chunk_size=10)
 
     # when it runs, then it fails with a readable reason and writes nothing
-    assert _run(job) == ["failed"]
+    assert _run(job) == [ChunkOutcome.FAILED]
     assert job.status == BulkJobStatus.FAILED
     assert "someone-elses-head" in job.failure_reason
     assert not CategorySuggestion.objects.exists()

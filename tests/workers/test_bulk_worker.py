@@ -26,7 +26,7 @@ from catalog.models import (
     ListingImage,
     ModelVersion,
 )
-from tests.conftest import WorkerProcess, start_worker, stop_worker, wait_for
+from tests.conftest import WorkerProcess, running_workers, start_worker, stop_worker, wait_for
 from tests.factories import ListingFactory, UserFactory
 from workers.bulk import WRITE_EVERY
 
@@ -44,11 +44,12 @@ def workers(
     deployment would send it."""
     from config.celery import app
 
-    # Test workers only (tests.conftest names them test-...): a demo's worker is left alone.
-    others = [name for reply in app.control.ping(timeout=1.0) for name in reply if name.startswith("test-")]
+    # This session's other workers, by name (a ping can miss a busy one on a loaded machine); a
+    # demo's worker on the same broker is left alone. Each confirms before anything is sent.
+    others = [worker.name for worker in running_workers()]
     for queue in ("classify", "bulk"):
         if others:
-            app.control.cancel_consumer(queue, destination=others, reply=True)
+            app.control.cancel_consumer(queue, destination=others, reply=True, timeout=30)
     app.control.purge()
     logs = tmp_path_factory.mktemp("workers")
     started = {
@@ -60,7 +61,7 @@ def workers(
         stop_worker(worker)
     for queue in ("classify", "bulk"):
         if others:
-            app.control.add_consumer(queue, destination=others, reply=True)
+            app.control.add_consumer(queue, destination=others, reply=True, timeout=30)
 
 
 @pytest.fixture

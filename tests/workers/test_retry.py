@@ -13,6 +13,7 @@ from django.db import OperationalError
 
 from catalog import services
 from catalog.models import ClassificationStatus, ListingImage
+from catalog.services import images
 from classifier.preprocess import CORRUPT_IMAGE, ImageRejected
 from tests.factories import ListingFactory
 from workers import retry
@@ -144,7 +145,7 @@ def test_a_photo_is_sent_again_when_even_its_failure_cannot_be_saved(
     def database_down(**_: object) -> None:
         raise OperationalError("connection refused")
 
-    monkeypatch.setattr(services, "images_classification_fail", database_down)
+    monkeypatch.setattr(images, "images_classification_fail", database_down)
 
     # when the error is settled, then the photo is sent again rather than left for the sweeper
     results = settle([photo.pk], OperationalError("connection refused"), {photo.pk: 0})
