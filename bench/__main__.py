@@ -18,9 +18,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from bench.catalogue import DATASET
+from bench.environment import REPO_ROOT, log, machine, now_iso
+from bench.phases import PHASES
 from bench.report import checks, write_section
-from bench.run import PHASES, SIZES, Bench
-from bench.system import DATASET, REPO_ROOT, log, machine, now_iso
+from bench.run import SIZES, Bench
 
 RESULTS = REPO_ROOT / "bench" / "results.json"
 DOC = REPO_ROOT / "docs" / "BENCHMARKS.md"
@@ -96,9 +98,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     began = time.monotonic()
     media = Path(tempfile.mkdtemp(prefix="bench-media-"))
     with missing_services(REPO_ROOT / ".run" / "bench-services"):
-        from bench import system
+        from bench import environment
 
-        system.prepare_environment(media)
+        environment.prepare_environment(media)
         from django.conf import settings
 
         from workers import inference
@@ -119,7 +121,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "bulk_chunk_size": settings.BULK_CHUNK_SIZE,
                 "classify_batch_size": settings.CLASSIFY_BATCH_SIZE,
                 "classify_batch_interval_s": settings.CLASSIFY_BATCH_INTERVAL_S,
-                "bulk_worker_processes": system.BULK_PROCESSES,
+                "bulk_worker_processes": environment.BULK_PROCESSES,
                 "classify_worker_processes": 1,
                 "worker_batch_size": inference.batch_size(),
                 "device": args.device,
@@ -128,12 +130,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         log(f"{mode} run, phases {phases}; worker logs in {logs}")
         try:
-            for phase in PHASES:
+            for phase, run in PHASES.items():
                 if phase in phases:
-                    getattr(bench, phase)()
+                    run(bench)
         finally:
             bench.close()
-            system.drop_database()
+            environment.drop_database()
             shutil.rmtree(media, ignore_errors=True)
     results = bench.results
     results["ratios"] = ratios(results)

@@ -127,17 +127,16 @@ def redis_push_rate(messages: int, size: int = 1500) -> float:
 
 
 def scaleout(bench: Bench) -> None:
-    from bench.system import (
-        BULK_PROCESSES,
+    from bench.catalogue import (
         dataset_photos,
         forget,
         job_seconds,
-        log,
         make_catalogue,
         reset_catalogue,
         run_job,
         shipped_version,
     )
+    from bench.environment import BULK_PROCESSES, log
     from catalog.models import CategorySuggestion, ImageEmbedding, ListingImage
 
     for role in ("bulk", "bulk-niced"):
@@ -170,7 +169,7 @@ def scaleout(bench: Bench) -> None:
             for label, workers in configurations:
                 roles = [_start(bench, spec) for spec in workers]
                 forget(version)
-                limit_rate = bench._limit_run()
+                limit_rate = bench.limit_run()
                 job = run_job(version, timeout=3600, chunk_size=CHUNK)
                 rate = count / job_seconds(job)
                 logs = {role: bench.workers[role].log for role in roles}

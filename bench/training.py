@@ -145,7 +145,7 @@ def _evaluate(version: Any, classifier: Any, test: Sequence[tuple[Path, str]]) -
     from classifier.calibration import auto_accept_summary, category_reports
     from classifier.head import LinearHead
     from classifier.preprocess import load_image
-    from classifier.retrain import LabelledOutputs, score_head
+    from classifier.training.outputs import LabelledOutputs, score_head
     from workers import inference
 
     head = LinearHead.from_bytes(version.head_manifest, bytes(version.head_npz))

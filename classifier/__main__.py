@@ -1,4 +1,4 @@
-"""Command line: ``python -m classifier {train,evaluate,predict,export}``."""
+"""Command line: ``python -m classifier {train,evaluate,predict,finetune,phone-photos,export}``."""
 
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ def served_precision() -> str:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from classifier.train import train_head
+    from classifier.training.folder import train_head
 
     began = time.perf_counter()
     report = train_head(args.data, out_dir=args.out, version=args.version, cache_dir=args.cache_dir)
@@ -88,20 +88,23 @@ def _load_at_precision(
 
 
 def _finetune(args: argparse.Namespace) -> int:
-    from classifier.finetune import finetune
+    from classifier.training.tail import TailRecipe, finetune
 
-    report = finetune(
-        args.data,
-        tail_name=args.tail,
-        head_version=args.version,
-        out_dir=args.out,
-        cache_dir=args.cache_dir,
+    recipe = TailRecipe(
         views=args.views,
         passes=args.passes,
         seeds=args.seeds,
         augment=args.augment,
         mixup=args.mixup,
         ema_decay=args.ema,
+    )
+    report = finetune(
+        args.data,
+        tail_name=args.tail,
+        head_version=args.version,
+        out_dir=args.out,
+        cache_dir=args.cache_dir,
+        recipe=recipe,
         head_only=args.head_only,
     )
     print(f"wrote {report.head_manifest}; seconds {report.seconds}")
@@ -129,6 +132,33 @@ def _export(args: argparse.Namespace) -> int:
     seconds = time.perf_counter() - began
     print(f"{path} ({backbone_version()}, {args.precision}, verified) in {seconds:.2f} s")
     return 0
+
+
+def _add_finetune(commands: Any) -> None:
+    """The ``finetune`` subcommand: its options are ``classifier.training.tail.TailRecipe``'s."""
+    finetune = commands.add_parser(
+        "finetune", help="tune the backbone's last blocks on cached trunk activations, then fit a head on it"
+    )
+    finetune.add_argument(
+        "--data",
+        default=None,
+        help=DATA_HELP,
+    )
+    finetune.add_argument("--out", default=str(ARTIFACTS_DIR), help="artifact folder")
+    finetune.add_argument("--tail", default="fashion-tail-v1", help="tail artifact name")
+    finetune.add_argument("--version", default=DEFAULT_HEAD_VERSION, help="head version name")
+    finetune.add_argument("--views", type=int, default=4, help="augmented crops per photo (cached)")
+    finetune.add_argument("--passes", type=float, default=1.0, help="passes over the cached crops")
+    finetune.add_argument("--seeds", type=int, default=2, help="tails averaged into one (a model soup)")
+    finetune.add_argument(
+        "--augment", choices=("crop", "trivial"), default="crop", help="crops, or crops + TrivialAugmentWide"
+    )
+    finetune.add_argument("--mixup", type=float, default=0.0, help="mixup Beta parameter (0: off)")
+    finetune.add_argument("--ema", type=float, default=None, help="EMA decay of the tail's weights")
+    finetune.add_argument(
+        "--head-only", action="store_true", help="keep the tail in --out, fit the head on it again"
+    )
+    finetune.set_defaults(handler=_finetune)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -172,29 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--top-k", type=int, default=5)
     predict.set_defaults(handler=_predict)
 
-    finetune = commands.add_parser(
-        "finetune", help="tune the backbone's last blocks on cached trunk activations, then fit a head on it"
-    )
-    finetune.add_argument(
-        "--data",
-        default=None,
-        help=DATA_HELP,
-    )
-    finetune.add_argument("--out", default=str(ARTIFACTS_DIR), help="artifact folder")
-    finetune.add_argument("--tail", default="fashion-tail-v1", help="tail artifact name")
-    finetune.add_argument("--version", default=DEFAULT_HEAD_VERSION, help="head version name")
-    finetune.add_argument("--views", type=int, default=4, help="augmented crops per photo (cached)")
-    finetune.add_argument("--passes", type=float, default=1.0, help="passes over the cached crops")
-    finetune.add_argument("--seeds", type=int, default=2, help="tails averaged into one (a model soup)")
-    finetune.add_argument(
-        "--augment", choices=("crop", "trivial"), default="crop", help="crops, or crops + TrivialAugmentWide"
-    )
-    finetune.add_argument("--mixup", type=float, default=0.0, help="mixup Beta parameter (0: off)")
-    finetune.add_argument("--ema", type=float, default=None, help="EMA decay of the tail's weights")
-    finetune.add_argument(
-        "--head-only", action="store_true", help="keep the tail in --out, fit the head on it again"
-    )
-    finetune.set_defaults(handler=_finetune)
+    _add_finetune(commands)
 
     phone = commands.add_parser(
         "phone-photos",

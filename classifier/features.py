@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from classifier.atomic import atomic_path
 from classifier.backbone import OnnxBackbone
 from classifier.preprocess import CENTRE_VIEW, ImageRejected, View, load_image
 
@@ -147,20 +147,13 @@ def extract_features(
     )
     if cache_path is not None:
         cache_path.parent.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(dir=cache_path.parent, suffix=".npz.tmp")
-        os.close(handle)
-        try:
-            with open(temporary, "wb") as out:
-                np.savez(
-                    out,
-                    embeddings=features.embeddings,
-                    logits=features.logits,
-                    labels=np.array(labels, dtype=str),
-                    paths=np.array(paths, dtype=str),
-                    rejected=np.array(rejected, dtype=str).reshape(-1, 2),
-                )
-            os.replace(temporary, cache_path)
-        finally:
-            if os.path.exists(temporary):
-                os.unlink(temporary)
+        with atomic_path(cache_path) as temporary, open(temporary, "wb") as out:
+            np.savez(
+                out,
+                embeddings=features.embeddings,
+                logits=features.logits,
+                labels=np.array(labels, dtype=str),
+                paths=np.array(paths, dtype=str),
+                rejected=np.array(rejected, dtype=str).reshape(-1, 2),
+            )
     return features

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from classifier.atomic import write_atomically
 from classifier.autoaccept import AutoAcceptPolicy
 from classifier.preprocess import CENTRE_VIEW, View
 
@@ -39,8 +40,11 @@ def transform_embeddings(embeddings: np.ndarray, transform: str) -> np.ndarray:
     if transform == "none":
         return values
     if transform == "sqrt-l2":
-        values = np.sqrt(np.maximum(values, 0.0))
-    elif transform != "l2":
+        values = np.maximum(values, np.float32(0.0))  # a new array: the steps below work in place
+        np.sqrt(values, out=values)
+        values /= np.maximum(np.linalg.norm(values, axis=1, keepdims=True), 1e-12)
+        return values
+    if transform != "l2":
         raise ValueError(f"Unknown feature transform {transform!r}; expected one of {FEATURE_TRANSFORMS}.")
     norms = np.linalg.norm(values, axis=1, keepdims=True)
     return values / np.maximum(norms, 1e-12)
@@ -62,7 +66,7 @@ class GateParameters:
     similarity between the transformed embedding and a class centroid. The zero-shot share catches
     domain photos unlike the training photos (a product shot of a sandal); the similarity catches
     training-like photos that ImageNet has no class for (a shirt on a hanger). Fit on training
-    photos only (see ``classifier.train``).
+    photos only (see ``classifier.training.gate``).
     """
 
     cosine_threshold: float
@@ -122,6 +126,19 @@ class LinearHead:
         if self.feature_transform == "none":
             features = transform_embeddings(features, "l2")
         return np.max(features.astype(np.float64) @ self.centroids.T.astype(np.float64), axis=1)
+
+    def proba_and_similarity(self, embeddings: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(predict_proba(embeddings), centroid_similarity(embeddings))`` with the feature
+        transform applied once and one matrix product against the weights and centroids stacked
+        (the head-only path scores tens of thousands of photos a second with both)."""
+        features = transform_embeddings(embeddings, self.feature_transform)
+        if self.feature_transform == "none":
+            return self.predict_proba(embeddings), self.centroid_similarity(embeddings)
+        count = len(self.classes)
+        stacked = np.concatenate([self.weights, self.centroids]).T.astype(np.float64)
+        products = features.astype(np.float64) @ stacked
+        logits = products[:, :count] + self.bias.astype(np.float64)
+        return softmax(logits / self.temperature), np.max(products[:, count:], axis=1)
 
     def to_bytes(self) -> tuple[dict[str, Any], bytes]:
         """The artifact in memory: ``(manifest, npz_bytes)``, the contents of the ``.json`` and
@@ -188,10 +205,10 @@ class LinearHead:
         target = Path(directory)
         target.mkdir(parents=True, exist_ok=True)
         manifest, payload = self.to_bytes()
-        (target / f"{self.version}.npz").write_bytes(payload)
-        json_path = target / f"{self.version}.json"
-        json_path.write_text(json.dumps(manifest, indent=2, sort_keys=False) + "\n", encoding="utf-8")
-        return json_path
+        write_atomically(target / f"{self.version}.npz", payload)
+        return write_atomically(
+            target / f"{self.version}.json", json.dumps(manifest, indent=2, sort_keys=False) + "\n"
+        )
 
     @classmethod
     def load(cls, path: str | os.PathLike[str] | None = None) -> LinearHead:

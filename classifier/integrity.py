@@ -31,8 +31,6 @@ import fcntl
 import hashlib
 import json
 import logging
-import os
-import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import lru_cache
@@ -40,6 +38,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from classifier.atomic import atomic_path, write_atomically
 
 logger = logging.getLogger(__name__)
 
@@ -263,12 +263,9 @@ def _build(
     runner: Callable[[bytes], Runner],
     min_cosine: float,
 ) -> None:
-    directory = model_path.parent
-    handle, temporary = tempfile.mkstemp(dir=directory, prefix=f".{model_path.name}.", suffix=".tmp")
-    os.close(handle)
-    try:
-        build(Path(temporary))
-        data = Path(temporary).read_bytes()
+    with atomic_path(model_path, fsync=True) as temporary:
+        build(temporary)
+        data = temporary.read_bytes()
         try:
             smoke = smoke_run(runner(data))
         except Exception as error:
@@ -276,26 +273,10 @@ def _build(
         problem = smoke.mismatch(reference(), min_cosine=min_cosine)
         if problem is not None:
             raise ModelCacheError(f"a new build of {model_path.name} disagrees with its reference: {problem}")
-        with open(temporary, "rb") as written:
-            os.fsync(written.fileno())
         manifest = Manifest(model_path.name, hashlib.sha256(data).hexdigest(), len(data), smoke)
-        # The file first, then its manifest: a reader holding the shared lock sees neither move.
-        os.replace(temporary, model_path)
-        _write_manifest(model_path, manifest)
-    finally:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
+    # The file first, then its manifest: a reader holding the shared lock sees neither move.
+    _write_manifest(model_path, manifest)
 
 
 def _write_manifest(model_path: Path, manifest: Manifest) -> None:
-    target = manifest_path(model_path)
-    handle, temporary = tempfile.mkstemp(dir=model_path.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            stream.write(manifest.to_json())
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, target)
-    finally:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
+    write_atomically(manifest_path(model_path), manifest.to_json(), fsync=True)

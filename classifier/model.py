@@ -22,8 +22,8 @@ nothing the taxonomy sells), the zero-shot evidence and the outside share shrink
 confidences over all categories sum to at most 1, and to less for such photos.
 
 Calibration: the head's probabilities are temperature-scaled on held-out folds (see
-``classifier.train``); the zero-shot scores are ImageNet softmax masses at temperature 1, which no
-labelled photos exist to calibrate.
+``classifier.training.temperature``); the zero-shot scores are ImageNet softmax masses at
+temperature 1, which no labelled photos exist to calibrate.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ import numpy as np
 from PIL import Image
 
 from classifier.backbone import OnnxBackbone, ensure_onnx
-from classifier.head import ArtifactError, LinearHead, softmax
+from classifier.head import ArtifactError, LinearHead
 from classifier.preprocess import ImageRejected, ImageSource, load_image, to_batch
 from classifier.taxonomy import Taxonomy, load_taxonomy
 from classifier.views import ViewOutputs, ViewPolicy, run_views
@@ -103,12 +103,26 @@ class ZeroShotScorer:
         for category in taxonomy:
             for imagenet_id in category.imagenet_ids:
                 self.owner_matrix[imagenet_id, self.index[category.slug]] = 1.0
+        # A third of the ImageNet classes have an owner: the product needs only their rows.
+        self._owned = np.flatnonzero(self.owner_matrix.any(axis=1))
+        self._owner_rows = np.ascontiguousarray(self.owner_matrix[self._owned])
 
     def exclusive_mass(self, logits: np.ndarray) -> np.ndarray:
         """ImageNet softmax mass owned by each category, float64 (N, K) in taxonomy order; rows sum
-        to the mapped share (≤ 1)."""
-        probabilities = softmax(np.asarray(logits, dtype=np.float64) / self.temperature)
-        return probabilities @ self.owner_matrix
+        to the mapped share (≤ 1).
+
+        The softmax of ``softmax``, computed in place on one float64 copy, and normalised after
+        the product (K columns instead of 1000): the same figures to rounding, at a fraction of
+        the memory traffic the head-only path paid per photo."""
+        exponentials = np.array(logits, dtype=np.float64)
+        if self.temperature != 1.0:
+            exponentials /= self.temperature
+        exponentials -= np.max(exponentials, axis=-1, keepdims=True)
+        np.exp(exponentials, out=exponentials)
+        total = np.sum(exponentials, axis=-1, keepdims=True)
+        mass = exponentials[..., self._owned] @ self._owner_rows
+        mass /= total
+        return np.asarray(mass)
 
     def domain_evidence(self, logits: np.ndarray, domain_mask: np.ndarray) -> np.ndarray:
         """Zero-shot evidence that photos lie in a domain, float64 (N,) in [0, 1]: the domain's
@@ -203,11 +217,10 @@ class ImageClassifier:
     def domain_gate(self, embeddings: np.ndarray, logits: np.ndarray) -> np.ndarray:
         """Probability that each photo belongs to the head's domain, float64 (N,)."""
         evidence = self.zero_shot.domain_evidence(np.atleast_2d(logits), self._domain_mask)
-        return self._gate(np.atleast_2d(embeddings), evidence)[0]
+        return self._gate(self.head.centroid_similarity(np.atleast_2d(embeddings)), evidence)[0]
 
-    def _gate(self, embeddings: np.ndarray, evidence: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _gate(self, similarity: np.ndarray, evidence: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         gate = self.head.gate
-        similarity = self.head.centroid_similarity(embeddings)
         resemblance = _sigmoid(gate.cosine_weight * (similarity - gate.cosine_threshold))
         return 1.0 - (1.0 - np.clip(evidence, 0.0, 1.0)) * (1.0 - resemblance), resemblance
 
@@ -224,7 +237,8 @@ class ImageClassifier:
         shares = mass / np.maximum(mapped, 1e-12)[:, None]
         domain_share = shares[:, self._domain_mask].sum(axis=1)
         reach = np.minimum(1.0, mapped / MAPPED_MASS_FLOOR)
-        gate, resemblance = self._gate(embeddings, domain_share * reach)
+        probabilities, similarity = self.head.proba_and_similarity(embeddings)
+        gate, resemblance = self._gate(similarity, domain_share * reach)
         # A photo that looks like the head's training photos is one of its classes, whatever
         # ImageNet thinks (hats look like purses to it); only the rest is left to bags and the like.
         uncovered = shares[:, self._uncovered_mask] * (1.0 - resemblance)[:, None]
@@ -235,7 +249,7 @@ class ImageClassifier:
 
         scores = np.zeros((len(embeddings), len(self.slugs)), dtype=np.float64)
         head_share = gate * (1.0 - uncovered_fraction)
-        scores[:, self._head_columns] = head_share[:, None] * self.head.predict_proba(embeddings)
+        scores[:, self._head_columns] = head_share[:, None] * probabilities
         uncovered_share = gate * uncovered_fraction / np.maximum(uncovered.sum(axis=1), 1e-12)
         scores[:, self._uncovered_mask] = uncovered_share[:, None] * uncovered
         outside_share = (1.0 - gate) * reach / outside_total

@@ -3,10 +3,11 @@
 `model_train_task(run_id)` trains a candidate head on every photo a seller or a reviewer labelled:
 backbone outputs come from the `ImageEmbedding` cache (written by the classify tasks, one row per
 photo and backbone version), and only photos missing from it are decoded and run through the
-CNN, once, then cached. A fixed share of photos (by checksum, so the same photo always falls on
-the same side) is held out for the version's metrics and for comparisons. The candidate is stored
-inactive, with its head artifact, and compared with the active version on the same held-out
-photos, so staff can activate it.
+CNN, once, then cached. Which photos are held out for the version's metrics and comparisons, and
+how two versions compare, are the catalog's rules (`catalog.services.training`); the worker
+computes the backbone outputs, the candidate head (`classifier.training.candidate`) and each
+version's answers. The candidate is stored inactive, with its head artifact, and compared with
+the active version on the same held-out photos, so staff can activate it.
 
 `model_compare_task(version_id)` re-runs that comparison against whatever version is active now.
 """
@@ -17,14 +18,14 @@ import json
 import logging
 import time
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 from django.conf import settings
 from django.utils import timezone
 
 from catalog import services
-from catalog.models import ModelComparison, ModelVersion
+from catalog.selectors import registry as registry_selectors
 from catalog.selectors import review as review_selectors
 from catalog.tasks_contract import TaskName
 from config.celery import app
@@ -34,22 +35,28 @@ from workers.storage import photo_read
 if TYPE_CHECKING:
     from classifier.head import LinearHead
     from classifier.model import ImageClassifier
-    from classifier.retrain import LabelledOutputs
     from classifier.taxonomy import Taxonomy
+    from classifier.training.candidate import Candidate
+    from classifier.training.outputs import LabelledOutputs
 
 logger = logging.getLogger("workers.training")
 
 EMBED_BATCH = 16
 # User-facing messages; tests reuse them.
 NOT_COMPARABLE = "{name} was trained on backbone {backbone}; this worker runs {serving}."
-NO_HELD_OUT_PHOTOS = "{name} has no held-out photos to compare on."
+NO_HELD_OUT_PHOTOS = services.NO_HELD_OUT_PHOTOS
 TRAINING_UNAVAILABLE = "Training could not reach a service it needs in {attempts} attempts ({error})."
 
 
-def held_out(checksum: str, percent: int) -> bool:
-    """Whether a photo is held out: the first 8 hex digits of its SHA-256, modulo 100, below
-    `percent`. Stable across trainings, and duplicates of a photo fall on the same side."""
-    return int(checksum[:8], 16) % 100 < percent
+class TrainedVersion(Protocol):
+    """What the worker reads of a model version's row (services and selectors return the rows):
+    its id, name, backbone and head artifact."""
+
+    pk: Any
+    name: str
+    backbone_version: str
+    head_manifest: Any
+    head_npz: Any
 
 
 def embed_missing(
@@ -104,28 +111,33 @@ def embed_missing(
 def _labelled_outputs(
     photos: Sequence[review_selectors.LabelledPhoto], outputs: dict[int, tuple[np.ndarray, np.ndarray]]
 ) -> tuple[LabelledOutputs, np.ndarray, np.ndarray]:
-    """The photos' outputs, the held-out mask and the calibration mask. Photos the backbone's
-    tuned tail trained on (`classifier.backbone.tail_trained_on`) train the head but never
-    calibrate it nor count in its held-out figures: their embeddings look easier than new ones."""
+    """The photos' outputs, the held-out mask and the calibration mask (`services.training_split`:
+    photos the backbone's tuned tail trained on train the head but never calibrate it nor count
+    in its held-out figures)."""
     from classifier.backbone import tail_trained_on
-    from classifier.retrain import LabelledOutputs
 
     kept = [photo for photo in photos if photo.image_id in outputs]
     if not kept:
         raise ValueError("There are no labelled photos to train on yet.")
-    data = LabelledOutputs(
-        embeddings=np.stack([outputs[p.image_id][0] for p in kept]).astype(np.float32),
-        logits=np.stack([outputs[p.image_id][1] for p in kept]).astype(np.float32),
-        labels=[p.slug for p in kept],
-        keys=[p.image_id for p in kept],
+    data = _outputs_of([p.image_id for p in kept], [p.slug for p in kept], outputs)
+    split = services.training_split(photos=kept, tail_trained_on=tail_trained_on())
+    return data, np.array(split.held_out, dtype=bool), np.array(split.calibrating, dtype=bool)
+
+
+def _outputs_of(
+    image_ids: Sequence[int], labels: Sequence[str], outputs: dict[int, tuple[np.ndarray, np.ndarray]]
+) -> LabelledOutputs:
+    from classifier.training.outputs import LabelledOutputs
+
+    return LabelledOutputs(
+        embeddings=np.stack([outputs[i][0] for i in image_ids]).astype(np.float32),
+        logits=np.stack([outputs[i][1] for i in image_ids]).astype(np.float32),
+        labels=list(labels),
+        keys=list(image_ids),
     )
-    seen = tail_trained_on()
-    unbiased = np.array([p.checksum not in seen for p in kept], dtype=bool)
-    mask = np.array([held_out(p.checksum, settings.TRAINING_HELD_OUT_PERCENT) for p in kept], dtype=bool)
-    return data, mask & unbiased, unbiased
 
 
-def head_of(version: ModelVersion, base: ImageClassifier) -> LinearHead:
+def head_of(version: TrainedVersion, base: ImageClassifier) -> LinearHead:
     """The head of a model version: its stored artifact, or the shipped head when the version is
     the one this worker ships with. Raises `ValueError` when neither applies."""
     from classifier.head import LinearHead
@@ -138,35 +150,28 @@ def head_of(version: ModelVersion, base: ImageClassifier) -> LinearHead:
     raise ValueError(f"{version.name} has no stored head artifact.")
 
 
-def comparison_photos(*, candidate: ModelVersion, baseline: ModelVersion) -> list[tuple[int, str]]:
-    """The held-out photos two versions are compared on, as (image id, label), in id order: every
-    labelled photo that training holds out (by checksum, `held_out`; never one the backbone's tail
-    trained on), with its label now, so every category sellers or reviewers labelled is covered,
-    whichever categories the candidate was trained on; plus the held-out photos stored with
-    either version that are not labelled any more."""
+def comparison_photos(*, candidate: TrainedVersion, baseline: TrainedVersion) -> list[tuple[int, str]]:
+    """The held-out photos two versions are compared on, as (image id, label), in id order
+    (`services.model_comparison_photos`, leaving out the photos this backbone's tail trained on)."""
     from classifier.backbone import tail_trained_on
 
-    seen = tail_trained_on()
-    percent = settings.TRAINING_HELD_OUT_PERCENT
-    pairs = {
-        photo.image_id: photo.slug
-        for photo in review_selectors.labelled_photos()
-        if held_out(photo.checksum, percent) and photo.checksum not in seen
-    }
-    for version in (candidate, baseline):
-        for image_id, slug in version.held_out_images or []:
-            pairs.setdefault(int(image_id), str(slug))
-    return sorted(pairs.items())
+    return services.model_comparison_photos(
+        version_ids=[candidate.pk, baseline.pk], tail_trained_on=tail_trained_on()
+    )
 
 
 def compare(
-    *, candidate: ModelVersion, baseline: ModelVersion, base: ImageClassifier, taxonomy: Taxonomy
-) -> ModelComparison:
+    *,
+    candidate: TrainedVersion,
+    baseline: TrainedVersion,
+    base: ImageClassifier,
+    taxonomy: Taxonomy,
+) -> Any:
     """Score `candidate` and `baseline` on the same held-out photos (`comparison_photos`; their
     cached backbone outputs, missing ones embedded when this worker runs that backbone) and
-    record it, with recall and photo count per category and the categories each version serves
-    (what `catalog.activation` checks before activation)."""
-    from classifier.retrain import LabelledOutputs, score_head
+    record it (`services.model_comparison_score`); returns the recorded `ModelComparison`. Raises
+    `ValueError` when a version was trained on another backbone or no photo can be scored."""
+    from classifier.training.outputs import score_head
 
     for version in (candidate, baseline):
         if version.backbone_version and version.backbone_version != base.backbone_version:
@@ -182,47 +187,63 @@ def compare(
     kept = [image_id for image_id, _ in pairs if image_id in outputs]
     if not kept:
         raise ValueError(NO_HELD_OUT_PHOTOS.format(name=candidate.name))
-    data = LabelledOutputs(
-        embeddings=np.stack([outputs[i][0] for i in kept]).astype(np.float32),
-        logits=np.stack([outputs[i][1] for i in kept]).astype(np.float32),
-        labels=[labels[i] for i in kept],
-        keys=kept,
+    data = _outputs_of(kept, [labels[i] for i in kept], outputs)
+    heads = {"candidate": head_of(candidate, base), "baseline": head_of(baseline, base)}
+    return services.model_comparison_score(
+        candidate_id=candidate.pk,
+        baseline_id=baseline.pk,
+        labels=data.labels,
+        predicted={role: score_head(head, taxonomy, data)[0] for role, head in heads.items()},
+        served={role: head.classes for role, head in heads.items()},
     )
-    scores = {}
-    per_category: dict[str, dict[str, float]] = {}
-    served: dict[str, list[str]] = {}
-    for role, version in (("candidate", candidate), ("baseline", baseline)):
-        head = head_of(version, base)
-        served[role] = sorted(head.classes)
-        predicted, _ = score_head(head, taxonomy, data)
-        right = np.array([p == t for p, t in zip(predicted, data.labels, strict=True)])
-        scores[role] = float(right.mean())
-        for slug in sorted(set(data.labels)):
-            rows = np.array([t == slug for t in data.labels])
-            per_category.setdefault(slug, {"photos": int(rows.sum())})[role] = round(
-                float(right[rows].mean()), 4
-            )
-    comparison = services.model_comparison_record(
-        candidate=candidate,
-        baseline=baseline,
-        photos=len(kept),
-        candidate_accuracy=round(scores["candidate"], 4),
-        baseline_accuracy=round(scores["baseline"], 4),
-        details={
-            "recall_by_category": per_category,
-            "served": served,
-            "uncovered": [slug for slug in served["baseline"] if slug not in per_category],
-        },
-    )
-    return comparison
 
 
-def train(*, run_id: int, classifier: ImageClassifier | None = None) -> ModelVersion | None:
+def _candidate(
+    *, run_id: int, base: ImageClassifier, data: LabelledOutputs, mask: np.ndarray, unbiased: np.ndarray
+) -> Candidate:
+    """Trains the candidate head of run `run_id` on `data` with the registry's settings."""
+    from classifier.training.candidate import CandidateConfig, train_candidate
+
+    stamp = timezone.now().strftime("%Y%m%d-%H%M%S")
+    config = CandidateConfig(
+        backbone_version=base.backbone_version,
+        version=f"trained-{stamp}-run{run_id}",
+        views=tuple(base.head.views),
+        feature_transform=base.head.feature_transform,
+        precision=settings.AUTO_ACCEPT_PRECISION,
+        min_photos=settings.TRAINING_MIN_PHOTOS_PER_CATEGORY,
+        min_support=settings.AUTO_ACCEPT_MIN_SUPPORT,
+    )
+    return train_candidate(
+        data,
+        mask,
+        taxonomy=inference.taxonomy(),
+        config=config,
+        calibration=unbiased,
+        log=lambda message: logger.info("run %s: %s", run_id, message),
+    )
+
+
+def _compare_with_active(
+    *, run_id: int, version: TrainedVersion, candidate: Candidate, base: ImageClassifier
+) -> str | None:
+    """Compares the new version with the active one, if any; returns the active version's name
+    when a comparison was recorded."""
+    active = registry_selectors.model_version_active()
+    if active is None or not candidate.held_out:
+        return None
+    try:
+        compare(candidate=version, baseline=active, base=base, taxonomy=inference.taxonomy())
+    except ValueError as error:
+        logger.warning("run %s: no comparison with %s: %s", run_id, active.name, error)
+        return None
+    return active.name
+
+
+def train(*, run_id: int, classifier: ImageClassifier | None = None) -> TrainedVersion | None:
     """Run training run `run_id` end to end (see the module docstring); returns the candidate
     version, or None when the run is gone or already finished. `classifier`: the serving
     classifier whose backbone and views are used (default: this worker's)."""
-    from classifier.retrain import train_candidate
-
     run = services.training_run_start(run_id=run_id)
     if run is None:
         return None
@@ -232,27 +253,11 @@ def train(*, run_id: int, classifier: ImageClassifier | None = None) -> ModelVer
     outputs, computed = embed_missing(photos=photos, classifier=base)
     embedded = time.perf_counter()
     data, mask, unbiased = _labelled_outputs(photos, outputs)
-    taxonomy = inference.taxonomy()
-    stamp = timezone.now().strftime("%Y%m%d-%H%M%S")
-    head_version = f"trained-{stamp}-run{run.pk}"
-    candidate = train_candidate(
-        data,
-        mask,
-        taxonomy=taxonomy,
-        backbone_version=base.backbone_version,
-        version=head_version,
-        views=base.head.views,
-        feature_transform=base.head.feature_transform,
-        precision=settings.AUTO_ACCEPT_PRECISION,
-        min_photos=settings.TRAINING_MIN_PHOTOS_PER_CATEGORY,
-        min_support=settings.AUTO_ACCEPT_MIN_SUPPORT,
-        calibration=unbiased,
-        log=lambda message: logger.info("run %s: %s", run_id, message),
-    )
+    candidate = _candidate(run_id=run.pk, base=base, data=data, mask=mask, unbiased=unbiased)
     fitted = time.perf_counter()
     manifest, payload = candidate.head.to_bytes()
     version = services.model_version_register(
-        name=f"{base.backbone_version}+{head_version}",
+        name=f"{base.backbone_version}+{candidate.head.version}",
         backbone_version=base.backbone_version,
         head_manifest=manifest,
         head_npz=payload,
@@ -263,13 +268,7 @@ def train(*, run_id: int, classifier: ImageClassifier | None = None) -> ModelVer
         training_photos=candidate.training_photos,
         held_out_images=[[key, label] for key, label in candidate.held_out],
     )
-    active = ModelVersion.objects.filter(is_active=True).first()
-    compared = None
-    if active is not None and candidate.held_out:
-        try:
-            compared = compare(candidate=version, baseline=active, base=base, taxonomy=taxonomy)
-        except ValueError as error:
-            logger.warning("run %s: no comparison with %s: %s", run_id, active.name, error)
+    compared_with = _compare_with_active(run_id=run_id, version=version, candidate=candidate, base=base)
     finished = time.perf_counter()
     report: dict[str, Any] = {
         "photos": len(photos),
@@ -278,7 +277,7 @@ def train(*, run_id: int, classifier: ImageClassifier | None = None) -> ModelVer
         "training_photos": candidate.training_photos,
         "held_out_photos": len(candidate.held_out),
         "excluded_categories": candidate.excluded,
-        "compared_with": active.name if compared is not None and active is not None else None,
+        "compared_with": compared_with,
         "seconds": {
             "embed": round(embedded - began, 2),
             **candidate.seconds,
@@ -325,8 +324,8 @@ def model_train_task(self: Any, run_id: int) -> str:
 @app.task(name=TaskName.MODEL_COMPARE, bind=True, **_TRAINING)
 def model_compare_task(self: Any, version_id: int) -> str:
     """Compare version `version_id` with the active version on its held-out photos."""
-    candidate = ModelVersion.objects.filter(pk=version_id).first()
-    active = ModelVersion.objects.filter(is_active=True).first()
+    candidate = registry_selectors.model_version_get(version_id=version_id)
+    active = registry_selectors.model_version_active()
     if candidate is None or active is None or active.pk == candidate.pk:
         return "nothing-to-compare"
     try:

@@ -132,9 +132,23 @@ from catalog.services.suggestions import (
     listing_suggestion_refresh,
     model_version_ensure,
 )
+from catalog.services.training import (
+    NO_HELD_OUT_PHOTOS,
+    TrainingSplit,
+    model_comparison_photos,
+    model_comparison_score,
+    photo_held_out,
+    training_split,
+)
 from catalog.uploads import UPLOAD_EMPTY, UPLOAD_TOO_LARGE, UploadRejected
 
 __all__ = [
+    "NO_HELD_OUT_PHOTOS",
+    "TrainingSplit",
+    "model_comparison_photos",
+    "model_comparison_score",
+    "photo_held_out",
+    "training_split",
     "JOB_NOT_A_DRY_RUN",
     "JOB_NOT_CANCELLABLE",
     "JOB_NOT_RESUMABLE",

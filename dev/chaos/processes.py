@@ -58,26 +58,36 @@ def start_worker(
     ready_line: str = "classifier loaded",
     timeout: float = 600.0,
     name_prefix: str = "worker",
+    app: str = "config",
+    name: str | None = None,
+    nice: int = 0,
+    solo: bool = False,
 ) -> WorkerProcess:
-    """Start `celery -A workers worker` with `env` added to this process's environment; returns
+    """Start `celery -A <app> worker` with `env` added to this process's environment; returns
     once it answers a ping (through this process's Celery app, which must use the same broker)
     and its log shows `ready_line` (by default: its pool process has loaded the model; a first
-    start may export and quantize the backbone). Raises `WorkerNotReady`."""
-    from config.celery import app
+    start may export and quantize the backbone; "" waits for the ping only). `name`: its node
+    name (default `<name_prefix>-<random>@localhost`); `nice`: CPU priority (`nice -n`); `solo`: the
+    solo pool (one process, no fork) instead of `concurrency` prefork processes. Raises
+    `WorkerNotReady`."""
+    from config.celery import app as control
 
-    name = f"{name_prefix}-{uuid.uuid4().hex[:8]}@localhost"
+    name = name or f"{name_prefix}-{uuid.uuid4().hex[:8]}@localhost"
     log.parent.mkdir(parents=True, exist_ok=True)
+    pool = ["--pool", "solo"] if solo else ["-c", str(concurrency)]
+    command = [sys.executable, "-m", "celery", "-A", app, "worker", "-Q", queues, *pool,
+               "-n", name, "-l", "INFO", "--without-gossip", "--without-mingle"]  # fmt: skip
+    if nice:
+        command = ["nice", "-n", str(nice), *command]
     process = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "config", "worker", "-Q", queues,
-         "-c", str(concurrency), "-n", name, "-l", "INFO", "--without-gossip", "--without-mingle"],
-        cwd=REPO_ROOT, env={**os.environ, **env}, stdout=log.open("ab"), stderr=subprocess.STDOUT,
-    )  # fmt: skip
+        command, cwd=REPO_ROOT, env={**os.environ, **env}, stdout=log.open("ab"), stderr=subprocess.STDOUT
+    )
     worker = WorkerProcess(process=process, name=name, log=log)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise WorkerNotReady(f"worker exited with {process.returncode}:\n{worker.log_text()[-4000:]}")
-        if ready_line in worker.log_text() and _answers(app, name):
+        if ready_line in worker.log_text() and _answers(control, name):
             return worker
         time.sleep(0.2)
     stop_worker(worker)

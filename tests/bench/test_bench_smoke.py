@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from bench.system import DATASET
+from bench.catalogue import DATASET
+from classifier.views import DEFAULT_SECOND_VIEW_MARGIN
 from tests.conftest import REPO_ROOT
 
 pytestmark = [
@@ -46,7 +47,7 @@ def test_the_benchmark_runs_end_to_end_at_tiny_sizes(tmp_path: Path) -> None:
     assert results["head_only"]["scaling"][0]["images"] == 50
     assert results["pipeline"]["images"] == 12 and results["pipeline"]["images_per_second"] > 0
     assert results["ratios"]["pipeline_over_limit"] > 0 and results["ratios"]["pipeline_over_raw"] > 0
-    assert results["config"]["second_view_margin"] > 0
+    assert results["config"]["second_view_margin"] == DEFAULT_SECOND_VIEW_MARGIN
     assert results["worker_peak_rss_mb"]["bulk"] > 0
     text = doc.read_text()
     assert "## Other\n\nkept" in text

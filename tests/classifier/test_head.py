@@ -90,18 +90,6 @@ def test_sqrt_l2_transform_gives_unit_rows() -> None:
     np.testing.assert_array_equal(features[1], [0, 0, 0])
 
 
-def test_temperature_fit_recovers_a_known_temperature() -> None:
-    from classifier.train import _fit_temperature
-
-    # given labels drawn from softmax(scores / 2)
-    rng = np.random.default_rng(0)
-    scores = rng.normal(scale=4.0, size=(4000, 5))
-    probabilities = np.exp(scores / 2) / np.exp(scores / 2).sum(axis=1, keepdims=True)
-    targets = np.array([rng.choice(5, p=row) for row in probabilities])
-    # then the fitted temperature is close to 2
-    assert _fit_temperature(scores, targets) == pytest.approx(2.0, rel=0.1)
-
-
 def test_shipped_head_matches_the_backbone_and_records_its_test_accuracy() -> None:
     head = LinearHead.load()
     manifest = json.loads(Path(str(head_manifest())).read_text())

@@ -133,12 +133,12 @@ def test_margin_zero_runs_the_first_view_only(
     assert {p.views for p in predictions} == {1}
 
 
-def test_default_margin_gives_uncertain_photos_both_views(
+def test_a_margin_gives_uncertain_photos_both_views(
     image_classifier: ImageClassifier, photos: list[Image.Image]
 ) -> None:
-    # given the default policy, and the first-view margins of the photos
+    # given a policy with a margin, and the first-view margins of the photos
     assert image_classifier.backbone is not None
-    policy = ViewPolicy()
+    policy = ViewPolicy(second_view_margin=0.2)
     embeddings, logits = image_classifier.backbone.embed(photos, image_classifier.head.views[:1])
     margins = top2_margin(image_classifier.scores_from_outputs(embeddings, logits))
     # when predicted

@@ -1,5 +1,5 @@
-"""Workers compute, the catalog owns the rows: the task modules on the classify and bulk paths
-import catalog services and selectors, never the ORM (`catalog.models`, `django.db`)."""
+"""Workers compute, the catalog owns the rows: the task modules on the classify, bulk and training
+paths import catalog services and selectors, never the ORM (`catalog.models`, `django.db`)."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ def _imported(path: Path) -> set[str]:
     return names
 
 
-@pytest.mark.parametrize("module", ["tasks", "bulk", "classify", "inference"])
+@pytest.mark.parametrize("module", ["tasks", "bulk", "classify", "inference", "training"])
 def test_a_worker_module_on_the_hot_paths_imports_no_orm(module: str) -> None:
     imported = _imported(WORKERS / f"{module}.py")
     assert [name for name in imported if name.startswith(ORM)] == []

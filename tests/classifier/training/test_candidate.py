@@ -1,8 +1,9 @@
-"""Training a candidate head for the registry: which categories train, folds, the logistic
-regression, and the whole recipe on synthetic outputs; a new category learned from 20 photos on
-the real dataset."""
+"""Training a candidate head for the registry: which categories train, the whole recipe on
+synthetic outputs; a new category learned from 20 photos on the real dataset."""
 
 from __future__ import annotations
+
+from typing import Any
 
 import numpy as np
 import pytest
@@ -10,17 +11,16 @@ import pytest
 from classifier.datasets import dataset_dir
 from classifier.head import LinearHead, transform_embeddings
 from classifier.preprocess import CENTRE_VIEW
-from classifier.retrain import (
+from classifier.taxonomy import load_taxonomy
+from classifier.training.candidate import (
     NOT_A_LEAF,
     UNKNOWN_CATEGORY,
-    LabelledOutputs,
-    fit_logistic,
-    score_head,
+    Candidate,
+    CandidateConfig,
     select_classes,
-    stratified_folds,
     train_candidate,
 )
-from classifier.taxonomy import load_taxonomy
+from classifier.training.outputs import LabelledOutputs, score_head
 
 SHARED_DATASETS = dataset_dir()
 
@@ -53,34 +53,6 @@ def test_a_head_keeps_to_the_branch_with_most_labelled_photos() -> None:
     assert set(excluded) == {"phones"} and "fashion" in excluded["phones"]
 
 
-def test_folds_hold_every_row_once_and_spread_each_class() -> None:
-    targets = np.array([0] * 10 + [1] * 5 + [2] * 3)
-    parts = stratified_folds(targets, 3)
-    assert sorted(np.concatenate(parts).tolist()) == list(range(18))
-    for part in parts:
-        counts = np.bincount(targets[part], minlength=3)
-        assert counts[0] in (3, 4) and counts[1] in (1, 2) and counts[2] == 1
-
-
-def test_logistic_regression_matches_scikit_learns_objective() -> None:
-    from sklearn.linear_model import LogisticRegression
-
-    # given a small 3-class problem
-    rng = np.random.default_rng(0)
-    features = rng.normal(size=(120, 8)).astype(np.float32)
-    targets = (features[:, 0] > 0.3).astype(int) + (features[:, 1] > 0.5).astype(int)
-
-    # when both fit with C = 2
-    weights, bias = fit_logistic(features, targets, 3, 2.0, iterations=300)
-    reference = LogisticRegression(C=2.0, max_iter=5000, tol=1e-10).fit(features, targets)
-
-    # then the probabilities agree closely
-    ours = features @ weights.T + bias
-    ours = np.exp(ours - ours.max(axis=1, keepdims=True))
-    ours /= ours.sum(axis=1, keepdims=True)
-    assert np.abs(ours - reference.predict_proba(features)).max() < 2e-3
-
-
 def _synthetic(per_class: int, seed: int = 0) -> LabelledOutputs:
     """Non-negative embeddings clustered per class (like pooled ReLU6 features)."""
     rng = np.random.default_rng(seed)
@@ -95,30 +67,19 @@ def _synthetic(per_class: int, seed: int = 0) -> LabelledOutputs:
     return LabelledOutputs(embeddings=embeddings, logits=logits, labels=labels, keys=list(range(len(labels))))
 
 
+def _train(data: LabelledOutputs, held_out: np.ndarray, **settings: Any) -> Candidate:
+    config = CandidateConfig(backbone_version="bb", version="v1", views=(CENTRE_VIEW,), **settings)
+    return train_candidate(data, held_out, taxonomy=load_taxonomy(), config=config)
+
+
 def test_a_candidate_from_synthetic_outputs_records_everything_the_registry_needs() -> None:
     # given 3 classes × 60 photos, every fourth held out
     data = _synthetic(60)
     held_out = np.arange(len(data)) % 4 == 0
 
     # when a candidate is trained twice
-    first = train_candidate(
-        data,
-        held_out,
-        taxonomy=load_taxonomy(),
-        backbone_version="bb",
-        version="v1",
-        views=(CENTRE_VIEW,),
-        min_support=1,
-    )
-    second = train_candidate(
-        data,
-        held_out,
-        taxonomy=load_taxonomy(),
-        backbone_version="bb",
-        version="v1",
-        views=(CENTRE_VIEW,),
-        min_support=1,
-    )
+    first = _train(data, held_out, min_support=1)
+    second = _train(data, held_out, min_support=1)
 
     # then the head knows the 3 classes, is deterministic, and round-trips as bytes
     head = first.head
@@ -147,21 +108,14 @@ def test_too_few_categories_is_a_clear_error() -> None:
     data = _synthetic(30)
     only_dress = data.subset(np.array([label == "dress" for label in data.labels]))
     with pytest.raises(ValueError, match="at least two categories"):
-        train_candidate(
-            only_dress,
-            np.zeros(len(only_dress), bool),
-            taxonomy=load_taxonomy(),
-            backbone_version="bb",
-            version="v",
-            views=(CENTRE_VIEW,),
-        )
+        _train(only_dress, np.zeros(len(only_dress), bool))
 
 
 @pytest.mark.dataset
 def test_a_new_category_is_learned_from_twenty_labelled_photos() -> None:
     from classifier.backbone import OnnxBackbone, default_cache_dir, ensure_onnx
     from classifier.features import LabelledFeatures, extract_features
-    from classifier.train import TRAINING_VIEWS
+    from classifier.training.folder import TRAINING_VIEWS
 
     root = SHARED_DATASETS / "clothing-small"
     if not root.is_dir():
@@ -191,14 +145,8 @@ def test_a_new_category_is_learned_from_twenty_labelled_photos() -> None:
         data = LabelledOutputs(
             fit.embeddings[rows], fit.logits[rows], [fit.labels[i] for i in rows], rows.tolist()
         )
-        candidate = train_candidate(
-            data,
-            np.zeros(len(rows), bool),
-            taxonomy=taxonomy,
-            backbone_version=backbone.version,
-            version="v",
-            views=TRAINING_VIEWS,
-        )
+        config = CandidateConfig(backbone_version=backbone.version, version="v", views=TRAINING_VIEWS)
+        candidate = train_candidate(data, np.zeros(len(rows), bool), taxonomy=taxonomy, config=config)
         predicted, _ = score_head(candidate.head, taxonomy, test)
         truth = np.array(test.labels)
         return candidate.head.classes, float(np.mean(np.array(predicted)[truth == "pants"] == "pants"))
@@ -215,16 +163,7 @@ def test_a_new_category_is_learned_from_twenty_labelled_photos() -> None:
 
 def test_score_head_answers_with_head_classes_for_in_domain_outputs() -> None:
     data = _synthetic(10)
-    candidate = train_candidate(
-        data,
-        np.zeros(len(data), bool),
-        taxonomy=load_taxonomy(),
-        backbone_version="bb",
-        version="v",
-        views=(CENTRE_VIEW,),
-        folds=2,
-        min_photos=5,
-    )
+    candidate = _train(data, np.zeros(len(data), bool), folds=2, min_photos=5)
     predicted, confidence = score_head(candidate.head, load_taxonomy(), data)
     assert predicted == data.labels
     assert np.all((confidence > 0) & (confidence <= 1))

@@ -1,20 +1,20 @@
-"""Fits the head on labelled photos: ``python -m classifier train``.
+"""Fits the head on a folder of labelled photos: ``python -m classifier train``.
 
-Recipe (frozen backbone, linear probe): embeddings of ``train/`` + ``validation/`` →
-``sqrt-l2`` transform → multinomial logistic regression (L2 penalty, C picked by 5-fold
-cross-validation) → temperature fit on out-of-fold scores (minimum negative log-likelihood) →
-gate statistics from out-of-fold centroid similarities → metrics on ``test/``. Deterministic:
+Recipe (frozen backbone, linear probe, ``classifier.training.probe``): embeddings of ``train/`` +
+``validation/`` → ``sqrt-l2`` transform → multinomial logistic regression (L2 penalty, C picked by
+5-fold cross-validation) → temperature fit on out-of-fold scores (minimum negative log-likelihood)
+→ gate statistics from out-of-fold centroid similarities → metrics on ``test/``. Deterministic:
 fixed fold seed, deterministic solver. Needs scikit-learn and scipy (training only).
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -24,25 +24,24 @@ from classifier.features import LabelledFeatures, extract_features
 from classifier.head import (
     ARTIFACTS_DIR,
     DEFAULT_HEAD_VERSION,
-    GateParameters,
     LinearHead,
     softmax,
     transform_embeddings,
 )
-from classifier.model import ImageClassifier, ZeroShotScorer
+from classifier.model import ImageClassifier
 from classifier.preprocess import RESIZE_RATIO, View
 from classifier.taxonomy import Taxonomy, load_taxonomy
+from classifier.training.folds import FOLDS, SEED, stratified_folds
+from classifier.training.gate import GATE_TARGET_RECALL, domain_evidence
+from classifier.training.logistic import C_GRID
+from classifier.training.probe import fit_probe
+from classifier.training.temperature import expected_calibration_error
 
 SPLITS = ("train", "validation", "test")
 FEATURE_TRANSFORM = "sqrt-l2"
 #: Two crops averaged: the whole shorter side, and the ImageNet 87.5 % crop mirrored. Picked by
 #: cross-validation on train + validation (0.894 vs 0.877 for the single ImageNet crop).
 TRAINING_VIEWS = (View(resize_ratio=1.0, mirror=False), View(resize_ratio=RESIZE_RATIO, mirror=True))
-C_GRID = (3.0, 10.0, 30.0)
-FOLDS = 5
-SEED = 0
-#: Share of training photos the gate must keep in the domain (g ≥ 0.5).
-GATE_TARGET_RECALL = 0.98
 
 
 @dataclass
@@ -55,72 +54,9 @@ class TrainingReport:
     fit_seconds: float
 
 
-def _sha256(path: str) -> str:
-    import hashlib
-
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    """SHA-256 (hex) of a file's bytes: how tail artifacts name the photos they trained on."""
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
-def _fold_indices(labels: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
-    from sklearn.model_selection import StratifiedKFold
-
-    folds = StratifiedKFold(n_splits=FOLDS, shuffle=True, random_state=SEED)
-    return list(folds.split(np.zeros(len(labels)), labels))
-
-
-def _logistic_regression(c: float) -> Any:
-    from sklearn.linear_model import LogisticRegression
-
-    return LogisticRegression(C=c, max_iter=3000)
-
-
-def _fit_temperature(scores: np.ndarray, targets: np.ndarray) -> float:
-    from scipy.optimize import minimize_scalar
-
-    def nll(log_temperature: float) -> float:
-        probabilities = softmax(scores / np.exp(log_temperature))
-        return float(-np.mean(np.log(probabilities[np.arange(len(targets)), targets] + 1e-12)))
-
-    result = minimize_scalar(nll, bounds=(np.log(0.05), np.log(20.0)), method="bounded")
-    return float(np.exp(result.x))
-
-
-def _centroids(features: np.ndarray, targets: np.ndarray, count: int) -> np.ndarray:
-    means = np.stack([features[targets == k].mean(axis=0) for k in range(count)])
-    return means / np.linalg.norm(means, axis=1, keepdims=True)
-
-
-def _expected_calibration_error(probabilities: np.ndarray, targets: np.ndarray, bins: int = 10) -> float:
-    confidence = probabilities.max(axis=1)
-    correct = probabilities.argmax(axis=1) == targets
-    edges = np.linspace(0.0, 1.0, bins + 1)
-    error = 0.0
-    for low, high in zip(edges[:-1], edges[1:], strict=True):
-        inside = (confidence > low) & (confidence <= high)
-        if inside.any():
-            error += inside.mean() * abs(correct[inside].mean() - confidence[inside].mean())
-    return float(error)
-
-
-def fit_gate(similarity: np.ndarray, share: np.ndarray) -> tuple[float, float]:
-    """Gate parameters ``(cosine_weight, cosine_threshold)`` from in-domain training photos.
-
-    ``similarity``: out-of-fold centroid cosine similarity (N,); ``share``: zero-shot domain
-    evidence (N,), see ``ZeroShotScorer.domain_evidence``. The weight makes the cosine term fall
-    from 0.5 to 0.1 over one standard deviation of the similarity; the threshold is the highest
-    that still keeps ``GATE_TARGET_RECALL`` of the photos at ``g ≥ 0.5``, so photos from elsewhere
-    need to look that much like the training photos.
-    """
-    weight = float(np.log(9.0) / max(float(np.std(similarity)), 1e-6))
-    candidates = np.sort(similarity)[::-1]
-    threshold = float(candidates[-1])
-    for candidate in candidates:
-        resemblance = 1.0 / (1.0 + np.exp(-weight * (similarity - candidate)))
-        gate = 1.0 - (1.0 - share) * (1.0 - resemblance)
-        if float(np.mean(gate >= 0.5)) >= GATE_TARGET_RECALL:
-            threshold = float(candidate)
-            break
-    return weight, threshold
 
 
 def fit_head(
@@ -137,7 +73,7 @@ def fit_head(
     Class order is sorted slugs. ``calibration`` (bool (N,), default all): the photos that pick C
     and fit the temperature and the gate; leave out those a tuned backbone tail trained on (their
     embeddings look easier than new photos'). Raises ``ValueError`` when a label is not a taxonomy
-    slug or fewer than two classes are present.
+    slug, fewer than two classes are present or they share no taxonomy ancestor.
     """
     classes = sorted(set(fit.labels))
     if len(classes) < 2:
@@ -147,56 +83,36 @@ def fit_head(
         raise ValueError(f"Folder names that are not taxonomy slugs: {unknown}.")
     targets = np.array([classes.index(label) for label in fit.labels])
     features = transform_embeddings(fit.embeddings, FEATURE_TRANSFORM).astype(np.float64)
-    folds = _fold_indices(targets)
     calibrating = np.ones(len(targets), bool) if calibration is None else np.asarray(calibration, bool)
-
-    # Out-of-fold scores for every C: the best C by accuracy, its scores for the temperature.
-    best_c, best_accuracy, best_scores = C_GRID[0], -1.0, np.zeros((len(targets), len(classes)))
-    for c in C_GRID:
-        scores = np.zeros((len(targets), len(classes)))
-        for fit_rows, held_rows in folds:
-            model = _logistic_regression(c).fit(features[fit_rows], targets[fit_rows])
-            scores[held_rows] = model.decision_function(features[held_rows])
-        accuracy = float(np.mean(scores[calibrating].argmax(axis=1) == targets[calibrating]))
-        log(f"  C={c:g}: cross-validated accuracy {accuracy:.4f}")
-        if accuracy > best_accuracy:
-            best_c, best_accuracy, best_scores = c, accuracy, scores
-    temperature = _fit_temperature(best_scores[calibrating], targets[calibrating])
-    log(f"  chose C={best_c:g}; temperature {temperature:.3f}")
-    model = _logistic_regression(best_c).fit(features, targets)
-
-    # Centroid similarity as a held-out photo would see it, so the threshold is not optimistic.
-    similarity = np.zeros(len(targets))
-    for fit_rows, held_rows in folds:
-        fold_centroids = _centroids(features[fit_rows], targets[fit_rows], len(classes))
-        similarity[held_rows] = (features[held_rows] @ fold_centroids.T).max(axis=1)
-    scorer = ZeroShotScorer(taxonomy)
-    domain = taxonomy.lowest_common_ancestor(classes)
-    if domain is None:
-        raise ValueError(f"Categories {classes} share no taxonomy ancestor.")
-    share = scorer.domain_evidence(fit.logits, scorer.subtree_mask(domain))
-    weight, threshold = fit_gate(similarity[calibrating], share[calibrating])
-    log(f"  gate: cosine threshold {threshold:.4f}, weight {weight:g}")
-
+    probe = fit_probe(
+        features,
+        targets,
+        len(classes),
+        stratified_folds(targets, FOLDS, SEED),
+        domain_evidence=domain_evidence(taxonomy, classes, fit.logits),
+        calibrating=calibrating,
+        c_grid=C_GRID,
+        log=log,
+    )
     return LinearHead(
         version=version,
         backbone_version=backbone_version,
         classes=classes,
-        weights=model.coef_.astype(np.float32),
-        bias=model.intercept_.astype(np.float32),
-        centroids=_centroids(features, targets, len(classes)).astype(np.float32),
-        temperature=temperature,
+        weights=probe.weights.astype(np.float32),
+        bias=probe.bias.astype(np.float32),
+        centroids=probe.centroids.astype(np.float32),
+        temperature=probe.temperature,
         feature_transform=FEATURE_TRANSFORM,
-        gate=GateParameters(cosine_threshold=threshold, cosine_weight=weight),
+        gate=probe.gate,
         views=TRAINING_VIEWS,
         hyperparameters={
             "model": "multinomial logistic regression (scikit-learn lbfgs, L2)",
-            "C": best_c,
+            "C": probe.cross_validation.c,
             "C_grid": list(C_GRID),
             "folds": FOLDS,
             "seed": SEED,
             "feature_transform": FEATURE_TRANSFORM,
-            "cross_validated_accuracy": round(best_accuracy, 4),
+            "cross_validated_accuracy": round(probe.cross_validation.accuracy, 4),
             "gate_target_recall": GATE_TARGET_RECALL,
             "training_photos": len(targets),
         },
@@ -220,8 +136,8 @@ def evaluate_head(head: LinearHead, test: LabelledFeatures, taxonomy: Taxonomy) 
         "head_accuracy": round(float(np.mean(probabilities.argmax(axis=1) == targets)), 4),
         "accuracy": round(float(np.mean(correct)), 4),
         "nll": round(float(-np.mean(np.log(picked + 1e-12))), 4),
-        "ece": round(_expected_calibration_error(probabilities, targets), 4),
-        "ece_before_temperature": round(_expected_calibration_error(uncalibrated, targets), 4),
+        "ece": round(expected_calibration_error(probabilities, targets), 4),
+        "ece_before_temperature": round(expected_calibration_error(uncalibrated, targets), 4),
     }
 
 
@@ -260,7 +176,7 @@ def train_head(
     extracted = time.perf_counter()
     fit = LabelledFeatures.concatenate([features["train"], features["validation"]])
     seen = tail_trained_on()
-    calibration = np.array([_sha256(path) not in seen for path in fit.paths], dtype=bool)
+    calibration = np.array([file_sha256(path) not in seen for path in fit.paths], dtype=bool)
     if seen:
         log(f"{int(calibration.sum())} photos the backbone's tuned tail never saw calibrate the head")
     head = fit_head(
