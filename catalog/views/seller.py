@@ -12,7 +12,8 @@ import json
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBadRequest, JsonResponse
+from django.core.files.uploadedfile import UploadedFile
+from django.http import Http404, HttpResponse, HttpResponseBadRequest, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils import timezone
@@ -23,6 +24,7 @@ from catalog.forms import PHOTOS_REQUIRED, TOO_MANY_PHOTOS, ListingForm
 from catalog.models import Category, CategorySource, ClassificationStatus, Listing
 from catalog.selectors import catalogue as catalogue_selectors
 from catalog.selectors import suggestions as suggestions_selectors
+from catalog.views.requests import SignedInRequest
 
 _WAITING = {ClassificationStatus.PENDING, ClassificationStatus.QUEUED}
 PHOTO_ERROR_TAG = "photo-error"
@@ -47,27 +49,28 @@ CATEGORY_UNKNOWN = "Choose a category from the list."
 UPLOAD_REQUEST_MALFORMED = "Describe the photos to upload as JSON: files with name, type and size."
 
 
-def _own_listing(request: HttpRequest, pk: int) -> Listing:
-    return get_object_or_404(catalogue_selectors.listings_of_seller(seller=request.user), pk=pk)  # type: ignore[arg-type]
+def _own_listing(request: SignedInRequest, pk: int) -> Listing:
+    return get_object_or_404(catalogue_selectors.listings_of_seller(seller=request.user), pk=pk)
 
 
-def uploaded_files(request: HttpRequest) -> list[tuple[str, object]]:
+def uploaded_files(request: SignedInRequest) -> list[tuple[str, UploadedFile]]:
+    """The form's photo files as (filename, file) pairs."""
     return [(upload.name or "photo", upload) for upload in request.FILES.getlist("photos")]
 
 
-def photo_count(request: HttpRequest) -> int:
+def photo_count(request: SignedInRequest) -> int:
     """Photos sent with the form: direct-upload tokens with S3 storage, else files."""
     if services.direct_uploads_enabled():
         return len(request.POST.getlist("uploads"))
     return len(request.FILES.getlist("photos"))
 
 
-def photos_store(request: HttpRequest, listing: Listing) -> services.PhotoBatch:
+def photos_store(request: SignedInRequest, listing: Listing) -> services.PhotoBatch:
     """Add the form's photos to `listing`. With S3 storage the browser has uploaded them to the
     bucket and sends one token each (the web app never receives the bytes); else they are files."""
     if services.direct_uploads_enabled():
         return services.listing_uploads_register(listing=listing, tokens=request.POST.getlist("uploads"))
-    return services.listing_photos_add(listing=listing, files=uploaded_files(request))  # type: ignore[arg-type]
+    return services.listing_photos_add(listing=listing, files=uploaded_files(request))
 
 
 def direct_upload_url() -> str:
@@ -77,14 +80,14 @@ def direct_upload_url() -> str:
 
 @login_required
 @require_GET
-def dashboard(request: HttpRequest) -> HttpResponse:
+def dashboard(request: SignedInRequest) -> HttpResponse:
     """ "My listings": each listing with its category (or suggestion) and its photos' status."""
-    listings = list(catalogue_selectors.listings_of_seller(seller=request.user))  # type: ignore[arg-type]
+    listings = list(catalogue_selectors.listings_of_seller(seller=request.user))
     paths = catalogue_selectors.category_paths()
     return render(request, "catalog/seller/dashboard.html", {"listings": listings, "paths": paths})
 
 
-def edit_context(request: HttpRequest, listing: Listing, **extra: object) -> dict[str, object]:
+def edit_context(request: SignedInRequest, listing: Listing, **extra: object) -> dict[str, object]:
     """What the edit page (and a draft's listing form) shows: photos, suggestions, category."""
     return {
         "listing": listing,
@@ -97,7 +100,7 @@ def edit_context(request: HttpRequest, listing: Listing, **extra: object) -> dic
     }
 
 
-def suggestion_context(request: HttpRequest, listing: Listing) -> dict[str, object]:
+def suggestion_context(request: SignedInRequest, listing: Listing) -> dict[str, object]:
     """The suggestion panel's context. A draft's panel is the listing form's category field:
     `selected_id` is the category the seller picked there (sent back by each poll and photo
     change), else the category auto-accept preselected."""
@@ -132,7 +135,7 @@ def _poll_interval(panel: suggestions_selectors.ListingSuggestions) -> dict[str,
 
 @login_required
 @require_http_methods(["GET", "POST"])
-def listing_edit(request: HttpRequest, pk: int) -> HttpResponse:
+def listing_edit(request: SignedInRequest, pk: int) -> HttpResponse:
     """Edit page: details form, photo manager, suggestion panel and category choice."""
     listing = _own_listing(request, pk)
     if listing.published_at is None:
@@ -157,7 +160,7 @@ def listing_edit(request: HttpRequest, pk: int) -> HttpResponse:
 
 @login_required
 @require_http_methods(["GET", "POST"])
-def listing_delete(request: HttpRequest, pk: int) -> HttpResponse:
+def listing_delete(request: SignedInRequest, pk: int) -> HttpResponse:
     """Confirm, then delete the listing with its photos."""
     listing = _own_listing(request, pk)
     if request.method == "POST":
@@ -167,7 +170,7 @@ def listing_delete(request: HttpRequest, pk: int) -> HttpResponse:
     return render(request, "catalog/seller/listing_confirm_delete.html", {"listing": listing})
 
 
-def photo_errors_keep(request: HttpRequest, rejected: list[services.RejectedPhoto]) -> None:
+def photo_errors_keep(request: SignedInRequest, rejected: list[services.RejectedPhoto]) -> None:
     """Carry refused files across a redirect, as messages the next page lists by the photos."""
     for item in rejected:
         messages.error(
@@ -175,7 +178,7 @@ def photo_errors_keep(request: HttpRequest, rejected: list[services.RejectedPhot
         )
 
 
-def photo_errors_kept(request: HttpRequest) -> list[services.RejectedPhoto]:
+def photo_errors_kept(request: SignedInRequest) -> list[services.RejectedPhoto]:
     """The refused files `photo_errors_keep` carried over (read once)."""
     return [
         services.RejectedPhoto(filename=name, message=text)
@@ -186,11 +189,11 @@ def photo_errors_kept(request: HttpRequest) -> list[services.RejectedPhoto]:
 
 
 def _photos_response(
-    request: HttpRequest, listing: Listing, rejected: list[services.RejectedPhoto]
+    request: SignedInRequest, listing: Listing, rejected: list[services.RejectedPhoto]
 ) -> HttpResponse:
     """The photo manager partial for htmx (with the suggestion panel swapped out of band), else a
     redirect to the edit page with the errors as messages."""
-    if request.htmx:  # type: ignore[attr-defined]
+    if request.htmx:
         context = edit_context(request, listing, rejected=rejected, oob=True)
         return render(request, "catalog/seller/_photos_update.html", context)
     photo_errors_keep(request, rejected)
@@ -199,7 +202,7 @@ def _photos_response(
 
 @login_required
 @require_POST
-def photos_add(request: HttpRequest, pk: int) -> HttpResponse:
+def photos_add(request: SignedInRequest, pk: int) -> HttpResponse:
     """Add photos to a listing; each refused file gets its own message, the valid ones are kept."""
     listing = _own_listing(request, pk)
     rejected = photos_store(request, listing).rejected
@@ -210,7 +213,7 @@ def photos_add(request: HttpRequest, pk: int) -> HttpResponse:
 
 @login_required
 @require_POST
-def photo_uploads(request: HttpRequest) -> JsonResponse:
+def photo_uploads(request: SignedInRequest) -> JsonResponse:
     """Presigned POSTs for photos the browser sends straight to the bucket (S3 storage only).
 
     Body: JSON `{"files": [{"name": str, "type": str, "size": int}, ...]}`, at most
@@ -231,7 +234,7 @@ def photo_uploads(request: HttpRequest) -> JsonResponse:
     for name, content_type, size in described:
         try:
             upload = services.photo_upload_presign(
-                seller=request.user,  # type: ignore[arg-type]
+                seller=request.user,
                 filename=name,
                 content_type=content_type,
                 size=size,
@@ -245,7 +248,7 @@ def photo_uploads(request: HttpRequest) -> JsonResponse:
 
 @login_required
 @require_POST
-def photo_delete(request: HttpRequest, pk: int, image_id: int) -> HttpResponse:
+def photo_delete(request: SignedInRequest, pk: int, image_id: int) -> HttpResponse:
     """Remove one photo (not the last one)."""
     listing = _own_listing(request, pk)
     image = get_object_or_404(listing.images, pk=image_id)
@@ -259,7 +262,7 @@ def photo_delete(request: HttpRequest, pk: int, image_id: int) -> HttpResponse:
 
 @login_required
 @require_POST
-def photo_move(request: HttpRequest, pk: int, image_id: int) -> HttpResponse:
+def photo_move(request: SignedInRequest, pk: int, image_id: int) -> HttpResponse:
     """Move one photo one place earlier or later (`direction` = "earlier" or "later")."""
     listing = _own_listing(request, pk)
     order = list(listing.images.order_by("position", "id").values_list("pk", flat=True))
@@ -275,7 +278,7 @@ def photo_move(request: HttpRequest, pk: int, image_id: int) -> HttpResponse:
 
 @login_required
 @require_POST
-def photos_reorder(request: HttpRequest, pk: int) -> HttpResponse:
+def photos_reorder(request: SignedInRequest, pk: int) -> HttpResponse:
     """Put the photos in the order given as `order` = comma-separated photo ids (drag and drop)."""
     listing = _own_listing(request, pk)
     try:
@@ -288,7 +291,7 @@ def photos_reorder(request: HttpRequest, pk: int) -> HttpResponse:
 
 @login_required
 @require_GET
-def suggestions_panel(request: HttpRequest, pk: int) -> HttpResponse:
+def suggestions_panel(request: SignedInRequest, pk: int) -> HttpResponse:
     """The suggestion panel partial; while photos wait for the worker it asks to be polled again."""
     listing = _own_listing(request, pk)
     context = suggestion_context(request, listing)
@@ -297,7 +300,7 @@ def suggestions_panel(request: HttpRequest, pk: int) -> HttpResponse:
 
 @login_required
 @require_POST
-def category_set(request: HttpRequest, pk: int) -> HttpResponse:
+def category_set(request: SignedInRequest, pk: int) -> HttpResponse:
     """The seller accepts a suggestion or picks a category from the tree (source SELLER)."""
     listing = _own_listing(request, pk)
     category = Category.objects.filter(pk=request.POST.get("category") or 0, is_active=True).first()
@@ -309,9 +312,9 @@ def category_set(request: HttpRequest, pk: int) -> HttpResponse:
             listing=listing,
             category=category,
             source=CategorySource.SELLER,
-            actor=request.user,  # type: ignore[arg-type]
+            actor=request.user,
         )
-    if request.htmx:  # type: ignore[attr-defined]
+    if request.htmx:
         context = suggestion_context(request, listing)
         context["category_error"] = error
         context["just_saved"] = not error

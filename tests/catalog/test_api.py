@@ -24,11 +24,11 @@ def photo(name: str = "a.jpg", data: bytes | None = None) -> SimpleUploadedFile:
 
 @pytest.fixture
 def api() -> APIClient:
-    user = UserFactory()
+    user = UserFactory.create()
     client = APIClient()
     _, token = AuthToken.objects.create(user=user)
     client.credentials(HTTP_AUTHORIZATION=f"Token {token}")
-    client.user = user  # type: ignore[attr-defined]
+    client.user = user
     return client
 
 
@@ -45,7 +45,7 @@ def test_anonymous_callers_are_refused() -> None:
 
 
 def test_a_token_is_obtained_with_username_and_password() -> None:
-    UserFactory(username="tok")
+    UserFactory.create(username="tok")
     response = APIClient().post("/api/token", {"username": "tok", "password": "a-long-test-password"})
     assert response.status_code == 200
     assert len(response.json()["token"]) == 64
@@ -85,7 +85,7 @@ def test_listing_crud_for_the_owner(api: APIClient) -> None:
 
 def test_other_sellers_listings_are_404_and_unchanged(api: APIClient) -> None:
     # given someone else's listing with a photo
-    listing = ListingFactory(title="Theirs")
+    listing = ListingFactory.create(title="Theirs")
     (image,) = services.listing_photos_add(listing=listing, files=[("a.jpg", pb.jpeg_bytes())]).added
     url = f"/api/listings/{listing.pk}/"
 
@@ -105,7 +105,7 @@ def test_other_sellers_listings_are_404_and_unchanged(api: APIClient) -> None:
 
 
 def test_photo_upload_validates_like_the_pages(api: APIClient) -> None:
-    listing = ListingFactory(seller=api.user)  # type: ignore[attr-defined]
+    listing = ListingFactory.create(seller=api.user)
     url = f"/api/listings/{listing.pk}/photos/"
 
     good = api.post(url, {"file": photo()}, format="multipart")
@@ -122,7 +122,7 @@ def test_photo_upload_validates_like_the_pages(api: APIClient) -> None:
 
 
 def test_suggestions_and_accepting_one(api: APIClient) -> None:
-    listing = ListingFactory(seller=api.user)  # type: ignore[attr-defined]
+    listing = ListingFactory.create(seller=api.user)
     (image,) = services.listing_photos_add(listing=listing, files=[("a.jpg", pb.jpeg_bytes())]).added
     url = f"/api/listings/{listing.pk}/"
     assert api.get(url + "suggestions/").json()["state"] == "pending"
@@ -159,7 +159,7 @@ def test_classify_answers_202_with_a_url_to_poll_then_the_top_5(api: APIClient, 
     body = response.json()
     assert response["Location"] == body["poll_url"]
     image = ListingImage.objects.get(pk=body["image_id"])
-    assert (image.listing.seller, image.listing.is_probe) == (api.user, True)  # type: ignore[attr-defined]
+    assert (image.listing.seller, image.listing.is_probe) == (api.user, True)
     assert api.get(body["poll_url"]).status_code == 202
 
     # when the worker has answered, the poll gives the top-5
@@ -175,7 +175,7 @@ def test_classify_answers_202_with_a_url_to_poll_then_the_top_5(api: APIClient, 
     ]
     # and nobody else can read it
     other = APIClient()
-    other.force_authenticate(UserFactory())
+    other.force_authenticate(UserFactory.create())
     assert other.get(body["poll_url"]).status_code == 404
 
 
@@ -205,7 +205,7 @@ def test_session_authentication_needs_csrf(client) -> None:
     # given a seller logged in with a session, on a client that checks CSRF
     from django.test import Client
 
-    user = UserFactory()
+    user = UserFactory.create()
     session_client = Client(enforce_csrf_checks=True)
     session_client.force_login(user)
 

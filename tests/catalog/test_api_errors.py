@@ -23,8 +23,8 @@ pytestmark = pytest.mark.django_db
 def api() -> APIClient:
     """A seller's API client (how it authenticates does not matter here)."""
     client = APIClient()
-    client.user = UserFactory()  # type: ignore[attr-defined]
-    client.force_authenticate(client.user)  # type: ignore[attr-defined]
+    client.user = UserFactory.create()
+    client.force_authenticate(client.user)
     return client
 
 
@@ -103,7 +103,7 @@ def test_django_s_own_errors_are_json_under_api_and_pages_elsewhere() -> None:
 
 
 def test_removing_a_listing_s_only_photo_is_a_conflict_and_keeps_it(api: APIClient) -> None:
-    listing = ListingFactory(seller=api.user)  # type: ignore[attr-defined]
+    listing = ListingFactory.create(seller=api.user)
     (image,) = services.listing_photos_add(listing=listing, files=[("a.jpg", pb.jpeg_bytes())]).added
 
     response = api.delete(f"/api/listings/{listing.pk}/photos/{image.pk}/")

@@ -12,7 +12,7 @@ from catalog.models import CategorySuggestion, ImageEmbedding, Listing, ListingI
 from catalog.pgcopy import copy_out, fixed_width_rows
 from catalog.services.embeddings import embeddings_read, embeddings_write
 from catalog.services.suggestions import NO_KNOWN_CATEGORY, PhotoScores, suggestions_record_many
-from tests.factories import ListingFactory
+from tests.factories import ImageEmbeddingFactory, ListingFactory, ListingImageFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -21,12 +21,9 @@ LISTING_FIELDS = ("suggested_category_id", "suggested_confidence", "suggested_to
 
 
 def _photos(count: int) -> list[ListingImage]:
-    listing = ListingFactory()
+    listing = ListingFactory.create()
     return [
-        ListingImage.objects.create(
-            listing=listing, file=f"rows/{n}.jpg", checksum="0" * 64, size_bytes=1, position=n
-        )
-        for n in range(count)
+        ListingImageFactory.create(listing=listing, file=f"rows/{n}.jpg", position=n) for n in range(count)
     ]
 
 
@@ -124,12 +121,8 @@ def test_cached_embeddings_come_back_exactly_in_photo_order_and_damaged_rows_are
         if image == images[2]:
             embedding = embedding[:640]
         arrays[image.pk] = (embedding, logits)
-        ImageEmbedding.objects.create(
-            image=image, backbone_version="b", embedding=embedding.tobytes(), logits=logits.tobytes()
-        )
-    ImageEmbedding.objects.create(
-        image=images[5], backbone_version="other", embedding=b"\0" * 5120, logits=b"\0" * 4000
-    )
+        ImageEmbeddingFactory.create(image=image, embedding=embedding.tobytes(), logits=logits.tobytes())
+    ImageEmbeddingFactory.create(image=images[5], backbone_version="other")
 
     # when read back for backbone "b", asked in reverse order
     cached = embeddings_read(image_ids=[image.pk for image in reversed(images)], backbone_version="b")
@@ -145,7 +138,7 @@ def test_cached_embeddings_come_back_exactly_in_photo_order_and_damaged_rows_are
 def test_the_embedding_writer_replaces_a_row_and_skips_photos_deleted_meanwhile() -> None:
     # given a photo with a damaged cached row, and the id of a photo deleted meanwhile
     kept, deleted = _photos(2)
-    ImageEmbedding.objects.create(image=kept, backbone_version="b", embedding=b"\0" * 8, logits=b"\0" * 8)
+    ImageEmbeddingFactory.create(image=kept, embedding=b"\0" * 8, logits=b"\0" * 8)
     deleted_id = deleted.pk
     deleted.delete()
     embedding, logits = np.ones(1280, np.float32), np.full(1000, 2.0, np.float32)

@@ -6,6 +6,7 @@ import pytest
 from django.core.exceptions import PermissionDenied
 from django.test import Client
 from django.urls import reverse
+from pytest_django import DjangoCaptureOnCommitCallbacks
 
 from catalog import services
 from catalog.access import MODEL_MANAGER_GROUP
@@ -19,8 +20,8 @@ from catalog.models import (
 )
 from catalog.selectors import catalogue as catalogue_selectors
 from catalog.views import registry as registry_views
-from tests.catalog.review_helpers import staff_user, version
-from tests.factories import UserFactory
+from tests.catalog.review_helpers import staff_user
+from tests.factories import ModelVersionFactory, UserFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -36,7 +37,9 @@ def _compare(candidate: ModelVersion, baseline: ModelVersion) -> ModelComparison
     )
 
 
-def test_training_is_queued_after_commit_once(django_capture_on_commit_callbacks) -> None:  # type: ignore[no-untyped-def]
+def test_training_is_queued_after_commit_once(
+    django_capture_on_commit_callbacks: DjangoCaptureOnCommitCallbacks,
+) -> None:
     # given a model manager
     user = staff_user(groups=[MODEL_MANAGER_GROUP])
 
@@ -51,7 +54,7 @@ def test_training_is_queued_after_commit_once(django_capture_on_commit_callbacks
     assert len(callbacks) == 1
     # and a seller may not ask
     with pytest.raises(PermissionDenied):
-        services.training_run_request(requested_by=UserFactory())
+        services.training_run_request(requested_by=UserFactory.create())
 
 
 def test_the_training_task_is_routed_to_the_training_queue() -> None:
@@ -65,8 +68,8 @@ def test_the_training_task_is_routed_to_the_training_queue() -> None:
 
 def test_activation_needs_a_comparison_with_the_active_version() -> None:
     # given an active version and a candidate, and staff allowed to activate
-    active = version("active", active=True)
-    candidate = version("candidate")
+    active = ModelVersionFactory.create(name="active", is_active=True)
+    candidate = ModelVersionFactory.create(name="candidate")
     user = staff_user(can_activate=True)
 
     # when staff activate before any comparison
@@ -80,7 +83,7 @@ def test_activation_needs_a_comparison_with_the_active_version() -> None:
     assert ModelVersion.objects.get(is_active=True) == active
 
     # when compared with an older version only, it is still refused
-    _compare(candidate, version("older"))
+    _compare(candidate, ModelVersionFactory.create(name="older"))
     with pytest.raises(services.RegistryRefused):
         services.model_version_activate(version=candidate, actor=user)
 
@@ -93,8 +96,8 @@ def test_activation_needs_a_comparison_with_the_active_version() -> None:
 
 def test_activation_is_a_permission_of_its_own() -> None:
     # given a compared candidate and a staff user without the permission
-    active = version("active", active=True)
-    candidate = version("candidate")
+    active = ModelVersionFactory.create(name="active", is_active=True)
+    candidate = ModelVersionFactory.create(name="candidate")
     _compare(candidate, active)
 
     # then that staff user may not activate
@@ -105,8 +108,8 @@ def test_activation_is_a_permission_of_its_own() -> None:
 
 def test_rollback_returns_to_the_version_the_last_activation_replaced() -> None:
     # given v1 active, then v2 activated after a comparison
-    v1 = version("v1", active=True)
-    v2 = version("v2")
+    v1 = ModelVersionFactory.create(name="v1", is_active=True)
+    v2 = ModelVersionFactory.create(name="v2")
     _compare(v2, v1)
     user = staff_user(can_activate=True)
     services.model_version_activate(version=v2, actor=user)
@@ -121,15 +124,15 @@ def test_rollback_returns_to_the_version_the_last_activation_replaced() -> None:
 
 
 def test_rollback_without_history_is_refused() -> None:
-    version("only", active=True)
+    ModelVersionFactory.create(name="only", is_active=True)
     with pytest.raises(services.RegistryRefused, match="no earlier"):
         services.model_version_rollback(actor=staff_user(can_activate=True))
 
 
 def test_registry_page_shows_versions_side_by_side_and_activates(client: Client) -> None:
     # given an active version and a compared candidate with held-out figures
-    active = version("lite0+shipped", active=True)
-    candidate = version("lite0+trained-1")
+    active = ModelVersionFactory.create(name="lite0+shipped", is_active=True)
+    candidate = ModelVersionFactory.create(name="lite0+trained-1")
     ModelVersion.objects.filter(pk=candidate.pk).update(
         metrics={
             "held_out": {
@@ -159,8 +162,8 @@ def test_registry_page_shows_versions_side_by_side_and_activates(client: Client)
 
 def test_an_uncompared_candidate_offers_compare_not_activate(client: Client) -> None:
     # given an active version and an uncompared candidate
-    version("active", active=True)
-    candidate = version("candidate")
+    ModelVersionFactory.create(name="active", is_active=True)
+    candidate = ModelVersionFactory.create(name="candidate")
     client.force_login(staff_user(groups=[MODEL_MANAGER_GROUP]))
 
     # when staff open the registry, and post activate anyway
@@ -175,7 +178,7 @@ def test_an_uncompared_candidate_offers_compare_not_activate(client: Client) -> 
 
 def test_a_version_page_serves_its_confusion_matrix_and_reliability_diagram(client: Client) -> None:
     # given a version with held-out figures
-    trained = version("trained")
+    trained = ModelVersionFactory.create(name="trained")
     ModelVersion.objects.filter(pk=trained.pk).update(
         metrics={
             "held_out": {
@@ -230,7 +233,7 @@ def test_staff_add_a_category_that_training_will_pick_up() -> None:
 def test_a_version_page_states_its_target_and_which_categories_wait_for_people(client: Client) -> None:
     # given a version whose held-out auto-accept figures were recorded without a target precision,
     # and a threshold for one of its two categories
-    recorded = version("recorded")
+    recorded = ModelVersionFactory.create(name="recorded")
     ModelVersion.objects.filter(pk=recorded.pk).update(
         metrics={
             "held_out": {

@@ -47,14 +47,14 @@ def record_suggestion(image: ListingImage, scores: list[tuple[str, float]]) -> N
 
 @pytest.fixture
 def seller_client(client: Client):
-    user = UserFactory()
+    user = UserFactory.create()
     client.force_login(user)
     client.user = user  # type: ignore[attr-defined]
     return client
 
 
 def listing_with_photo(seller=None) -> tuple[Listing, ListingImage]:
-    listing = ListingFactory(**({"seller": seller} if seller else {}))
+    listing = ListingFactory.create(**({"seller": seller} if seller else {}))
     (image,) = services.listing_photos_add(listing=listing, files=[("a.jpg", pb.jpeg_bytes())]).added
     return listing, image
 
@@ -75,7 +75,7 @@ def test_signup_creates_a_seller_and_logs_them_in(client: Client) -> None:
 
 
 def test_login_and_logout(client: Client) -> None:
-    UserFactory(username="sam")
+    UserFactory.create(username="sam")
     response = client.post(reverse("login"), {"username": "sam", "password": PASSWORD})
     assert response.status_code == 302
     assert client.get(reverse("catalog:seller-dashboard")).status_code == 200
@@ -178,7 +178,7 @@ def test_photos_can_be_added_moved_and_removed_on_the_edit_page(seller_client: C
 def test_another_seller_gets_404_everywhere_and_nothing_changes(client: Client) -> None:
     # given a listing of one seller, and another seller logged in
     listing, image = listing_with_photo()
-    client.force_login(UserFactory())
+    client.force_login(UserFactory.create())
     shoes = Category.objects.get(slug="shoes")
     pk = listing.pk
 
@@ -211,7 +211,7 @@ def test_another_seller_gets_404_everywhere_and_nothing_changes(client: Client) 
 
 def test_csrf_is_enforced_on_every_form() -> None:
     # given a logged-in seller whose client checks CSRF like a browser
-    user = UserFactory()
+    user = UserFactory.create()
     listing, image = listing_with_photo(user)
     csrf_client = Client(enforce_csrf_checks=True)
     csrf_client.force_login(user)

@@ -13,6 +13,7 @@ from catalog import services
 from catalog.models import Category, CategorySource, ClassificationStatus, Listing, ListingImage
 from catalog.uploads import UPLOAD_NOT_AN_IMAGE
 from tests import photo_bytes as pb
+from tests.conftest import stored_name
 from tests.factories import ListingFactory, UserFactory
 
 pytestmark = pytest.mark.django_db
@@ -22,7 +23,7 @@ def test_listing_photo_upload_stores_a_clean_copy_and_queues_it_after_commit(
     django_capture_on_commit_callbacks,
 ) -> None:
     # given a listing and a phone photo with GPS in its EXIF
-    listing = ListingFactory()
+    listing = ListingFactory.create()
     data = pb.jpeg_bytes((80, 40), exif=pb.gps_exif())
 
     # when it is uploaded and the transaction commits
@@ -33,7 +34,7 @@ def test_listing_photo_upload_stores_a_clean_copy_and_queues_it_after_commit(
     image.refresh_from_db()
     assert len(callbacks) == 1
     assert image.status == ClassificationStatus.QUEUED
-    with default_storage.open(image.file.name, "rb") as handle:
+    with default_storage.open(stored_name(image), "rb") as handle:
         stored = handle.read()
     assert image.size_bytes == len(stored)
     assert Image.open(io.BytesIO(stored)).size == (40, 80)
@@ -42,7 +43,7 @@ def test_listing_photo_upload_stores_a_clean_copy_and_queues_it_after_commit(
 
 def test_a_batch_keeps_the_good_photos_and_names_each_bad_one() -> None:
     # given a listing and three files, the middle one an HTML page named .jpg
-    listing = ListingFactory()
+    listing = ListingFactory.create()
     files = [
         ("a.jpg", pb.jpeg_bytes()),
         ("page.jpg", pb.HTML_PAGE),
@@ -59,7 +60,7 @@ def test_a_batch_keeps_the_good_photos_and_names_each_bad_one() -> None:
 
 
 def test_an_eleventh_photo_is_refused() -> None:
-    listing = ListingFactory()
+    listing = ListingFactory.create()
     services.listing_photos_add(listing=listing, files=[(f"{i}.jpg", pb.jpeg_bytes()) for i in range(10)])
 
     with pytest.raises(services.UploadRejected) as error:
@@ -71,7 +72,7 @@ def test_an_eleventh_photo_is_refused() -> None:
 
 def test_removing_a_photo_renumbers_the_rest_and_the_last_one_stays() -> None:
     # given a listing with three photos
-    listing = ListingFactory()
+    listing = ListingFactory.create()
     first, second, third = services.listing_photos_add(
         listing=listing, files=[(f"{i}.jpg", pb.jpeg_bytes()) for i in range(3)]
     ).added
@@ -89,7 +90,7 @@ def test_removing_a_photo_renumbers_the_rest_and_the_last_one_stays() -> None:
 
 
 def test_reorder_needs_every_photo_exactly_once() -> None:
-    listing = ListingFactory()
+    listing = ListingFactory.create()
     a, b, c = services.listing_photos_add(
         listing=listing, files=[(f"{i}.jpg", pb.jpeg_bytes()) for i in range(3)]
     ).added
@@ -97,7 +98,7 @@ def test_reorder_needs_every_photo_exactly_once() -> None:
     services.listing_images_reorder(listing=listing, image_ids=[c.pk, a.pk, b.pk])
     assert list(listing.images.order_by("position").values_list("pk", flat=True)) == [c.pk, a.pk, b.pk]
 
-    other = ListingFactory()
+    other = ListingFactory.create()
     (foreign,) = services.listing_photos_add(listing=other, files=[("x.jpg", pb.jpeg_bytes())]).added
     for bad in ([c.pk, a.pk], [c.pk, a.pk, a.pk], [c.pk, a.pk, foreign.pk]):
         with pytest.raises(ValueError):
@@ -107,7 +108,7 @@ def test_reorder_needs_every_photo_exactly_once() -> None:
 
 def test_the_seller_sets_the_category_and_a_machine_never_overwrites_it() -> None:
     # given a listing and two categories
-    listing = ListingFactory()
+    listing = ListingFactory.create()
     shoes, hat = Category.objects.get(slug="shoes"), Category.objects.get(slug="hat")
 
     # when its seller chooses shoes, then a machine tries hat
@@ -124,12 +125,12 @@ def test_the_seller_sets_the_category_and_a_machine_never_overwrites_it() -> Non
 
 
 def test_only_the_seller_may_choose_as_seller_and_only_staff_as_reviewer() -> None:
-    listing = ListingFactory()
+    listing = ListingFactory.create()
     shoes = Category.objects.get(slug="shoes")
 
     with pytest.raises(PermissionDenied):
         services.listing_category_set(
-            listing=listing, category=shoes, source=CategorySource.SELLER, actor=UserFactory()
+            listing=listing, category=shoes, source=CategorySource.SELLER, actor=UserFactory.create()
         )
     with pytest.raises(PermissionDenied):
         services.listing_category_set(
@@ -141,7 +142,7 @@ def test_only_the_seller_may_choose_as_seller_and_only_staff_as_reviewer() -> No
 
 
 def test_a_probe_is_a_hidden_listing_of_the_caller() -> None:
-    user = UserFactory()
+    user = UserFactory.create()
 
     image = services.classify_probe_create(user=user, upload=pb.jpeg_bytes(), filename="q.jpg")
 
@@ -153,9 +154,9 @@ def test_a_probe_is_a_hidden_listing_of_the_caller() -> None:
 
 
 def test_deleting_a_listing_removes_its_stored_files(django_capture_on_commit_callbacks) -> None:
-    listing = ListingFactory()
+    listing = ListingFactory.create()
     (image,) = services.listing_photos_add(listing=listing, files=[("a.jpg", pb.jpeg_bytes())]).added
-    name = image.file.name
+    name = stored_name(image)
     assert default_storage.exists(name)
 
     with django_capture_on_commit_callbacks(execute=True):

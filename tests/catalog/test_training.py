@@ -9,7 +9,7 @@ import pytest
 
 from catalog import services
 from catalog.selectors.review import LabelledPhoto
-from tests.catalog.review_helpers import version
+from tests.factories import ModelVersionFactory
 
 # Checksums whose first 8 hex digits are 0 and 99 modulo 100.
 LOW = "00000000" + "a" * 56
@@ -44,7 +44,8 @@ def test_photos_the_tail_trained_on_are_never_held_out_nor_calibrate(settings: A
 @pytest.mark.django_db
 def test_a_comparison_records_accuracy_recall_per_category_and_what_each_version_serves() -> None:
     # given two versions' answers on the same five photos
-    candidate, baseline = version("lite0+new"), version("lite0+old", active=True)
+    candidate = ModelVersionFactory.create(name="lite0+new")
+    baseline = ModelVersionFactory.create(name="lite0+old", is_active=True)
     labels = ["shoes", "shoes", "hat", "hat", "dress"]
 
     # when the comparison is scored
@@ -75,7 +76,8 @@ def test_a_comparison_records_accuracy_recall_per_category_and_what_each_version
 
 @pytest.mark.django_db
 def test_a_comparison_without_photos_is_refused_and_records_nothing() -> None:
-    candidate, baseline = version("lite0+new"), version("lite0+old", active=True)
+    candidate = ModelVersionFactory.create(name="lite0+new")
+    baseline = ModelVersionFactory.create(name="lite0+old", is_active=True)
     with pytest.raises(ValueError, match="no held-out photos"):
         services.model_comparison_score(
             candidate_id=candidate.pk, baseline_id=baseline.pk, labels=[], predicted={}, served={}

@@ -32,14 +32,14 @@ def _wait_finished(*image_ids: int, timeout: float = 120.0) -> list[ListingImage
         images = list(ListingImage.objects.filter(pk__in=image_ids).order_by("pk"))
         return images if all(image.status in FINISHED for image in images) else None
 
-    return wait_for(finished, timeout=timeout)  # type: ignore[return-value]
+    return wait_for(finished, timeout=timeout)
 
 
 def test_uploaded_photos_get_a_suggestion_from_the_worker(
     celery_worker_process: WorkerProcess, photo_paths: list[Path]
 ) -> None:
     # given a listing with two real photos, added in one transaction
-    listing = ListingFactory()
+    listing = ListingFactory.create()
     with transaction.atomic():
         first = services.image_add(listing=listing, upload=photo_paths[0].read_bytes(), filename="a.jpg")
         second = services.image_add(listing=listing, upload=photo_paths[1].read_bytes(), filename="b.jpg")
@@ -73,7 +73,7 @@ def test_a_photo_that_is_not_an_image_fails_alone_with_a_reason(
     from classifier.preprocess import NOT_AN_IMAGE
 
     # given a listing with a real photo and an HTML page renamed .jpg
-    listing = ListingFactory()
+    listing = ListingFactory.create()
     good = services.image_add(listing=listing, upload=photo_paths[0].read_bytes(), filename="good.jpg")
     bad = services.image_add(listing=listing, upload=b"<html><body>hello</body></html>", filename="bad.jpg")
 
@@ -93,7 +93,9 @@ def test_duplicate_deliveries_leave_exactly_one_suggestion(
     celery_worker_process: WorkerProcess, photo_paths: list[Path]
 ) -> None:
     # given a photo already classified
-    image = services.image_add(listing=ListingFactory(), upload=photo_paths[0].read_bytes(), filename="x.jpg")
+    image = services.image_add(
+        listing=ListingFactory.create(), upload=photo_paths[0].read_bytes(), filename="x.jpg"
+    )
     _wait_finished(image.pk)
     before = CategorySuggestion.objects.get(image=image)
 
@@ -114,7 +116,9 @@ def test_a_photo_that_keeps_killing_workers_is_set_aside(celery_worker_process: 
     # given a photo whose task has already been delivered the maximum number of times
     from django.conf import settings
 
-    image = services.image_add(listing=ListingFactory(), upload=b"\xff\xd8\xff" + b"0" * 64, filename="p.jpg")
+    image = services.image_add(
+        listing=ListingFactory.create(), upload=b"\xff\xd8\xff" + b"0" * 64, filename="p.jpg"
+    )
     ListingImage.objects.filter(pk=image.pk).update(deliveries=settings.CLASSIFY_MAX_DELIVERIES)
 
     # when it is delivered once more
@@ -131,14 +135,14 @@ def test_a_deleted_listing_makes_its_queued_task_a_no_op(
     celery_worker_process: WorkerProcess, photo_paths: list[Path]
 ) -> None:
     # given a photo whose listing is deleted right after the upload
-    listing = ListingFactory()
+    listing = ListingFactory.create()
     image = services.image_add(listing=listing, upload=photo_paths[0].read_bytes(), filename="gone.jpg")
     image_id = image.pk
     Listing.objects.filter(pk=listing.pk).delete()
 
     # when the worker gets to it, then nothing is created and the worker stays healthy
     follower = services.image_add(
-        listing=ListingFactory(), upload=photo_paths[1].read_bytes(), filename="n.jpg"
+        listing=ListingFactory.create(), upload=photo_paths[1].read_bytes(), filename="n.jpg"
     )
     _wait_finished(follower.pk)
     assert not CategorySuggestion.objects.filter(image_id=image_id).exists()

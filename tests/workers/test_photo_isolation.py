@@ -74,7 +74,11 @@ def worker(
 
 def _upload_with_culprit(photo_paths: list[Path], sabotage: Sabotage) -> tuple[int, list[int]]:
     return upload_with_culprit(
-        photo_paths, sabotage, culprit_listing=ListingFactory(), listing=ListingFactory(), mates=6
+        photo_paths,
+        sabotage,
+        culprit_listing=ListingFactory.create(),
+        listing=ListingFactory.create(),
+        mates=6,
     )
 
 
@@ -88,7 +92,7 @@ def test_a_listing_deleted_while_its_photo_is_classified_holds_back_no_one(
 
     # when its seller deletes the listing while the worker reads it, and the bytes then arrive
     services.listing_delete(listing=ListingImage.objects.get(pk=culprit).listing)
-    with os.fdopen(int(writer), "wb") as pipe:  # type: ignore[call-overload]
+    with os.fdopen(int(writer), "wb") as pipe:
         pipe.write(photo_paths[0].read_bytes())
 
     # then the batch-mates are DONE with one suggestion each, within seconds

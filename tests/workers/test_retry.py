@@ -94,7 +94,9 @@ def test_backoff_grows_exponentially_with_full_jitter_up_to_its_cap() -> None:
 
 @pytest.fixture
 def photo(db: None) -> ListingImage:
-    return services.image_add(listing=ListingFactory(), upload=b"\xff\xd8\xff" + b"\0" * 64, filename="p.jpg")
+    return services.image_add(
+        listing=ListingFactory.create(), upload=b"\xff\xd8\xff" + b"\0" * 64, filename="p.jpg"
+    )
 
 
 def test_a_retryable_error_with_retries_left_changes_nothing(photo: ListingImage) -> None:
