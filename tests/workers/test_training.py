@@ -57,7 +57,7 @@ def variants(path: Path, count: int) -> list[bytes]:
 
 def labelled_listings(slugs: Sequence[str], per_category: int) -> list[ListingImage]:
     """One listing per photo, its category chosen by the seller (human labels)."""
-    seller = UserFactory()
+    seller = UserFactory.create()
     images = []
     for slug in slugs:
         photo = next((FIXTURE_PHOTOS / slug).glob("*.jpg"), None)
@@ -86,6 +86,17 @@ class CountingBackbone:
         return self.backbone.run(batch)
 
 
+def _train(classifier: Any) -> ModelVersion:
+    """A training run from request to candidate, by the worker's code in this process."""
+    from workers import training
+
+    trained = training.train(
+        run_id=services.training_run_request(requested_by=None).pk, classifier=classifier
+    )
+    assert trained is not None
+    return ModelVersion.objects.get(pk=trained.pk)
+
+
 @pytest.fixture(scope="module")
 def counting_classifier(verified_model_files: None) -> Any:
     from django.conf import settings
@@ -93,14 +104,14 @@ def counting_classifier(verified_model_files: None) -> Any:
     from classifier.model import ImageClassifier
 
     base = ImageClassifier.load(cache_dir=settings.CLASSIFIER_CACHE_DIR or None, num_threads=2)
-    return ImageClassifier(head=base.head, taxonomy=base.taxonomy, backbone=CountingBackbone(base.backbone))
+    counting: Any = CountingBackbone(base.backbone)  # duck-typed: run() and version, as OnnxBackbone
+    return ImageClassifier(head=base.head, taxonomy=base.taxonomy, backbone=counting)
 
 
 @pytest.mark.django_db
 def test_training_reuses_cached_embeddings_and_runs_the_cnn_only_on_new_photos(
     counting_classifier: Any, settings: Any
 ) -> None:
-    from workers import training
 
     # given 3 categories × 6 seller-labelled photos, and the shipped version active
     settings.TRAINING_MIN_PHOTOS_PER_CATEGORY = 4
@@ -114,9 +125,7 @@ def test_training_reuses_cached_embeddings_and_runs_the_cnn_only_on_new_photos(
     backbone.photos = 0
 
     # when a first training run starts from nothing cached
-    first = training.train(
-        run_id=services.training_run_request(requested_by=None).pk, classifier=counting_classifier
-    )
+    first = _train(counting_classifier)
 
     # then the CNN ran once per photo, and every photo's outputs are cached for this backbone
     assert backbone.photos == len(images) == 18
@@ -127,9 +136,7 @@ def test_training_reuses_cached_embeddings_and_runs_the_cnn_only_on_new_photos(
     # when one photo is added and a second run starts
     extra = labelled_listings(["hat"], 1)[0]
     backbone.photos = 0
-    second = training.train(
-        run_id=services.training_run_request(requested_by=None).pk, classifier=counting_classifier
-    )
+    second = _train(counting_classifier)
 
     # then the CNN ran on the new photo only
     assert backbone.photos == 1
@@ -178,7 +185,7 @@ def _suggestion_version(image_id: int) -> str:
         lambda: CategorySuggestion.objects.select_related("model_version").filter(image_id=image_id).first(),
         timeout=120,
     )
-    return suggestion.model_version.name  # type: ignore[attr-defined]
+    return suggestion.model_version.name
 
 
 @pytest.mark.worker
@@ -201,7 +208,7 @@ def test_train_activate_and_roll_back_through_the_queue(celery_worker_process: W
     ImageEmbedding.objects.filter(image=images[0]).delete()
 
     # when staff start training (the training queue)
-    staff = UserFactory(username="trainer", is_staff=True, is_superuser=True)
+    staff = UserFactory.create(username="trainer", is_staff=True, is_superuser=True)
     with transaction.atomic():
         run = services.training_run_request(requested_by=staff)
     run = wait_for(
@@ -212,9 +219,10 @@ def test_train_activate_and_roll_back_through_the_queue(celery_worker_process: W
     )
 
     # then the worker embedded only the lost photo and stored a candidate compared with the active one
-    assert run.status == TrainingStatus.DONE, run.failure_reason  # type: ignore[attr-defined]
-    assert (run.report["embedded"], run.report["cached"]) == (1, 39)  # type: ignore[attr-defined]
-    candidate = run.model_version  # type: ignore[attr-defined]
+    assert run.status == TrainingStatus.DONE, run.failure_reason
+    assert (run.report["embedded"], run.report["cached"]) == (1, 39)
+    candidate = run.model_version
+    assert candidate is not None
     assert ModelComparison.objects.filter(candidate=candidate, baseline=shipped).exists()
 
     # when staff activate it, a new photo is classified by the trained version
@@ -250,10 +258,7 @@ def test_a_comparison_covers_every_labelled_category_and_refuses_a_candidate_tha
     shipped = services.model_version_ensure(
         name=counting_classifier.model_version, backbone_version=counting_classifier.backbone_version
     )
-    candidate = training.train(
-        run_id=services.training_run_request(requested_by=None).pk, classifier=counting_classifier
-    )
-    assert candidate is not None
+    candidate = _train(counting_classifier)
     dresses = labelled_listings(["dress"], 4)
     # (every labelled photo counts as held out here: with a few photos the checksum split could
     # leave a category without any)
@@ -277,7 +282,7 @@ def test_a_comparison_covers_every_labelled_category_and_refuses_a_candidate_tha
     }
 
     # and activation is refused: it drops dresses, which have published listings
-    staff = UserFactory(username="activator", is_staff=True, is_superuser=True)
+    staff = UserFactory.create(username="activator", is_staff=True, is_superuser=True)
     with pytest.raises(services.ActivationRefused) as refused:
         services.model_version_activate(version=candidate, actor=staff)
     drop = DROPS_A_CATEGORY.format(
