@@ -178,9 +178,9 @@ def _own_throttle_counters(settings: Settings) -> None:
 @pytest.fixture
 def taxonomy(transactional_db: None) -> None:
     """Categories from the taxonomy file (transactional tests truncate migration data)."""
-    from catalog import services
+    from catalog.services.listings import taxonomy_load
 
-    services.taxonomy_load()
+    taxonomy_load()
 
 
 @pytest.fixture
@@ -194,12 +194,12 @@ def shipped_version(celery_worker_process: WorkerProcess, taxonomy: None, photo_
     """
     from django.conf import settings
 
-    from catalog import services
     from catalog.models import ClassificationStatus, ListingImage, ModelVersion
+    from catalog.services.images import image_add
     from tests.factories import ListingFactory
 
     time.sleep(settings.ACTIVE_MODEL_CHECK_S + 0.5)
-    image = services.image_add(
+    image = image_add(
         listing=ListingFactory.create(title="warm-up"),
         upload=photo_paths[0].read_bytes(),
         filename="warm-up.jpg",

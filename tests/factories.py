@@ -48,7 +48,7 @@ class ListingFactory(factory.django.DjangoModelFactory[Listing]):
 
 class ListingImageFactory(factory.django.DjangoModelFactory[ListingImage]):
     """A photo row whose file name points at nothing stored (for tests that never read the bytes);
-    stored photos come from `services.image_add`."""
+    stored photos come from `services.images.image_add`."""
 
     class Meta:
         model = ListingImage

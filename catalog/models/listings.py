@@ -21,7 +21,8 @@ class Listing(models.Model):
     category_source = models.CharField(
         max_length=16, choices=CategorySource.choices, default=CategorySource.NONE, blank=True
     )
-    # Derived from the suggestions of all the listing's photos (see services.listing_suggestion_refresh).
+    # Derived from the suggestions of all the listing's photos
+    # (see services.suggestions.listing_suggestion_refresh).
     suggested_category = models.ForeignKey(
         Category, null=True, blank=True, related_name="+", on_delete=models.SET_NULL
     )

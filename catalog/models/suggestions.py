@@ -69,7 +69,7 @@ class DecisionAction(models.TextChoices):
 
 class CategoryDecision(models.Model):
     """One change of a listing's category, by whom and on what evidence. Written only by
-    `services.listing_category_set`, never updated.
+    `services.decisions.listing_category_set`, never updated.
 
     `suggested_top_k` is what the model said at that moment ([{"slug", "confidence"}], best
     first) and `model_version` which version said it; `suggestion_rank` is the 1-based rank of

@@ -1,7 +1,7 @@
 """The listing form of a new listing, as on the big marketplaces: photos upload the moment they
 are added (the first one creates a draft), the category field fills with suggestions while the
 seller types the details (htmx polls it), the top one is preselected when auto-accept chose it,
-and "Publish" needs a category (`services.listing_publish` enforces it).
+and "Publish" needs a category (`listing_publish` enforces it).
 
 Without JavaScript the photos are sent with their own button, which opens the draft's form.
 """
@@ -15,10 +15,12 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_http_methods, require_POST
 
-from catalog import services
 from catalog.forms import PHOTOS_REQUIRED, TOO_MANY_PHOTOS, ListingForm
 from catalog.models import Category, Listing
 from catalog.selectors import catalogue as catalogue_selectors
+from catalog.services.direct_uploads import direct_uploads_enabled
+from catalog.services.images import LISTING_MAX_PHOTOS, ListingRuleBroken, RejectedPhoto
+from catalog.services.publishing import LISTING_NEEDS_A_CATEGORY, listing_draft_create, listing_publish
 from catalog.views.requests import SignedInRequest
 from catalog.views.seller import (
     direct_upload_url,
@@ -49,7 +51,7 @@ def _form_context(
         return {
             "form": form,
             "draft": None,
-            "max_photos": services.LISTING_MAX_PHOTOS,
+            "max_photos": LISTING_MAX_PHOTOS,
             "tree": catalogue_selectors.category_tree(),
             "form_mode": True,
             "selected_id": _picked(request),
@@ -95,7 +97,7 @@ def _publish(request: SignedInRequest, draft: Listing) -> HttpResponse:
     category_error = ""
     if form.is_valid():
         try:
-            services.listing_publish(
+            listing_publish(
                 listing=draft,
                 seller=request.user,
                 title=form.cleaned_data["title"],
@@ -103,8 +105,8 @@ def _publish(request: SignedInRequest, draft: Listing) -> HttpResponse:
                 price=form.cleaned_data["price"],
                 category=category,
             )
-        except services.ListingRuleBroken as error:
-            if str(error) == services.LISTING_NEEDS_A_CATEGORY:
+        except ListingRuleBroken as error:
+            if str(error) == LISTING_NEEDS_A_CATEGORY:
                 category_error = str(error)
             else:
                 form.add_error(None, str(error))
@@ -114,7 +116,7 @@ def _publish(request: SignedInRequest, draft: Listing) -> HttpResponse:
             messages.success(request, LISTING_PUBLISHED.format(path=path))
             return redirect("catalog:listing-edit", pk=draft.pk)
     elif category is None and draft.category_id is None:
-        category_error = services.LISTING_NEEDS_A_CATEGORY
+        category_error = LISTING_NEEDS_A_CATEGORY
     context = _form_context(request, draft, form, category_error=category_error)
     return render(request, FORM_TEMPLATE, context, status=400)
 
@@ -126,17 +128,17 @@ def draft_photos_add(request: SignedInRequest) -> HttpResponse:
     file is named with its reason). To htmx: the draft's photo manager, with its category field
     and the form's draft field swapped out of band, and the address of the draft's form."""
     count = photo_count(request)
-    rejected: list[services.RejectedPhoto] = []
+    rejected: list[RejectedPhoto] = []
     draft = None
     if not count:
-        rejected = [services.RejectedPhoto(filename="", message=PHOTOS_REQUIRED)]
-    elif count > services.LISTING_MAX_PHOTOS:
-        rejected = [services.RejectedPhoto(filename="", message=TOO_MANY_PHOTOS)]
+        rejected = [RejectedPhoto(filename="", message=PHOTOS_REQUIRED)]
+    elif count > LISTING_MAX_PHOTOS:
+        rejected = [RejectedPhoto(filename="", message=TOO_MANY_PHOTOS)]
     else:
-        draft, batch = services.listing_draft_create(
+        draft, batch = listing_draft_create(
             seller=request.user,
             files=uploaded_files(request),
-            upload_tokens=request.POST.getlist("uploads") if services.direct_uploads_enabled() else [],
+            upload_tokens=request.POST.getlist("uploads") if direct_uploads_enabled() else [],
         )
         rejected = batch.rejected
     htmx = bool(request.htmx)

@@ -15,7 +15,7 @@ from django.urls import reverse
 from django.views.decorators.cache import cache_control
 from django.views.decorators.http import require_GET, require_POST
 
-from catalog import charts, services
+from catalog import charts
 from catalog.access import (
     ACTIVATE_PERMISSION,
     CATEGORY_ADD_PERMISSION,
@@ -27,6 +27,7 @@ from catalog.models import ModelComparison, ModelVersion
 from catalog.selectors import catalogue as catalogue_selectors
 from catalog.selectors import registry as registry_selectors
 from catalog.selectors import review as review_selectors
+from catalog.services import registry as registry_services
 from catalog.services.registry import ActivationRefused, RegistryRefused
 from catalog.views.requests import SignedInRequest
 from catalog.views.staff import staff_required
@@ -169,7 +170,7 @@ def reliability_chart(request: SignedInRequest, pk: int) -> HttpResponse:
 @require_POST
 def training_start(request: SignedInRequest) -> HttpResponse:
     """Queue a training run on the human-labelled photos."""
-    run = services.training_run_request(requested_by=request.user)
+    run = registry_services.training_run_request(requested_by=request.user)
     messages.success(request, TRAINING_QUEUED.format(run=run.pk))
     return redirect("catalog:registry")
 
@@ -179,7 +180,7 @@ def training_start(request: SignedInRequest) -> HttpResponse:
 def model_version_compare(request: SignedInRequest, pk: int) -> HttpResponse:
     """Queue a comparison of the version with the active one on the version's held-out photos."""
     version = _version(pk)
-    services.model_comparison_request(candidate=version, requested_by=request.user)
+    registry_services.model_comparison_request(candidate=version, requested_by=request.user)
     messages.success(request, COMPARISON_QUEUED.format(version=version.name))
     return redirect("catalog:model-version", pk=version.pk)
 
@@ -196,7 +197,7 @@ def model_version_activate(request: SignedInRequest, pk: int) -> HttpResponse:
         messages.error(request, OVERRIDE_NEEDS_CONFIRMATION)
         return redirect("catalog:model-version", pk=version.pk)
     try:
-        services.model_version_activate(version=version, actor=request.user, override_reason=reason)
+        registry_services.model_version_activate(version=version, actor=request.user, override_reason=reason)
     except ActivationRefused as error:
         messages.error(request, str(error))
         return redirect(reverse("catalog:model-version", kwargs={"pk": version.pk}) + "#activation")
@@ -214,7 +215,7 @@ def model_version_activate(request: SignedInRequest, pk: int) -> HttpResponse:
 def model_version_rollback(request: SignedInRequest) -> HttpResponse:
     """Return to the version the last activation replaced."""
     try:
-        activation = services.model_version_rollback(actor=request.user)
+        activation = registry_services.model_version_rollback(actor=request.user)
     except RegistryRefused as error:
         messages.error(request, str(error))
     else:
@@ -227,7 +228,7 @@ def model_version_rollback(request: SignedInRequest) -> HttpResponse:
 def category_add(request: SignedInRequest) -> HttpResponse:
     """Add a category to the tree (name, optional slug, optional parent)."""
     try:
-        category = services.category_add(
+        category = registry_services.category_add(
             name=request.POST.get("name", ""),
             slug=request.POST.get("slug", ""),
             parent_id=int(request.POST["parent"]) if request.POST.get("parent", "").isdigit() else None,

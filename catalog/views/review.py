@@ -18,13 +18,15 @@ from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_POST
 
-from catalog import services
 from catalog.access import BULK_ACCEPT_PERMISSION, REVIEW_PERMISSION
 from catalog.models import Category, CategorySource, Listing, ListingImage, ModelVersion
 from catalog.selectors import catalogue as catalogue_selectors
 from catalog.selectors import registry as registry_selectors
 from catalog.selectors import review as review_selectors
 from catalog.selectors import suggestions as suggestions_selectors
+from catalog.services import decisions as decisions_services
+from catalog.services import labels
+from catalog.services.decisions import NO_SUCH_SUGGESTION
 from catalog.views.requests import SignedInRequest
 from catalog.views.staff import staff_required
 
@@ -163,11 +165,11 @@ def review_accept(request: SignedInRequest, pk: int) -> HttpResponse:
     listing = _reviewable(pk)
     try:
         rank = int(request.POST.get("rank", ""))
-        outcome = services.review_accept(listing=listing, rank=rank, reviewer=request.user)
+        outcome = decisions_services.review_accept(listing=listing, rank=rank, reviewer=request.user)
     except ValueError:
         return _answer(
             request,
-            message=services.NO_SUCH_SUGGESTION.format(rank=request.POST.get("rank")),
+            message=NO_SUCH_SUGGESTION.format(rank=request.POST.get("rank")),
             ok=False,
             status=400,
         )
@@ -187,7 +189,7 @@ def review_correct(request: SignedInRequest, pk: int) -> HttpResponse:
     category = Category.objects.filter(pk=request.POST.get("category") or 0, is_active=True).first()
     if category is None:
         return _answer(request, message=UNKNOWN_CATEGORY, ok=False, status=400)
-    outcome = services.review_correct(listing=listing, category=category, reviewer=request.user)
+    outcome = decisions_services.review_correct(listing=listing, category=category, reviewer=request.user)
     if not outcome.changed:
         return _answer(request, message=ALREADY_DECIDED.format(title=listing.title), ok=False, status=409)
     return _answer(request, message=DECIDED_CORRECTED.format(path=_path(category), title=listing.title))
@@ -198,7 +200,7 @@ def review_correct(request: SignedInRequest, pk: int) -> HttpResponse:
 def review_reject(request: SignedInRequest, pk: int) -> HttpResponse:
     """Reject the listing as not classifiable (keyboard r)."""
     listing = _reviewable(pk)
-    outcome = services.review_reject(listing=listing, reviewer=request.user)
+    outcome = decisions_services.review_reject(listing=listing, reviewer=request.user)
     if not outcome.changed:
         return _answer(request, message=ALREADY_DECIDED.format(title=listing.title), ok=False, status=409)
     return _answer(request, message=DECIDED_REJECTED.format(title=listing.title))
@@ -219,7 +221,7 @@ def review_bulk_accept(request: SignedInRequest) -> HttpResponse:
     listings = list(
         review_selectors.review_queue(filters=filters).filter(suggested_confidence__gte=threshold)
     )
-    count = services.review_bulk_accept(
+    count = decisions_services.review_bulk_accept(
         listings=listings,
         min_confidence=threshold,
         reviewer=request.user,
@@ -253,7 +255,7 @@ def listing_audit(request: SignedInRequest, pk: int) -> HttpResponse:
 def review_undo(request: SignedInRequest) -> HttpResponse:
     """Undo the reviewer's last decision (keyboard u); the audit trail keeps both."""
     try:
-        outcome = services.review_undo(reviewer=request.user)
+        outcome = labels.review_undo(reviewer=request.user)
     except ValueError as error:
         return _answer(request, message=str(error), ok=False, status=409)
     message = UNDONE.format(title=outcome.undone.listing.title)
@@ -275,7 +277,7 @@ def review_photo_label(request: SignedInRequest, image_id: int) -> HttpResponse:
     category = Category.objects.filter(pk=request.POST.get("category") or 0, is_active=True).first()
     if category is None:
         return _answer(request, message=UNKNOWN_CATEGORY, ok=False, status=400)
-    outcome = services.review_photo_label(image=image, category=category, reviewer=request.user)
+    outcome = labels.review_photo_label(image=image, category=category, reviewer=request.user)
     number = (
         list(image.listing.images.order_by("position", "id").values_list("pk", flat=True)).index(image.pk) + 1
     )

@@ -19,11 +19,28 @@ from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from catalog import services
 from catalog.forms import PHOTOS_REQUIRED, TOO_MANY_PHOTOS, ListingForm
 from catalog.models import Category, CategorySource, ClassificationStatus, Listing
 from catalog.selectors import catalogue as catalogue_selectors
 from catalog.selectors import suggestions as suggestions_selectors
+from catalog.services import images
+from catalog.services import listings as listings_services
+from catalog.services.decisions import listing_category_set
+from catalog.services.direct_uploads import (
+    direct_uploads_enabled,
+    listing_uploads_register,
+    photo_upload_presign,
+)
+from catalog.services.images import (
+    ListingRuleBroken,
+    PhotoBatch,
+    RejectedPhoto,
+    listing_image_delete,
+    listing_images_reorder,
+    listing_photos_add,
+)
+from catalog.services.listings import listing_update
+from catalog.uploads import UploadRejected
 from catalog.views.requests import SignedInRequest
 
 _WAITING = {ClassificationStatus.PENDING, ClassificationStatus.QUEUED}
@@ -60,22 +77,22 @@ def uploaded_files(request: SignedInRequest) -> list[tuple[str, UploadedFile]]:
 
 def photo_count(request: SignedInRequest) -> int:
     """Photos sent with the form: direct-upload tokens with S3 storage, else files."""
-    if services.direct_uploads_enabled():
+    if direct_uploads_enabled():
         return len(request.POST.getlist("uploads"))
     return len(request.FILES.getlist("photos"))
 
 
-def photos_store(request: SignedInRequest, listing: Listing) -> services.PhotoBatch:
+def photos_store(request: SignedInRequest, listing: Listing) -> PhotoBatch:
     """Add the form's photos to `listing`. With S3 storage the browser has uploaded them to the
     bucket and sends one token each (the web app never receives the bytes); else they are files."""
-    if services.direct_uploads_enabled():
-        return services.listing_uploads_register(listing=listing, tokens=request.POST.getlist("uploads"))
-    return services.listing_photos_add(listing=listing, files=uploaded_files(request))
+    if direct_uploads_enabled():
+        return listing_uploads_register(listing=listing, tokens=request.POST.getlist("uploads"))
+    return listing_photos_add(listing=listing, files=uploaded_files(request))
 
 
 def direct_upload_url() -> str:
     """Where the photo forms ask for presigned uploads ("" when photos go through the web app)."""
-    return reverse("catalog:photo-uploads") if services.direct_uploads_enabled() else ""
+    return reverse("catalog:photo-uploads") if direct_uploads_enabled() else ""
 
 
 @login_required
@@ -92,8 +109,8 @@ def edit_context(request: SignedInRequest, listing: Listing, **extra: object) ->
     return {
         "listing": listing,
         "photos": list(listing.images.order_by("position", "id")),
-        "max_photos": services.LISTING_MAX_PHOTOS,
-        "remaining": max(0, services.LISTING_MAX_PHOTOS - listing.images.count()),
+        "max_photos": images.LISTING_MAX_PHOTOS,
+        "remaining": max(0, images.LISTING_MAX_PHOTOS - listing.images.count()),
         "direct_upload_url": direct_upload_url(),
         **suggestion_context(request, listing),
         **extra,
@@ -145,7 +162,7 @@ def listing_edit(request: SignedInRequest, pk: int) -> HttpResponse:
     initial = {"title": listing.title, "description": listing.description, "price": listing.price}
     form = ListingForm(request.POST or None, initial=initial)
     if request.method == "POST" and form.is_valid():
-        services.listing_update(
+        listing_update(
             listing=listing,
             title=form.cleaned_data["title"],
             description=form.cleaned_data["description"],
@@ -164,13 +181,13 @@ def listing_delete(request: SignedInRequest, pk: int) -> HttpResponse:
     """Confirm, then delete the listing with its photos."""
     listing = _own_listing(request, pk)
     if request.method == "POST":
-        services.listing_delete(listing=listing)
+        listings_services.listing_delete(listing=listing)
         messages.success(request, LISTING_DELETED)
         return redirect("catalog:seller-dashboard")
     return render(request, "catalog/seller/listing_confirm_delete.html", {"listing": listing})
 
 
-def photo_errors_keep(request: SignedInRequest, rejected: list[services.RejectedPhoto]) -> None:
+def photo_errors_keep(request: SignedInRequest, rejected: list[RejectedPhoto]) -> None:
     """Carry refused files across a redirect, as messages the next page lists by the photos."""
     for item in rejected:
         messages.error(
@@ -178,10 +195,10 @@ def photo_errors_keep(request: SignedInRequest, rejected: list[services.Rejected
         )
 
 
-def photo_errors_kept(request: SignedInRequest) -> list[services.RejectedPhoto]:
+def photo_errors_kept(request: SignedInRequest) -> list[RejectedPhoto]:
     """The refused files `photo_errors_keep` carried over (read once)."""
     return [
-        services.RejectedPhoto(filename=name, message=text)
+        RejectedPhoto(filename=name, message=text)
         for message in messages.get_messages(request)
         if PHOTO_ERROR_TAG in message.tags
         for name, _, text in [str(message).partition(PHOTO_ERROR_SEPARATOR)]
@@ -189,7 +206,7 @@ def photo_errors_kept(request: SignedInRequest) -> list[services.RejectedPhoto]:
 
 
 def _photos_response(
-    request: SignedInRequest, listing: Listing, rejected: list[services.RejectedPhoto]
+    request: SignedInRequest, listing: Listing, rejected: list[RejectedPhoto]
 ) -> HttpResponse:
     """The photo manager partial for htmx (with the suggestion panel swapped out of band), else a
     redirect to the edit page with the errors as messages."""
@@ -207,7 +224,7 @@ def photos_add(request: SignedInRequest, pk: int) -> HttpResponse:
     listing = _own_listing(request, pk)
     rejected = photos_store(request, listing).rejected
     if not photo_count(request):
-        rejected = [services.RejectedPhoto(filename="", message=PHOTOS_REQUIRED)]
+        rejected = [RejectedPhoto(filename="", message=PHOTOS_REQUIRED)]
     return _photos_response(request, listing, rejected)
 
 
@@ -221,25 +238,25 @@ def photo_uploads(request: SignedInRequest) -> JsonResponse:
     `{"url", "fields", "token"}` or `{"error": message}` for a file that could never be accepted
     (type, size). 404 when photos are stored locally, 400 for a malformed body.
     """
-    if not services.direct_uploads_enabled():
+    if not direct_uploads_enabled():
         raise Http404("photos are uploaded through the web app")
     try:
         files = json.loads(request.body)["files"]
         described = [(str(f["name"]), str(f["type"]), int(f["size"])) for f in files]
     except (ValueError, KeyError, TypeError):
         return JsonResponse({"error": UPLOAD_REQUEST_MALFORMED}, status=400)
-    if len(described) > services.LISTING_MAX_PHOTOS:
+    if len(described) > images.LISTING_MAX_PHOTOS:
         return JsonResponse({"error": TOO_MANY_PHOTOS}, status=400)
     uploads: list[dict[str, object]] = []
     for name, content_type, size in described:
         try:
-            upload = services.photo_upload_presign(
+            upload = photo_upload_presign(
                 seller=request.user,
                 filename=name,
                 content_type=content_type,
                 size=size,
             )
-        except services.UploadRejected as error:
+        except UploadRejected as error:
             uploads.append({"error": str(error)})
             continue
         uploads.append({"url": upload.url, "fields": upload.fields, "token": upload.token})
@@ -252,11 +269,11 @@ def photo_delete(request: SignedInRequest, pk: int, image_id: int) -> HttpRespon
     """Remove one photo (not the last one)."""
     listing = _own_listing(request, pk)
     image = get_object_or_404(listing.images, pk=image_id)
-    rejected: list[services.RejectedPhoto] = []
+    rejected: list[RejectedPhoto] = []
     try:
-        services.listing_image_delete(image=image)
-    except services.ListingRuleBroken as error:
-        rejected = [services.RejectedPhoto(filename="", message=str(error))]
+        listing_image_delete(image=image)
+    except ListingRuleBroken as error:
+        rejected = [RejectedPhoto(filename="", message=str(error))]
     return _photos_response(request, listing, rejected)
 
 
@@ -272,7 +289,7 @@ def photo_move(request: SignedInRequest, pk: int, image_id: int) -> HttpResponse
     target = index - 1 if request.POST.get("direction") == "earlier" else index + 1
     if 0 <= target < len(order):
         order[index], order[target] = order[target], order[index]
-        services.listing_images_reorder(listing=listing, image_ids=order)
+        listing_images_reorder(listing=listing, image_ids=order)
     return _photos_response(request, listing, [])
 
 
@@ -283,7 +300,7 @@ def photos_reorder(request: SignedInRequest, pk: int) -> HttpResponse:
     listing = _own_listing(request, pk)
     try:
         ids = [int(part) for part in request.POST.get("order", "").split(",") if part.strip()]
-        services.listing_images_reorder(listing=listing, image_ids=ids)
+        listing_images_reorder(listing=listing, image_ids=ids)
     except ValueError:
         return HttpResponseBadRequest("order must list each photo of the listing once")
     return _photos_response(request, listing, [])
@@ -308,7 +325,7 @@ def category_set(request: SignedInRequest, pk: int) -> HttpResponse:
     if category is None:
         error = CATEGORY_UNKNOWN
     else:
-        services.listing_category_set(
+        listing_category_set(
             listing=listing,
             category=category,
             source=CategorySource.SELLER,

@@ -6,9 +6,11 @@ from collections.abc import Sequence
 
 from django.contrib.auth.models import User
 
-from catalog import services
 from catalog.access import staff_groups_ensure
 from catalog.models import Category, Listing, ListingImage, ModelVersion
+from catalog.services.decisions import listing_category_set
+from catalog.services.images import image_add
+from catalog.services.suggestions import ScoredCategory, image_classification_record
 from tests.factories import ListingFactory, UserFactory
 
 
@@ -34,10 +36,10 @@ def classified_listing(
     seller = UserFactory.create()
     listing = ListingFactory.create(seller=seller, title=title)
     if category is not None:
-        services.listing_category_set(
+        listing_category_set(
             listing=listing, category=Category.objects.get(slug=category), source="seller", actor=seller
         )
-    image = services.image_add(listing=listing, upload=photo_bytes(seed), filename="p.jpg")
+    image = image_add(listing=listing, upload=photo_bytes(seed), filename="p.jpg")
     record(image, scores, model_version=model_version)
     listing.refresh_from_db()
     return listing, image
@@ -45,10 +47,10 @@ def classified_listing(
 
 def record(image: ListingImage, scores: list[tuple[str, float]], *, model_version: ModelVersion) -> None:
     """What a worker writes for a photo: its top-k for `model_version`."""
-    services.image_classification_record(
+    image_classification_record(
         image=image,
         model_version=model_version,
-        top_k=[services.ScoredCategory(slug=slug, confidence=confidence) for slug, confidence in scores],
+        top_k=[ScoredCategory(slug=slug, confidence=confidence) for slug, confidence in scores],
     )
 
 

@@ -8,10 +8,10 @@ import pytest
 from django.test import Client
 from django.urls import reverse
 
-from catalog import services
 from catalog.access import MODEL_MANAGER_GROUP
 from catalog.activation import DROPS_A_CATEGORY, LOSES_RECALL, activation_objections
 from catalog.models import Category, CategorySource, ModelActivation, ModelComparison, ModelVersion
+from catalog.services.registry import ActivationRefused, model_comparison_record, model_version_activate
 from catalog.views.registry import ACTIVATED, OVERRIDE_NEEDS_CONFIRMATION
 from tests.catalog.review_helpers import staff_user
 from tests.factories import ListingFactory, ModelVersionFactory
@@ -23,7 +23,7 @@ TEN = ["dress", "hat", "longsleeve", "outwear", "pants", "shirt", "shoes", "shor
 
 def compared(candidate: ModelVersion, active: ModelVersion, recall: dict[str, tuple[float, float, int]]):
     """A comparison as the worker records it: per category (candidate, baseline, photos)."""
-    return services.model_comparison_record(
+    return model_comparison_record(
         candidate=candidate,
         baseline=active,
         photos=sum(n for _, _, n in recall.values()),
@@ -51,8 +51,8 @@ def test_a_candidate_that_drops_categories_with_listings_is_refused_with_the_rea
     user = staff_user(can_activate=True)
 
     # when staff activate it
-    with pytest.raises(services.ActivationRefused) as refused:
-        services.model_version_activate(version=candidate, actor=user)
+    with pytest.raises(ActivationRefused) as refused:
+        model_version_activate(version=candidate, actor=user)
 
     # then it is refused, naming the dropped category that has listings (not those without)
     expected = DROPS_A_CATEGORY.format(
@@ -110,10 +110,10 @@ def test_staff_override_only_with_a_written_reason_which_the_history_keeps() -> 
     user = staff_user(can_activate=True)
 
     # a blank reason is no reason
-    with pytest.raises(services.ActivationRefused):
-        services.model_version_activate(version=candidate, actor=user, override_reason="   ")
+    with pytest.raises(ActivationRefused):
+        model_version_activate(version=candidate, actor=user, override_reason="   ")
 
-    activation = services.model_version_activate(
+    activation = model_version_activate(
         version=candidate, actor=user, override_reason="Skirts move to a new category next week."
     )
 
@@ -127,7 +127,7 @@ def test_a_candidate_without_objections_activates_and_keeps_no_reason() -> None:
     active = ModelVersionFactory.create(name="lite0+a", is_active=True, classes=TEN)
     candidate = ModelVersionFactory.create(name="lite0+b", classes=TEN)
     compared(candidate, active, {"dress": (0.92, 0.90, 30)})
-    activation = services.model_version_activate(
+    activation = model_version_activate(
         version=candidate, actor=staff_user(can_activate=True), override_reason="not needed"
     )
     assert (activation.override_reason, activation.objections) == ("", [])

@@ -8,8 +8,9 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from knox.models import AuthToken
 from rest_framework.test import APIClient
 
-from catalog import services
 from catalog.models import Category, CategorySource, Listing, ListingImage
+from catalog.services.images import image_classification_fail, listing_photos_add
+from catalog.services.suggestions import ScoredCategory, image_classification_record, model_version_ensure
 from catalog.uploads import UPLOAD_NOT_AN_IMAGE
 from tests import photo_bytes as pb
 from tests.api_errors import api_error
@@ -33,9 +34,9 @@ def api() -> APIClient:
 
 
 def record_suggestion(image: ListingImage, scores: list[tuple[str, float]]) -> None:
-    version = services.model_version_ensure(name="test-model")
-    top_k = [services.ScoredCategory(slug=slug, confidence=conf) for slug, conf in scores]
-    services.image_classification_record(image=image, model_version=version, top_k=top_k)
+    version = model_version_ensure(name="test-model")
+    top_k = [ScoredCategory(slug=slug, confidence=conf) for slug, conf in scores]
+    image_classification_record(image=image, model_version=version, top_k=top_k)
 
 
 def test_anonymous_callers_are_refused() -> None:
@@ -86,7 +87,7 @@ def test_listing_crud_for_the_owner(api: APIClient) -> None:
 def test_other_sellers_listings_are_404_and_unchanged(api: APIClient) -> None:
     # given someone else's listing with a photo
     listing = ListingFactory.create(title="Theirs")
-    (image,) = services.listing_photos_add(listing=listing, files=[("a.jpg", pb.jpeg_bytes())]).added
+    (image,) = listing_photos_add(listing=listing, files=[("a.jpg", pb.jpeg_bytes())]).added
     url = f"/api/listings/{listing.pk}/"
 
     # then every endpoint answers 404
@@ -123,7 +124,7 @@ def test_photo_upload_validates_like_the_pages(api: APIClient) -> None:
 
 def test_suggestions_and_accepting_one(api: APIClient) -> None:
     listing = ListingFactory.create(seller=api.user)
-    (image,) = services.listing_photos_add(listing=listing, files=[("a.jpg", pb.jpeg_bytes())]).added
+    (image,) = listing_photos_add(listing=listing, files=[("a.jpg", pb.jpeg_bytes())]).added
     url = f"/api/listings/{listing.pk}/"
     assert api.get(url + "suggestions/").json()["state"] == "pending"
 
@@ -190,7 +191,7 @@ def test_classify_refuses_bad_files_and_reports_failures(api: APIClient, setting
 
     accepted = api.post("/api/classify", {"file": photo()}, format="multipart").json()
     image = ListingImage.objects.get(pk=accepted["image_id"])
-    services.image_classification_fail(image=image, reason="No luck.")
+    image_classification_fail(image=image, reason="No luck.")
     failed = api.get(accepted["poll_url"])
     assert (failed.status_code, failed.json()["failure_reason"]) == (422, "No luck.")
 

@@ -16,10 +16,15 @@ from knox.models import AuthToken
 from pytest_django import DjangoCaptureOnCommitCallbacks, Settings
 from rest_framework.test import APIClient
 
-from catalog import services
 from catalog.api import views as api_views
 from catalog.api.tokens import TOO_MANY_TOKENS
 from catalog.models import ClassificationStatus, Listing, ListingImage
+from catalog.services.images import image_add
+from catalog.services.retention import (
+    TOO_MANY_PROBES_WAITING,
+    api_tokens_delete_expired,
+    classify_probes_delete_expired,
+)
 from catalog.views.accounts import LOGIN_LOCKED_OUT
 from tests import photo_bytes as pb
 from tests.api_errors import api_error
@@ -108,7 +113,7 @@ def test_a_user_holds_a_bounded_number_of_tokens(settings: Settings) -> None:
     )
     assert AuthToken.objects.filter(user=user).count() == 3
     # and the sweep deletes only the expired one
-    assert services.api_tokens_delete_expired() == 1
+    assert api_tokens_delete_expired() == 1
     assert not AuthToken.objects.filter(pk=expired.pk).exists()
     assert AuthToken.objects.filter(user=user).count() == 2
 
@@ -326,7 +331,7 @@ def test_probes_are_capped_per_user_and_finished_ones_make_room(
     refused = client.post("/api/classify", {"file": photo()}, format="multipart")
     assert (refused.status_code, refused.json()) == (
         429,
-        api_error("throttled", services.TOO_MANY_PROBES_WAITING.format(limit=2)),
+        api_error("throttled", TOO_MANY_PROBES_WAITING.format(limit=2)),
     )
     assert Listing.objects.filter(is_probe=True).count() == 2
 
@@ -353,13 +358,13 @@ def test_probes_past_retention_are_deleted_with_their_files(
     )
     old_image = ListingImage.objects.get(pk=old["image_id"])
     listing = ListingFactory.create()
-    services.image_add(listing=listing, upload=pb.jpeg_bytes(), filename="a.jpg")
+    image_add(listing=listing, upload=pb.jpeg_bytes(), filename="a.jpg")
     past = timezone.now() - timedelta(seconds=settings.CLASSIFY_PROBE_RETENTION_S + 60)
     Listing.objects.filter(pk__in=[old_image.listing_id, listing.pk]).update(created_at=past)
 
     # when the periodic sweep runs
     with django_capture_on_commit_callbacks(execute=True):
-        deleted = services.classify_probes_delete_expired()
+        deleted = classify_probes_delete_expired()
 
     # then only the old probe went, with its stored file
     assert deleted == 1

@@ -6,7 +6,6 @@ from __future__ import annotations
 import pytest
 from django.core.exceptions import PermissionDenied
 
-from catalog import services
 from catalog.models import (
     Category,
     CategoryDecision,
@@ -16,6 +15,15 @@ from catalog.models import (
     Listing,
     ListingImage,
 )
+from catalog.services.decisions import (
+    listing_category_set,
+    review_accept,
+    review_bulk_accept,
+    review_correct,
+    review_reject,
+)
+from catalog.services.images import image_add
+from catalog.services.listings import listing_create
 from tests.catalog.review_helpers import classified_listing, photo_bytes, record, slug_of, staff_user
 from tests.factories import ListingFactory, ModelVersionFactory, UserFactory
 
@@ -29,8 +37,8 @@ def test_the_sellers_choice_is_recorded_on_create_and_on_change() -> None:
     # given a seller creating a listing with a category, then changing it
     seller = UserFactory.create()
     shoes, hat = Category.objects.get(slug="shoes"), Category.objects.get(slug="hat")
-    listing = services.listing_create(seller=seller, title="Boots", category=shoes)
-    services.listing_category_set(listing=listing, category=hat, source=CategorySource.SELLER, actor=seller)
+    listing = listing_create(seller=seller, title="Boots", category=shoes)
+    listing_category_set(listing=listing, category=hat, source=CategorySource.SELLER, actor=seller)
 
     # then each change is one decision by the seller, with what came before
     decisions = list(CategoryDecision.objects.filter(listing=listing).order_by("pk"))
@@ -86,8 +94,8 @@ def test_auto_accept_waits_until_every_photo_of_the_listing_is_classified() -> N
     # given a listing with two photos, the second still queued
     active = ModelVersionFactory.create(is_active=True, auto_accept_thresholds={"shoes": 0.9})
     listing = ListingFactory.create()
-    first = services.image_add(listing=listing, upload=photo_bytes(1), filename="a.jpg")
-    second = services.image_add(listing=listing, upload=photo_bytes(2), filename="b.jpg")
+    first = image_add(listing=listing, upload=photo_bytes(1), filename="a.jpg")
+    second = image_add(listing=listing, upload=photo_bytes(2), filename="b.jpg")
     ListingImage.objects.filter(pk=second.pk).update(status=ClassificationStatus.QUEUED)
 
     # when the first photo is classified, then the second
@@ -105,10 +113,10 @@ def test_a_late_task_never_overwrites_a_person(decided_by: str) -> None:
     # given a listing whose category a person set to hat before the worker answered
     active = ModelVersionFactory.create(is_active=True, auto_accept_thresholds={"shoes": 0.5})
     listing = ListingFactory.create()
-    image = services.image_add(listing=listing, upload=photo_bytes(), filename="a.jpg")
+    image = image_add(listing=listing, upload=photo_bytes(), filename="a.jpg")
     hat = Category.objects.get(slug="hat")
     actor = listing.seller if decided_by == "seller" else staff_user()
-    services.listing_category_set(listing=listing, category=hat, source=decided_by, actor=actor)
+    listing_category_set(listing=listing, category=hat, source=decided_by, actor=actor)
     decisions_before = CategoryDecision.objects.count()
 
     # when a late classification says shoes at 0.96, twice (a duplicate delivery)
@@ -125,10 +133,10 @@ def test_a_late_task_never_overwrites_a_person(decided_by: str) -> None:
 def test_the_service_refuses_a_machine_over_a_person_directly() -> None:
     # given a seller's category
     seller = UserFactory.create()
-    listing = services.listing_create(seller=seller, title="x", category=Category.objects.get(slug="hat"))
+    listing = listing_create(seller=seller, title="x", category=Category.objects.get(slug="hat"))
 
     # when a machine tries to set shoes
-    changed = services.listing_category_set(
+    changed = listing_category_set(
         listing=listing, category=Category.objects.get(slug="shoes"), source=CategorySource.AUTO, actor=None
     )
 
@@ -145,7 +153,7 @@ def test_reject_records_the_reviewer_and_keeps_machines_away() -> None:
     reviewer = staff_user()
 
     # when the reviewer rejects it, and a later classification is sure
-    outcome = services.review_reject(listing=listing, reviewer=reviewer)
+    outcome = review_reject(listing=listing, reviewer=reviewer)
     record(image, SHOES_SURE, model_version=active)
 
     # then it has no category, the reviewer's source, one REJECTED decision by the reviewer
@@ -168,8 +176,8 @@ def test_each_review_action_records_what_the_model_said() -> None:
     reviewer = staff_user()
 
     # when the reviewer accepts suggestion 2 on one and corrects the other to pants
-    services.review_accept(listing=accepted, rank=2, reviewer=reviewer)
-    services.review_correct(listing=corrected, category=Category.objects.get(slug="pants"), reviewer=reviewer)
+    review_accept(listing=accepted, rank=2, reviewer=reviewer)
+    review_correct(listing=corrected, category=Category.objects.get(slug="pants"), reviewer=reviewer)
 
     # then both are the reviewer's, with rank, confidence and the top-k recorded
     first = CategoryDecision.objects.get(listing=accepted)
@@ -194,12 +202,12 @@ def test_a_review_action_on_a_listing_a_person_decided_meanwhile_changes_nothing
     active = ModelVersionFactory.create(is_active=True)
     listing, _ = classified_listing(SHOES_UNSURE, model_version=active)
     stale = Listing.objects.get(pk=listing.pk)
-    services.listing_category_set(
+    listing_category_set(
         listing=listing, category=Category.objects.get(slug="dress"), source="seller", actor=listing.seller
     )
 
     # when the reviewer accepts suggestion 1 from the stale page
-    outcome = services.review_accept(listing=stale, rank=1, reviewer=staff_user())
+    outcome = review_accept(listing=stale, rank=1, reviewer=staff_user())
 
     # then the seller's choice stands
     assert outcome.changed is False
@@ -212,9 +220,9 @@ def test_non_staff_cannot_review_and_ranks_must_exist() -> None:
 
     # then a seller may not act as reviewer, and suggestion 4 does not exist
     with pytest.raises(PermissionDenied):
-        services.review_accept(listing=listing, rank=1, reviewer=UserFactory.create())
+        review_accept(listing=listing, rank=1, reviewer=UserFactory.create())
     with pytest.raises(ValueError, match="number 4"):
-        services.review_accept(listing=listing, rank=4, reviewer=staff_user())
+        review_accept(listing=listing, rank=4, reviewer=staff_user())
     assert not CategoryDecision.objects.exists()
 
 
@@ -228,9 +236,7 @@ def test_bulk_accept_takes_every_listing_at_or_above_the_confidence() -> None:
     reviewer = staff_user()
 
     # when the reviewer bulk-accepts at 0.90
-    count = services.review_bulk_accept(
-        listings=[sure, edge, unsure, decided], min_confidence=0.90, reviewer=reviewer
-    )
+    count = review_bulk_accept(listings=[sure, edge, unsure, decided], min_confidence=0.90, reviewer=reviewer)
 
     # then the two above it are the reviewer's, recorded as bulk with the threshold
     assert count == 2
@@ -247,8 +253,8 @@ def test_the_listing_suggestion_keeps_the_top_k_margin_and_version() -> None:
     # given two photos of one listing scored by a version
     active = ModelVersionFactory.create(is_active=True)
     listing = ListingFactory.create()
-    first = services.image_add(listing=listing, upload=photo_bytes(1), filename="a.jpg")
-    second = services.image_add(listing=listing, upload=photo_bytes(2), filename="b.jpg")
+    first = image_add(listing=listing, upload=photo_bytes(1), filename="a.jpg")
+    second = image_add(listing=listing, upload=photo_bytes(2), filename="b.jpg")
 
     # when both are recorded
     record(first, [("shoes", 0.6), ("hat", 0.3)], model_version=active)

@@ -11,9 +11,10 @@ from django.test import Client
 from django.urls import reverse
 from PIL import Image
 
-from catalog import services
 from catalog.access import REVIEWER_GROUP
 from catalog.models import Category, CategorySource, Listing
+from catalog.services.decisions import listing_category_set
+from catalog.services.images import PROBE_LISTING_TITLE, classify_probe_create, image_add, listing_photos_add
 from catalog.thumbnails import THUMBNAIL_SIZES, thumbnail_name
 from catalog.views.pages import BROWSE_PAGE_SIZE
 from tests import photo_bytes as pb
@@ -27,7 +28,7 @@ pytestmark = pytest.mark.django_db
 def categorised(title: str, slug: str | None) -> Listing:
     listing = ListingFactory.create(title=title)
     if slug:
-        services.listing_category_set(
+        listing_category_set(
             listing=listing,
             category=Category.objects.get(slug=slug),
             source=CategorySource.SELLER,
@@ -64,20 +65,20 @@ def test_browse_paginates_and_hides_probes(client: Client) -> None:
         ListingFactory.create(
             seller=seller, title=f"Lamp {i:02d}", category=lamps, category_source=CategorySource.SELLER
         )
-    services.classify_probe_create(user=seller, upload=pb.jpeg_bytes(), filename="p.jpg")
+    classify_probe_create(user=seller, upload=pb.jpeg_bytes(), filename="p.jpg")
 
     first = client.get("/")
     second = client.get("/", {"page": 2})
 
     assert len(titles(first)) == BROWSE_PAGE_SIZE
     assert titles(second) == ["Lamp 01", "Lamp 00"]
-    assert services.PROBE_LISTING_TITLE not in first.content.decode() + second.content.decode()
+    assert PROBE_LISTING_TITLE not in first.content.decode() + second.content.decode()
 
 
 def test_listing_page_serves_thumbnails_never_the_upload(client: Client) -> None:
     # given a listing with two photos
     listing = categorised("Chair", "furniture")
-    batch = services.listing_photos_add(
+    batch = listing_photos_add(
         listing=listing, files=[("a.jpg", pb.jpeg_bytes((2000, 1000))), ("b.jpg", pb.jpeg_bytes())]
     )
 
@@ -92,9 +93,7 @@ def test_listing_page_serves_thumbnails_never_the_upload(client: Client) -> None
 
 def test_thumbnails_are_downscaled_webp_and_cached_in_storage(client: Client) -> None:
     listing = categorised("Lamp", "furniture")
-    (image,) = services.listing_photos_add(
-        listing=listing, files=[("a.jpg", pb.jpeg_bytes((2000, 1000)))]
-    ).added
+    (image,) = listing_photos_add(listing=listing, files=[("a.jpg", pb.jpeg_bytes((2000, 1000)))]).added
     name = thumbnail_name(image_id=image.pk, checksum=image.checksum, size="large")
     assert not default_storage.exists(name)
 
@@ -113,16 +112,14 @@ def test_thumbnails_are_downscaled_webp_and_cached_in_storage(client: Client) ->
 def test_thumbnail_errors(client: Client) -> None:
     # a photo stored by the import command that is not an image gets the placeholder
     listing = categorised("Lamp", "furniture")
-    broken = services.image_add(listing=listing, upload=pb.HTML_PAGE, filename="x.jpg")
+    broken = image_add(listing=listing, upload=pb.HTML_PAGE, filename="x.jpg")
     response = client.get(reverse("catalog:photo-thumbnail", args=[broken.pk, "small"]))
     assert response.status_code == 302
     assert response["Location"].endswith("unreadable-photo.svg")
     # unknown sizes, unknown photos and probe photos are 404
     assert client.get(f"/photos/{broken.pk}/huge.webp").status_code == 404
     assert client.get("/photos/999999/small.webp").status_code == 404
-    probe = services.classify_probe_create(
-        user=UserFactory.create(), upload=pb.jpeg_bytes(), filename="p.jpg"
-    )
+    probe = classify_probe_create(user=UserFactory.create(), upload=pb.jpeg_bytes(), filename="p.jpg")
     assert client.get(reverse("catalog:photo-thumbnail", args=[probe.pk, "small"])).status_code == 404
     assert client.get(reverse("catalog:listing-detail", args=[probe.listing_id])).status_code == 404
 
@@ -138,7 +135,7 @@ def test_only_published_listings_with_a_category_are_public_and_their_seller_pre
     waiting = ListingFactory.create(seller=seller, title="Waiting box")
     public = ListingFactory.create(seller=seller, title="Public boots", **chosen)
     photos = {
-        listing.pk: services.image_add(listing=listing, upload=pb.jpeg_bytes(), filename="p.jpg")
+        listing.pk: image_add(listing=listing, upload=pb.jpeg_bytes(), filename="p.jpg")
         for listing in (draft, waiting, public)
     }
 

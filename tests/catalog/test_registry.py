@@ -8,7 +8,6 @@ from django.test import Client
 from django.urls import reverse
 from pytest_django import DjangoCaptureOnCommitCallbacks
 
-from catalog import services
 from catalog.access import MODEL_MANAGER_GROUP
 from catalog.models import (
     Category,
@@ -19,6 +18,15 @@ from catalog.models import (
     TrainingStatus,
 )
 from catalog.selectors import catalogue as catalogue_selectors
+from catalog.services.registry import (
+    ACTIVATION_NEEDS_COMPARISON,
+    RegistryRefused,
+    category_add,
+    model_comparison_record,
+    model_version_activate,
+    model_version_rollback,
+    training_run_request,
+)
 from catalog.views import registry as registry_views
 from tests.catalog.review_helpers import staff_user
 from tests.factories import ModelVersionFactory, UserFactory
@@ -27,7 +35,7 @@ pytestmark = pytest.mark.django_db
 
 
 def _compare(candidate: ModelVersion, baseline: ModelVersion) -> ModelComparison:
-    return services.model_comparison_record(
+    return model_comparison_record(
         candidate=candidate,
         baseline=baseline,
         photos=50,
@@ -45,8 +53,8 @@ def test_training_is_queued_after_commit_once(
 
     # when they ask for training twice
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
-        first = services.training_run_request(requested_by=user)
-        second = services.training_run_request(requested_by=user)
+        first = training_run_request(requested_by=user)
+        second = training_run_request(requested_by=user)
 
     # then one run is queued, and one task is published after commit
     assert first.pk == second.pk
@@ -54,7 +62,7 @@ def test_training_is_queued_after_commit_once(
     assert len(callbacks) == 1
     # and a seller may not ask
     with pytest.raises(PermissionDenied):
-        services.training_run_request(requested_by=UserFactory.create())
+        training_run_request(requested_by=UserFactory.create())
 
 
 def test_the_training_task_is_routed_to_the_training_queue() -> None:
@@ -73,23 +81,21 @@ def test_activation_needs_a_comparison_with_the_active_version() -> None:
     user = staff_user(can_activate=True)
 
     # when staff activate before any comparison
-    with pytest.raises(services.RegistryRefused) as refused:
-        services.model_version_activate(version=candidate, actor=user)
+    with pytest.raises(RegistryRefused) as refused:
+        model_version_activate(version=candidate, actor=user)
 
     # then it is refused with the reason, and nothing changed
-    assert str(refused.value) == services.ACTIVATION_NEEDS_COMPARISON.format(
-        candidate="candidate", active="active"
-    )
+    assert str(refused.value) == ACTIVATION_NEEDS_COMPARISON.format(candidate="candidate", active="active")
     assert ModelVersion.objects.get(is_active=True) == active
 
     # when compared with an older version only, it is still refused
     _compare(candidate, ModelVersionFactory.create(name="older"))
-    with pytest.raises(services.RegistryRefused):
-        services.model_version_activate(version=candidate, actor=user)
+    with pytest.raises(RegistryRefused):
+        model_version_activate(version=candidate, actor=user)
 
     # when compared with the active one, activation works and is recorded
     comparison = _compare(candidate, active)
-    activation = services.model_version_activate(version=candidate, actor=user)
+    activation = model_version_activate(version=candidate, actor=user)
     assert ModelVersion.objects.get(is_active=True) == candidate
     assert (activation.previous, activation.comparison, activation.actor) == (active, comparison, user)
 
@@ -102,7 +108,7 @@ def test_activation_is_a_permission_of_its_own() -> None:
 
     # then that staff user may not activate
     with pytest.raises(PermissionDenied):
-        services.model_version_activate(version=candidate, actor=staff_user())
+        model_version_activate(version=candidate, actor=staff_user())
     assert ModelVersion.objects.get(is_active=True) == active
 
 
@@ -112,10 +118,10 @@ def test_rollback_returns_to_the_version_the_last_activation_replaced() -> None:
     v2 = ModelVersionFactory.create(name="v2")
     _compare(v2, v1)
     user = staff_user(can_activate=True)
-    services.model_version_activate(version=v2, actor=user)
+    model_version_activate(version=v2, actor=user)
 
     # when staff roll back
-    rollback = services.model_version_rollback(actor=user)
+    rollback = model_version_rollback(actor=user)
 
     # then v1 is active again, recorded as a rollback
     assert ModelVersion.objects.get(is_active=True) == v1
@@ -125,8 +131,8 @@ def test_rollback_returns_to_the_version_the_last_activation_replaced() -> None:
 
 def test_rollback_without_history_is_refused() -> None:
     ModelVersionFactory.create(name="only", is_active=True)
-    with pytest.raises(services.RegistryRefused, match="no earlier"):
-        services.model_version_rollback(actor=staff_user(can_activate=True))
+    with pytest.raises(RegistryRefused, match="no earlier"):
+        model_version_rollback(actor=staff_user(can_activate=True))
 
 
 def test_registry_page_shows_versions_side_by_side_and_activates(client: Client) -> None:
@@ -221,13 +227,13 @@ def test_staff_add_a_category_that_training_will_pick_up() -> None:
     fashion = Category.objects.get(slug="fashion")
 
     # when staff add "Scarves" under it
-    scarves = services.category_add(name="Scarves", parent_id=fashion.pk)
+    scarves = category_add(name="Scarves", parent_id=fashion.pk)
 
     # then it is in the tree, with no ImageNet classes, and its slug cannot be taken twice
     assert (scarves.slug, scarves.parent, scarves.imagenet_ids) == ("scarves", fashion, [])
     assert any(entry["slug"] == "scarves" for entry in catalogue_selectors.taxonomy_entries())
     with pytest.raises(ValueError, match="already exists"):
-        services.category_add(name="Scarves")
+        category_add(name="Scarves")
 
 
 def test_a_version_page_states_its_target_and_which_categories_wait_for_people(client: Client) -> None:

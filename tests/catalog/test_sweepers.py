@@ -12,9 +12,15 @@ import pytest
 from django.utils import timezone
 from pytest_django import DjangoCaptureOnCommitCallbacks, Settings
 
-from catalog import services
 from catalog.models import BulkJob, BulkJobStatus, TrainingRun, TrainingStatus
-from catalog.services.registry import TRAINING_RUN_LOST, TRAINING_RUN_STOPPED, TRAINING_RUN_SUPERSEDED
+from catalog.services.bulk.jobs import bulk_jobs_requeue_stuck
+from catalog.services.registry import (
+    TRAINING_RUN_LOST,
+    TRAINING_RUN_STOPPED,
+    TRAINING_RUN_SUPERSEDED,
+    training_run_request,
+    training_runs_sweep,
+)
 from dev.embedded import start_redis
 from tests.conftest import point_celery_app_at
 from tests.factories import BulkJobFactory, TrainingRunFactory
@@ -70,7 +76,7 @@ def test_the_sweeper_sets_aside_training_runs_that_will_never_finish() -> None:
     working = _run(TrainingStatus.RUNNING, created_at=4000, started_at=1700)
 
     # when the sweeper runs
-    assert services.training_runs_sweep() == 2
+    assert training_runs_sweep() == 2
 
     # then only the stale ones are FAILED, each with a reason staff can read
     assert _failure(lost) == (TrainingStatus.FAILED, TRAINING_RUN_LOST.format(minutes=30))
@@ -78,7 +84,7 @@ def test_the_sweeper_sets_aside_training_runs_that_will_never_finish() -> None:
     assert _failure(waiting) == (TrainingStatus.QUEUED, "")
     assert _failure(working) == (TrainingStatus.RUNNING, "")
     # and running it again changes nothing
-    assert services.training_runs_sweep() == 0
+    assert training_runs_sweep() == 0
 
 
 def test_a_new_training_request_supersedes_a_stale_queued_run(
@@ -89,7 +95,7 @@ def test_a_new_training_request_supersedes_a_stale_queued_run(
 
     # when training is requested again
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
-        fresh = services.training_run_request(requested_by=None)
+        fresh = training_run_request(requested_by=None)
 
     # then a new run is queued and published, and the stale one says why it was replaced
     assert fresh.pk != stale.pk
@@ -100,7 +106,7 @@ def test_a_new_training_request_supersedes_a_stale_queued_run(
 
 def test_a_recent_queued_run_is_still_returned_instead_of_a_second_one() -> None:
     waiting = _run(TrainingStatus.QUEUED, created_at=60)
-    assert services.training_run_request(requested_by=None).pk == waiting.pk
+    assert training_run_request(requested_by=None).pk == waiting.pk
     assert TrainingRun.objects.count() == 1
 
 
@@ -117,7 +123,7 @@ def test_the_sweeper_plans_again_a_bulk_job_left_planning(broker: Redis) -> None
     _job(BulkJobStatus.RUNNING, T + 60)
 
     # when the sweeper runs
-    sent = services.bulk_jobs_requeue_stuck()
+    sent = bulk_jobs_requeue_stuck()
 
     # then the lost job's planning is on the bulk queue again, and only that
     assert sent == 1
@@ -126,7 +132,7 @@ def test_the_sweeper_plans_again_a_bulk_job_left_planning(broker: Redis) -> None
     assert isinstance(message, bytes)
     assert f"[{lost.pk}]" in message.decode()
     # and it is not sent again before another STUCK_JOB_AFTER_S has passed
-    assert services.bulk_jobs_requeue_stuck() == 0
+    assert bulk_jobs_requeue_stuck() == 0
 
 
 def test_the_job_sweeper_runs_every_minute_on_the_maintenance_queue() -> None:

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import pytest
 
-from catalog import services
 from catalog.access import MODEL_MANAGER_GROUP
 from catalog.models import Category, CategorySource, ModelActivation
+from catalog.services.registry import model_comparison_record
 from tests.catalog.review_helpers import staff_user
 from tests.e2e.conftest import DESKTOP, PASSWORD, screenshot
 from tests.factories import ListingFactory, ModelVersionFactory
@@ -28,7 +28,7 @@ def test_a_refused_candidate_is_activated_only_with_a_written_reason(new_page) -
         category=Category.objects.get(slug="skirt"),
         category_source=CategorySource.SELLER,
     )
-    services.model_comparison_record(
+    model_comparison_record(
         candidate=candidate,
         baseline=active,
         photos=60,

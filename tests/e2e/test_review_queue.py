@@ -9,7 +9,6 @@ import hashlib
 import pytest
 from django.core.files.base import ContentFile
 
-from catalog import services
 from catalog.access import REVIEWER_GROUP
 from catalog.models import (
     CategoryDecision,
@@ -18,6 +17,7 @@ from catalog.models import (
     Listing,
     ListingImage,
 )
+from catalog.services.suggestions import ScoredCategory, image_classification_record
 from tests.catalog.review_helpers import slug_of, staff_user
 from tests.conftest import fixture_photo_paths
 from tests.e2e.conftest import DESKTOP, PASSWORD, screenshot
@@ -42,13 +42,13 @@ def _queue() -> list[Listing]:
         image = ListingImage(listing=listing, checksum=hashlib.sha256(data).hexdigest(), size_bytes=len(data))
         image.file.save(photo.name, ContentFile(data), save=False)
         image.save()
-        services.image_classification_record(
+        image_classification_record(
             image=image,
             model_version=version,
             top_k=[
-                services.ScoredCategory("shoes", top2[0]),
-                services.ScoredCategory("hat", top2[1]),
-                services.ScoredCategory("dress", 0.05),
+                ScoredCategory("shoes", top2[0]),
+                ScoredCategory("hat", top2[1]),
+                ScoredCategory("dress", 0.05),
             ],
         )
         listings.append(listing)

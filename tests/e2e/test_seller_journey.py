@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from catalog import services
 from catalog.forms import PICKER_NOT_A_PHOTO
 from catalog.models import Category, CategorySource, Listing, ModelVersion
+from catalog.services.publishing import LISTING_NEEDS_A_CATEGORY
 from tests.conftest import WorkerProcess
 from tests.e2e.conftest import ARTIFACTS, DESKTOP, PHONE, screenshot, sign_up
 from tests.photo_bytes import HTML_PAGE
@@ -105,7 +105,7 @@ def test_a_seller_sees_suggestions_before_publishing_and_must_choose_a_category(
     page.get_by_role("button", name="Publish listing").click()
 
     # then the form asks for one and the listing stays a draft
-    page.locator("[data-category-error]", has_text=services.LISTING_NEEDS_A_CATEGORY).wait_for()
+    page.locator("[data-category-error]", has_text=LISTING_NEEDS_A_CATEGORY).wait_for()
     listing.refresh_from_db()
     assert listing.published_at is None
     screenshot(page, "sell-needs-category-desktop")

@@ -9,8 +9,8 @@ import pytest
 from django.db import transaction
 from django.test import Client
 
-from catalog import services
 from catalog.models import CategorySource, ClassificationStatus, Listing, ListingImage, ModelVersion
+from catalog.services.images import image_add
 from classifier.autoaccept import auto_accepted
 from classifier.head import LinearHead
 from tests.catalog.review_helpers import slug_of
@@ -44,7 +44,7 @@ def test_a_clear_photo_sets_its_listing_category_and_shows_on_its_category_page(
     with transaction.atomic():
         for path in photo_paths:
             listing = ListingFactory.create(seller=seller, title=f"{path.parent.name} for sale")
-            images.append(services.image_add(listing=listing, upload=path.read_bytes(), filename=path.name))
+            images.append(image_add(listing=listing, upload=path.read_bytes(), filename=path.name))
             listings[path.parent.name] = listing
     wait_for(lambda: _classified(*(image.pk for image in images)), timeout=180)
 

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from catalog import services
 from catalog.models import ClassificationStatus, ListingImage
+from catalog.services.images import images_requeue_stuck
 from dev.chaos.photos import all_done_once, delivered, photos_upload
 from dev.chaos.processes import kill_pool, kill_worker
 from dev.embedded import start_redis
@@ -120,7 +120,7 @@ def test_queued_photos_survive_a_broker_restart_through_the_sweeper(
     worker = _worker(tmp_path, private_broker, "w1")
     try:
         # and the periodic sweeper runs (as beat would run it every minute)
-        sent = services.images_requeue_stuck(older_than_s=0)
+        sent = images_requeue_stuck(older_than_s=0)
 
         # then every photo is classified exactly once, with no manual step
         assert sent == 4
@@ -143,7 +143,7 @@ def test_a_killed_worker_leaves_nothing_behind_once_the_sweeper_runs(
     # then a new worker plus the sweeper finish every photo exactly once
     second = _worker(tmp_path, private_broker, "w2")
     try:
-        services.images_requeue_stuck(older_than_s=0)
+        images_requeue_stuck(older_than_s=0)
         wait_for(lambda: all_done_once(image_ids), timeout=180)
     finally:
         stop_worker(second)
@@ -162,7 +162,7 @@ def test_a_running_worker_carries_on_after_redis_restarts_under_it(
         private_broker.restart()
         point_celery_app_at(private_broker.url)  # drop this process's pooled connections
         # and the sweeper runs, as beat runs it every minute
-        services.images_requeue_stuck(older_than_s=0)
+        images_requeue_stuck(older_than_s=0)
 
         # then the same worker, reconnected, classifies every photo exactly once
         wait_for(lambda: all_done_once(image_ids), timeout=120)

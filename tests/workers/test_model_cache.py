@@ -12,9 +12,9 @@ from django.conf import settings
 from django.db import transaction
 from django.test import Client
 
-from catalog import services
 from catalog.models import ClassificationStatus, ListingImage
 from catalog.queueing import queue_depths
+from catalog.services.images import image_add
 from dev.chaos.cache import block_manifest, copy_cache, truncate
 from dev.embedded import start_redis
 from tests.conftest import point_celery_app_at, start_worker, stop_worker, wait_for
@@ -58,7 +58,7 @@ def _upload(photo_paths: list[Path], count: int) -> list[int]:
     listing = ListingFactory.create()
     with transaction.atomic():
         images = [
-            services.image_add(listing=listing, upload=photo_paths[i].read_bytes(), filename=f"{i}.jpg")
+            image_add(listing=listing, upload=photo_paths[i].read_bytes(), filename=f"{i}.jpg")
             for i in range(count)
         ]
     return [image.pk for image in images]

@@ -19,8 +19,11 @@ from django.db import transaction
 from django.urls import reverse
 from PIL import Image
 
-from catalog import services
 from catalog.models import BulkJob, BulkJobStatus, CategorySuggestion, ClassificationStatus, ListingImage
+from catalog.services.bulk.jobs import bulk_job_start
+from catalog.services.images import listing_photo_upload
+from catalog.services.listings import listing_delete
+from catalog.services.suggestions import model_version_ensure
 from catalog.uploads import UPLOAD_CORRUPT, UPLOAD_MIN_SIDE_PX, UPLOAD_NOT_AN_IMAGE, UPLOAD_TOO_SMALL
 from tests import photo_bytes as pb
 from tests.conftest import stored_name, wait_for
@@ -58,7 +61,7 @@ def test_an_upload_is_classified_from_s3_thumbnailed_there_and_deleted_with_its_
     # given a seller's photo uploaded through the web app's validation path
     listing = ListingFactory.create()
     with transaction.atomic():
-        image = services.listing_photo_upload(
+        image = listing_photo_upload(
             listing=listing, upload=photo_paths[0].read_bytes(), filename="IMG_1.jpg"
         )
     assert stored_name(image) in s3.server.keys(s3.bucket, "listings/")
@@ -77,7 +80,7 @@ def test_an_upload_is_classified_from_s3_thumbnailed_there_and_deleted_with_its_
     assert len(s3.server.keys(s3.bucket, f"thumbs/{image.pk}/")) == 1
 
     # when the seller deletes the listing
-    services.listing_delete(listing=listing)
+    listing_delete(listing=listing)
 
     # then the photo and its thumbnail are gone from the bucket
     assert stored_name(image) not in s3.server.keys(s3.bucket)
@@ -140,7 +143,7 @@ def test_a_bulk_job_reads_its_photos_from_s3(s3: S3Stack, photo_paths: list[Path
     from classifier.backbone import backbone_version
     from classifier.head import LinearHead
 
-    version = services.model_version_ensure(
+    version = model_version_ensure(
         name=f"{backbone_version()}+{LinearHead.load().version}", backbone_version=backbone_version()
     )
     seller = UserFactory.create()
@@ -159,7 +162,7 @@ def test_a_bulk_job_reads_its_photos_from_s3(s3: S3Stack, photo_paths: list[Path
     images = ListingImage.objects.bulk_create(rows)
 
     # when a bulk job runs over them on the worker
-    job = services.bulk_job_start(model_version=version, chunk_size=4)
+    job = bulk_job_start(model_version=version, chunk_size=4)
     wait_for(lambda: BulkJob.objects.get(pk=job.pk).status == BulkJobStatus.DONE, timeout=300)
 
     # then every photo has exactly one suggestion of the version, none failed to be read

@@ -14,7 +14,6 @@ import pytest
 from django.db import transaction
 from PIL import Image, ImageEnhance
 
-from catalog import services
 from catalog.models import (
     Category,
     CategorySuggestion,
@@ -26,6 +25,15 @@ from catalog.models import (
     TrainingRun,
     TrainingStatus,
 )
+from catalog.services.images import image_add
+from catalog.services.listings import listing_create
+from catalog.services.registry import (
+    ActivationRefused,
+    model_version_activate,
+    model_version_rollback,
+    training_run_request,
+)
+from catalog.services.suggestions import model_version_ensure
 from tests.conftest import FIXTURE_PHOTOS, WorkerProcess, wait_for
 from tests.factories import UserFactory
 
@@ -65,8 +73,8 @@ def labelled_listings(slugs: Sequence[str], per_category: int) -> list[ListingIm
             pytest.skip(f"no fixture photo for {slug}")
         category = Category.objects.get(slug=slug)
         for index, data in enumerate(variants(photo, per_category)):
-            listing = services.listing_create(seller=seller, title=f"{slug} {index}", category=category)
-            images.append(services.image_add(listing=listing, upload=data, filename=f"{slug}-{index}.jpg"))
+            listing = listing_create(seller=seller, title=f"{slug} {index}", category=category)
+            images.append(image_add(listing=listing, upload=data, filename=f"{slug}-{index}.jpg"))
     return images
 
 
@@ -90,9 +98,7 @@ def _train(classifier: Any) -> ModelVersion:
     """A training run from request to candidate, by the worker's code in this process."""
     from workers import training
 
-    trained = training.train(
-        run_id=services.training_run_request(requested_by=None).pk, classifier=classifier
-    )
+    trained = training.train(run_id=training_run_request(requested_by=None).pk, classifier=classifier)
     assert trained is not None
     return ModelVersion.objects.get(pk=trained.pk)
 
@@ -118,7 +124,7 @@ def test_training_reuses_cached_embeddings_and_runs_the_cnn_only_on_new_photos(
     settings.TRAINING_HELD_OUT_PERCENT = 20
     settings.AUTO_ACCEPT_MIN_SUPPORT = 1
     images = labelled_listings(CATEGORIES, 6)
-    shipped = services.model_version_ensure(
+    shipped = model_version_ensure(
         name=counting_classifier.model_version, backbone_version=counting_classifier.backbone_version
     )
     backbone = counting_classifier.backbone
@@ -167,7 +173,7 @@ def test_a_run_with_too_few_labelled_photos_fails_with_a_reason(counting_classif
 
     # given two labelled photos only (fewer than TRAINING_MIN_PHOTOS_PER_CATEGORY)
     labelled_listings(["shoes", "hat"], 1)
-    run = services.training_run_request(requested_by=None)
+    run = training_run_request(requested_by=None)
 
     # when the task runs
     outcome = training.model_train_task.apply(args=[run.pk]).get()
@@ -210,7 +216,7 @@ def test_train_activate_and_roll_back_through_the_queue(celery_worker_process: W
     # when staff start training (the training queue)
     staff = UserFactory.create(username="trainer", is_staff=True, is_superuser=True)
     with transaction.atomic():
-        run = services.training_run_request(requested_by=staff)
+        run = training_run_request(requested_by=staff)
     run = wait_for(
         lambda: TrainingRun.objects.filter(
             pk=run.pk, status__in=[TrainingStatus.DONE, TrainingStatus.FAILED]
@@ -226,20 +232,20 @@ def test_train_activate_and_roll_back_through_the_queue(celery_worker_process: W
     assert ModelComparison.objects.filter(candidate=candidate, baseline=shipped).exists()
 
     # when staff activate it, a new photo is classified by the trained version
-    services.model_version_activate(version=candidate, actor=staff)
+    model_version_activate(version=candidate, actor=staff)
     # (workers look the active version up every ACTIVE_MODEL_CHECK_S, so a photo may still be
     # classified by the old one for those few seconds)
     new_photo = variants(next((FIXTURE_PHOTOS / "shoes").glob("*.jpg")), 1)[0]
-    listing = services.listing_create(seller=staff, title="new boots")
+    listing = listing_create(seller=staff, title="new boots")
 
     def classified_by() -> str:
-        image = services.image_add(listing=listing, upload=new_photo, filename="new.jpg")
+        image = image_add(listing=listing, upload=new_photo, filename="new.jpg")
         return _suggestion_version(image.pk)
 
     assert wait_for(lambda: classified_by() == candidate.name, timeout=60, interval=1.0)
 
     # when staff roll back, new photos are classified by the shipped version again
-    services.model_version_rollback(actor=staff)
+    model_version_rollback(actor=staff)
     assert wait_for(lambda: classified_by() == shipped.name, timeout=60, interval=1.0)
 
 
@@ -255,7 +261,7 @@ def test_a_comparison_covers_every_labelled_category_and_refuses_a_candidate_tha
     settings.TRAINING_MIN_PHOTOS_PER_CATEGORY = 4
     settings.AUTO_ACCEPT_MIN_SUPPORT = 1
     labelled_listings(["shoes", "hat"], 6)
-    shipped = services.model_version_ensure(
+    shipped = model_version_ensure(
         name=counting_classifier.model_version, backbone_version=counting_classifier.backbone_version
     )
     candidate = _train(counting_classifier)
@@ -283,8 +289,8 @@ def test_a_comparison_covers_every_labelled_category_and_refuses_a_candidate_tha
 
     # and activation is refused: it drops dresses, which have published listings
     staff = UserFactory.create(username="activator", is_staff=True, is_superuser=True)
-    with pytest.raises(services.ActivationRefused) as refused:
-        services.model_version_activate(version=candidate, actor=staff)
+    with pytest.raises(ActivationRefused) as refused:
+        model_version_activate(version=candidate, actor=staff)
     drop = DROPS_A_CATEGORY.format(
         candidate=candidate.name,
         category="Fashion › Dresses",
