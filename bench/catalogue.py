@@ -52,9 +52,9 @@ def reset_catalogue() -> None:
 
 
 def bench_seller() -> Any:
-    from catalog import services
+    from catalog.services.listings import user_get_or_create
 
-    return services.user_get_or_create(username="bench-seller")
+    return user_get_or_create(username="bench-seller")
 
 
 def make_catalogue(
@@ -103,11 +103,11 @@ def make_catalogue(
 
 def shipped_version() -> Any:
     """The ModelVersion row of the workers' classifier (shipped head), made active."""
-    from catalog import services
+    from catalog.services.suggestions import model_version_ensure
     from classifier.backbone import backbone_version
     from classifier.head import LinearHead
 
-    version = services.model_version_ensure(
+    version = model_version_ensure(
         name=f"{backbone_version()}+{LinearHead.load().version}", backbone_version=backbone_version()
     )
     activate(version)
@@ -134,10 +134,10 @@ def forget(version: Any) -> None:
 
 def run_job(version: Any, *, timeout: float, chunk_size: int | None = None) -> Any:
     """Start a bulk job over the catalogue, wait for it, return the finished row."""
-    from catalog import services
     from catalog.models import BulkJob, BulkJobStatus
+    from catalog.services.bulk.jobs import bulk_job_start
 
-    job = services.bulk_job_start(model_version=version, chunk_size=chunk_size)
+    job = bulk_job_start(model_version=version, chunk_size=chunk_size)
     finished = {BulkJobStatus.DONE, BulkJobStatus.FAILED, BulkJobStatus.CANCELLED}
     wait_until(
         lambda: BulkJob.objects.filter(pk=job.pk, status__in=finished).exists(),

@@ -281,7 +281,6 @@ def latency(bench: Bench) -> None:
     """Steady uploads to the classify worker while a bulk job keeps the bulk worker busy."""
     import numpy as np
 
-    from catalog import services
     from catalog.models import (
         BulkJob,
         BulkJobStatus,
@@ -290,6 +289,8 @@ def latency(bench: Bench) -> None:
         Listing,
         ListingImage,
     )
+    from catalog.services.bulk.jobs import BulkJobRefused, bulk_job_cancel, bulk_job_start
+    from catalog.services.images import image_add
 
     seconds, rate = bench.sizes["latency_s"], bench.sizes["latency_rate"]
     pipeline_rate = bench.results.get("pipeline", {}).get("images_per_second", 100.0)
@@ -303,7 +304,7 @@ def latency(bench: Bench) -> None:
     forget(version)
     uploads = [path.read_bytes() for path in dataset_photos()[-200:]]
     seller = bench_seller()
-    job = services.bulk_job_start(model_version=version)
+    job = bulk_job_start(model_version=version)
     wait_until(
         lambda: BulkJob.objects.filter(pk=job.pk, processed_images__gt=0).exists(),
         timeout=600,
@@ -319,7 +320,7 @@ def latency(bench: Bench) -> None:
             if delay > 0:
                 time.sleep(delay)
             listing = Listing.objects.create(seller=seller, title=f"upload {number}")
-            image = services.image_add(
+            image = image_add(
                 listing=listing, upload=uploads[number % len(uploads)], filename=f"upload-{number}.jpg"
             )
             sent.append(image.pk)
@@ -354,8 +355,8 @@ def latency(bench: Bench) -> None:
         )
         for role in ("classify", "bulk-niced"):
             bench.workers[role].sample_rss()
-    with contextlib.suppress(services.BulkJobRefused):
-        services.bulk_job_cancel(job=BulkJob.objects.get(pk=job.pk))
+    with contextlib.suppress(BulkJobRefused):
+        bulk_job_cancel(job=BulkJob.objects.get(pk=job.pk))
 
 
 def _count_is(queryset: Any, count: int) -> Callable[[], bool]:

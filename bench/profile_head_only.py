@@ -134,7 +134,7 @@ def instrument(meter: Meter, classifier: Any) -> None:
     meter.wrap(classifier.head, "proba_and_similarity", "  head: probabilities and similarity")
     meter.wrap(workers_bulk, "_top_k_arrays", "top-k (workers.bulk._top_k_arrays)")
     meter.wrap(suggestions, "suggestions_record_many", "suggestions_record_many")
-    pgcopy.staged_upsert = _staged_upsert(meter)  # type: ignore[assignment]
+    pgcopy.staged_upsert = _staged_upsert(meter)
     meter.wrap(chunks, "_errors_record", "errors record")
     meter.wrap(chunks, "_errors_clear", "errors clear")
     meter.wrap(chunks.ChunkRun, "_stored_top_k", "stored top-k")

@@ -264,7 +264,7 @@ def _how(device: str) -> list[str]:
         " worker (`bench/naive.py`), between two limit runs.",
         "- ratios: pipeline/limit is the median over runs of a pipeline run over the limit run just before"
         " it; pipeline/baseline is that times limit/baseline, also measured side by side.",
-        "- latency: `ListingImage.created_at` (the photo stored by `services.image_add`) to"
+        "- latency: `ListingImage.created_at` (the photo stored by `image_add`) to"
         " `CategorySuggestion.created_at`, nearest-rank percentiles, uploads paced by the clock.",
         "- peak RSS: `VmHWM` of the workers' pool processes (the worker itself for a solo pool), read from"
         " /proc before they stop.",

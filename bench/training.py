@@ -83,7 +83,6 @@ def _import(photos: Sequence[tuple[Path, str]]) -> int:
     from django.core.files.base import ContentFile
     from django.core.files.storage import default_storage
 
-    from catalog import services
     from catalog.models import (
         Category,
         CategorySource,
@@ -93,11 +92,12 @@ def _import(photos: Sequence[tuple[Path, str]]) -> int:
         ModelVersion,
         TrainingRun,
     )
+    from catalog.services.listings import user_get_or_create
 
     TrainingRun.objects.all().delete()
     Listing.objects.all().delete()
     ModelVersion.objects.update(is_active=False)
-    seller = services.user_get_or_create(username="bench-seller")
+    seller = user_get_or_create(username="bench-seller")
     categories = {c.slug: c for c in Category.objects.all()}
     listings = Listing.objects.bulk_create(
         [
@@ -128,11 +128,11 @@ def _import(photos: Sequence[tuple[Path, str]]) -> int:
 
 
 def _train(classifier: Any) -> tuple[Any, dict[str, Any], float]:
-    from catalog import services
     from catalog.models import TrainingRun
+    from catalog.services.registry import training_run_request
     from workers import training
 
-    run = services.training_run_request(requested_by=None)
+    run = training_run_request(requested_by=None)
     began = time.perf_counter()
     version = training.train(run_id=run.pk, classifier=classifier)
     seconds = time.perf_counter() - began

@@ -8,7 +8,7 @@ Two rules, read from the comparison of both versions on the same held-out photos
 - on every category with at least `ACTIVATION_MIN_CATEGORY_PHOTOS` held-out photos, its recall
   must not fall more than `ACTIVATION_MAX_RECALL_DROP` below the active version's.
 
-`services.model_version_activate` refuses a candidate with objections unless staff confirm with
+`services.registry.model_version_activate` refuses a candidate with objections unless staff confirm with
 a written reason, which the activation row keeps beside the objections.
 """
 

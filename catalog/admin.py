@@ -6,7 +6,6 @@ from django.contrib import admin, messages
 from django.http import HttpRequest
 from django.utils.html import format_html
 
-from catalog import services
 from catalog.access import BULK_APPLY_PERMISSION, BULK_RUN_PERMISSION
 from catalog.models import (
     BulkJob,
@@ -20,6 +19,15 @@ from catalog.models import (
     ModelVersion,
 )
 from catalog.selectors import bulk as bulk_selectors
+from catalog.services.bulk.jobs import (
+    BulkJobRefused,
+    bulk_job_apply,
+    bulk_job_cancel,
+    bulk_job_resume,
+    bulk_job_retry_failed,
+    bulk_job_start,
+)
+from catalog.services.bulk.reports import bulk_job_summary
 
 
 @admin.register(Category)
@@ -50,7 +58,7 @@ class ReadOnlyInline(admin.TabularInline):
 
 class CategoryDecisionInline(ReadOnlyInline):
     """The listing's audit trail, read-only: categories change through the review pages and the
-    seller's pages, which record each decision (`services.listing_category_set`)."""
+    seller's pages, which record each decision (`listing_category_set`)."""
 
     model = CategoryDecision
     fields = [
@@ -237,7 +245,7 @@ class BulkJobAdmin(admin.ModelAdmin):
     def save_model(self, request: HttpRequest, obj: BulkJob, form: Any, change: bool) -> None:
         if change:
             return
-        job = services.bulk_job_start(
+        job = bulk_job_start(
             model_version=form.cleaned_data["model_version"],
             category=form.cleaned_data["category"],
             dry_run=form.cleaned_data["dry_run"],
@@ -284,7 +292,7 @@ class BulkJobAdmin(admin.ModelAdmin):
     def report_summary(self, job: BulkJob) -> str:
         if job.status != BulkJobStatus.DONE:
             return "–"
-        summary = services.bulk_job_summary(job=job)
+        summary = bulk_job_summary(job=job)
         lines = summary.lines(dry_run=job.dry_run)
         sample = [
             f"listing {s['listing']} “{s['title']}”: "
@@ -299,26 +307,26 @@ class BulkJobAdmin(admin.ModelAdmin):
             try:
                 action(job=job)
                 count += 1
-            except services.BulkJobRefused as refused:
+            except BulkJobRefused as refused:
                 self.message_user(request, f"Job {job.pk}: {refused}", messages.WARNING)
         if count:
             self.message_user(request, f"{done}: {count} job(s).", messages.SUCCESS)
 
     @admin.action(description="Cancel selected jobs", permissions=["run"])
     def cancel_jobs(self, request: HttpRequest, queryset: Any) -> None:
-        self._each(request, queryset, services.bulk_job_cancel, "Cancelled")
+        self._each(request, queryset, bulk_job_cancel, "Cancelled")
 
     @admin.action(description="Resume selected jobs (finish what is missing)", permissions=["run"])
     def resume_jobs(self, request: HttpRequest, queryset: Any) -> None:
-        self._each(request, queryset, services.bulk_job_resume, "Resumed")
+        self._each(request, queryset, bulk_job_resume, "Resumed")
 
     @admin.action(description="Retry the failed photos of selected jobs", permissions=["run"])
     def retry_failed_photos(self, request: HttpRequest, queryset: Any) -> None:
-        self._each(request, queryset, services.bulk_job_retry_failed, "Retrying")
+        self._each(request, queryset, bulk_job_retry_failed, "Retrying")
 
     @admin.action(description="Apply selected dry runs", permissions=["apply"])
     def apply_dry_runs(self, request: HttpRequest, queryset: Any) -> None:
         def apply(*, job: BulkJob) -> None:
-            services.bulk_job_apply(job=job, requested_by=request.user)  # type: ignore[arg-type]
+            bulk_job_apply(job=job, requested_by=request.user)  # type: ignore[arg-type]
 
         self._each(request, queryset, apply, "Started")

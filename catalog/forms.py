@@ -7,7 +7,7 @@ from decimal import Decimal
 from django import forms
 from django.contrib.auth.forms import UserCreationForm
 
-from catalog.services import LISTING_MAX_PHOTOS
+from catalog.services.images import LISTING_MAX_PHOTOS
 
 # User-facing messages; tests reuse them.
 PHOTOS_REQUIRED = "Add at least one photo."

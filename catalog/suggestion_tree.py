@@ -3,7 +3,7 @@
 Averaged over the photos, de-duplicated along the taxonomy tree (a parent and its own descendant
 are never offered as rivals), and checked for photos that show different things. Pure functions
 over category slugs and a `{slug: parent slug or None}` map, so the listing's derived suggestion
-(`services.listing_suggestion_refresh`), the seller's panel and the review queue
+(`services.suggestions.listing_suggestion_refresh`), the seller's panel and the review queue
 (`selectors.suggestions.listing_suggestions`) apply one rule.
 """
 

@@ -87,6 +87,31 @@ def _folder_category(slug: str, folders: list[str], classifier: ImageClassifier)
     return slug
 
 
+def _classify_in_batches(
+    classifier: ImageClassifier, paths: list[Path], batch_size: int
+) -> list[Prediction | ImageRejected]:
+    """``classifier.classify`` (top-3) over ``paths`` in batches of ``batch_size``, in order."""
+    results: list[Prediction | ImageRejected] = []
+    for start in range(0, len(paths), batch_size):
+        results.extend(classifier.classify(paths[start : start + batch_size], top_k=3))
+    return results
+
+
+def _per_category(confusion: dict[str, dict[str, int]], folders: list[str]) -> dict[str, CategoryMetrics]:
+    """Precision, recall and support per folder from ``confusion`` ({true: {predicted: count}})."""
+    per_category = {}
+    for slug in folders:
+        true_positive = confusion[slug].get(slug, 0)
+        support = sum(confusion[slug].values())
+        predicted = sum(row.get(slug, 0) for row in confusion.values())
+        per_category[slug] = CategoryMetrics(
+            precision=round(true_positive / predicted, 4) if predicted else 0.0,
+            recall=round(true_positive / support, 4) if support else 0.0,
+            support=support,
+        )
+    return per_category
+
+
 def evaluate_folder(
     root: str | os.PathLike[str],
     classifier: ImageClassifier,
@@ -108,11 +133,8 @@ def evaluate_folder(
     if unknown:
         raise ValueError(f"Folder names that are not taxonomy slugs: {unknown}.")
 
-    results: list[Prediction | ImageRejected] = []
     began = time.perf_counter()
-    for start in range(0, len(photos), batch_size):
-        chunk = photos[start : start + batch_size]
-        results.extend(classifier.classify([photo.path for photo in chunk], top_k=3))
+    results = _classify_in_batches(classifier, [photo.path for photo in photos], batch_size)
     seconds = time.perf_counter() - began
 
     confusion: dict[str, dict[str, int]] = {slug: {} for slug in folders}
@@ -149,16 +171,6 @@ def evaluate_folder(
                 }
             )
     n = sum(sum(row.values()) for row in confusion.values())
-    per_category = {}
-    for slug in folders:
-        true_positive = confusion[slug].get(slug, 0)
-        support = sum(confusion[slug].values())
-        predicted = sum(row.get(slug, 0) for row in confusion.values())
-        per_category[slug] = CategoryMetrics(
-            precision=round(true_positive / predicted, 4) if predicted else 0.0,
-            recall=round(true_positive / support, 4) if support else 0.0,
-            support=support,
-        )
     return EvaluationReport(
         accuracy=round(correct_count / n, 4) if n else 0.0,
         n=n,
@@ -170,7 +182,7 @@ def evaluate_folder(
             accepted=accepted_count,
             correct=accepted_correct,
         ),
-        per_category=per_category,
+        per_category=_per_category(confusion, folders),
         confusion=confusion,
         model_version=classifier.model_version,
         images_per_second=round(len(photos) / seconds, 1) if seconds > 0 else 0.0,

@@ -81,6 +81,51 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
+def _configure_environment(run_dir: Path) -> None:
+    """The deployment values the demo's processes inherit (values already set win)."""
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+    # Written to services.env with the servers' URLs: manage.py commands run in another shell
+    # (import_photos) then store photos where this demo's web app and worker read them.
+    os.environ.setdefault("MEDIA_ROOT", str((run_dir / "media").resolve()))
+    os.environ.setdefault("DJANGO_SECRET_KEY", secrets.token_urlsafe(50))
+    for key, value in PLAIN_HTTP.items():
+        os.environ.setdefault(key, value)
+
+
+def _start_web_and_flower(
+    run_dir: Path, processes: list[subprocess.Popen], *, web_port: str, flower_port: str
+) -> None:
+    """Create the staff account with a fresh password, start the web app and Flower (added to
+    `processes` as each starts, so a failure stops what already runs), and print where they are.
+    Raises `CalledProcessError` if the account cannot be created."""
+    password = secrets.token_urlsafe(12)
+    subprocess.run(
+        [PYTHON, "manage.py", "shell", "-c", STAFF_ACCOUNT],
+        cwd=BASE_DIR,
+        env={**os.environ, "DEMO_ADMIN_PASSWORD": password},
+        check=True,
+    )
+    processes.append(
+        _spawn(
+            [PYTHON, "manage.py", "runserver", "--noreload", f"{BIND_ADDRESS}:{web_port}"],
+            run_dir / "web.log",
+        )
+    )
+    # Flower reads FLOWER_BASIC_AUTH itself.
+    processes.append(
+        _spawn(
+            [PYTHON, "-m", "celery", "-A", "config", "flower",
+             f"--address={BIND_ADDRESS}", f"--port={flower_port}"],
+            run_dir / "flower.log",
+            env={**os.environ, "FLOWER_BASIC_AUTH": f"demo:{password}"},
+        )
+    )  # fmt: skip
+    print(f"\nweb app:  http://127.0.0.1:{web_port}/")
+    print(f"Flower:   http://127.0.0.1:{flower_port}/  (user demo, password {password})")
+    print(f"staff:    http://127.0.0.1:{web_port}/staff/review/  (user admin, password {password})")
+    print(f"logs:     {run_dir}/*.log\nCtrl-C stops everything.")
+
+
 def main() -> int:
     # Explicit handlers: a shell may start this with SIGINT ignored, and SIGTERM (a supervisor's
     # stop) must shut down as cleanly as Ctrl-C.
@@ -91,13 +136,7 @@ def main() -> int:
     once = os.environ.get("DEMO_ONCE") == "1"
     web_port = os.environ.get("DEMO_WEB_PORT", "8000")
     flower_port = os.environ.get("DEMO_FLOWER_PORT", "5555")
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
-    # Written to services.env with the servers' URLs: manage.py commands run in another shell
-    # (import_photos) then store photos where this demo's web app and worker read them.
-    os.environ.setdefault("MEDIA_ROOT", str((run_dir / "media").resolve()))
-    os.environ.setdefault("DJANGO_SECRET_KEY", secrets.token_urlsafe(50))
-    for key, value in PLAIN_HTTP.items():
-        os.environ.setdefault(key, value)
+    _configure_environment(run_dir)
     processes: list[subprocess.Popen] = []
     with missing_services(run_dir) as services:
         for key, value in services.env.items():
@@ -135,32 +174,7 @@ def main() -> int:
             )
             if once:
                 return 0
-            password = secrets.token_urlsafe(12)
-            subprocess.run(
-                [PYTHON, "manage.py", "shell", "-c", STAFF_ACCOUNT],
-                cwd=BASE_DIR,
-                env={**os.environ, "DEMO_ADMIN_PASSWORD": password},
-                check=True,
-            )
-            processes.append(
-                _spawn(
-                    [PYTHON, "manage.py", "runserver", "--noreload", f"{BIND_ADDRESS}:{web_port}"],
-                    run_dir / "web.log",
-                )
-            )
-            # Flower reads FLOWER_BASIC_AUTH itself.
-            processes.append(
-                _spawn(
-                    [PYTHON, "-m", "celery", "-A", "config", "flower",
-                     f"--address={BIND_ADDRESS}", f"--port={flower_port}"],
-                    run_dir / "flower.log",
-                    env={**os.environ, "FLOWER_BASIC_AUTH": f"demo:{password}"},
-                )
-            )  # fmt: skip
-            print(f"\nweb app:  http://127.0.0.1:{web_port}/")
-            print(f"Flower:   http://127.0.0.1:{flower_port}/  (user demo, password {password})")
-            print(f"staff:    http://127.0.0.1:{web_port}/staff/review/  (user admin, password {password})")
-            print(f"logs:     {run_dir}/*.log\nCtrl-C stops everything.")
+            _start_web_and_flower(run_dir, processes, web_port=web_port, flower_port=flower_port)
             while all(proc.poll() is None for proc in processes):
                 time.sleep(0.5)
             print("a demo process exited; stopping", file=sys.stderr)

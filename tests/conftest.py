@@ -7,14 +7,18 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
+from pytest_django import Settings
 
 from classifier.datasets import dataset_dir
 from dev.chaos import processes
 from dev.chaos.processes import WorkerProcess, stop_worker
+
+if TYPE_CHECKING:
+    from catalog.models import ListingImage
 
 __all__ = [
     "WorkerProcess",
@@ -23,6 +27,7 @@ __all__ = [
     "stop_worker",
     "wait_for",
     "point_celery_app_at",
+    "stored_name",
 ]
 
 T = TypeVar("T")
@@ -38,6 +43,13 @@ def wait_for(predicate: Callable[[], T | None], *, timeout: float = 90.0, interv
         return processes.wait_for(predicate, timeout=timeout, interval=interval)
     except TimeoutError as error:
         pytest.fail(str(error))
+
+
+def stored_name(image: ListingImage) -> str:
+    """The storage name of a photo's file; fails the test when the row has none."""
+    name = image.file.name
+    assert name, f"image {image.pk} has no stored file"
+    return name
 
 
 def point_celery_app_at(url: str) -> str:
@@ -156,7 +168,7 @@ def celery_worker_process(
 
 
 @pytest.fixture(autouse=True)
-def _own_throttle_counters(settings) -> None:  # type: ignore[no-untyped-def]
+def _own_throttle_counters(settings: Settings) -> None:
     """Each test counts API requests (throttles) from zero, under a key prefix of its own in the
     shared cache; never FLUSHDB, which would also empty whatever else that Redis database holds.
     Login lockouts need nothing: their attempts are database rows, rolled back with the test."""
@@ -166,9 +178,9 @@ def _own_throttle_counters(settings) -> None:  # type: ignore[no-untyped-def]
 @pytest.fixture
 def taxonomy(transactional_db: None) -> None:
     """Categories from the taxonomy file (transactional tests truncate migration data)."""
-    from catalog import services
+    from catalog.services.listings import taxonomy_load
 
-    services.taxonomy_load()
+    taxonomy_load()
 
 
 @pytest.fixture
@@ -182,13 +194,15 @@ def shipped_version(celery_worker_process: WorkerProcess, taxonomy: None, photo_
     """
     from django.conf import settings
 
-    from catalog import services
     from catalog.models import ClassificationStatus, ListingImage, ModelVersion
+    from catalog.services.images import image_add
     from tests.factories import ListingFactory
 
     time.sleep(settings.ACTIVE_MODEL_CHECK_S + 0.5)
-    image = services.image_add(
-        listing=ListingFactory(title="warm-up"), upload=photo_paths[0].read_bytes(), filename="warm-up.jpg"
+    image = image_add(
+        listing=ListingFactory.create(title="warm-up"),
+        upload=photo_paths[0].read_bytes(),
+        filename="warm-up.jpg",
     )
     wait_for(
         lambda: ListingImage.objects.filter(pk=image.pk, status=ClassificationStatus.DONE).exists(),
@@ -201,7 +215,7 @@ def shipped_version(celery_worker_process: WorkerProcess, taxonomy: None, photo_
 def seller(transactional_db: None):
     from tests.factories import UserFactory
 
-    return UserFactory()
+    return UserFactory.create()
 
 
 @pytest.fixture(scope="session")

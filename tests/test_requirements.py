@@ -36,7 +36,7 @@ def _direct_requirements(path: Path) -> list[Requirement]:
 def _pins(path: Path) -> dict[str, str]:
     """{canonical name: version} of a lock file; fails when a pin has no hash."""
     text = path.read_text()
-    pins = {}
+    pins: dict[str, str] = {}
     for block in re.split(r"\n(?=[A-Za-z0-9])", text):
         match = PIN.match(block)
         if match:

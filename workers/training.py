@@ -24,9 +24,21 @@ import numpy as np
 from django.conf import settings
 from django.utils import timezone
 
-from catalog import services
 from catalog.selectors import registry as registry_selectors
 from catalog.selectors import review as review_selectors
+from catalog.services.registry import (
+    image_embeddings_store,
+    model_version_register,
+    training_run_fail,
+    training_run_finish,
+    training_run_start,
+)
+from catalog.services.training import (
+    NO_HELD_OUT_PHOTOS,
+    model_comparison_photos,
+    model_comparison_score,
+    training_split,
+)
 from catalog.tasks_contract import TaskName
 from config.celery import app
 from workers import inference, retry
@@ -44,7 +56,6 @@ logger = logging.getLogger("workers.training")
 EMBED_BATCH = 16
 # User-facing messages; tests reuse them.
 NOT_COMPARABLE = "{name} was trained on backbone {backbone}; this worker runs {serving}."
-NO_HELD_OUT_PHOTOS = services.NO_HELD_OUT_PHOTOS
 TRAINING_UNAVAILABLE = "Training could not reach a service it needs in {attempts} attempts ({error})."
 
 
@@ -104,14 +115,14 @@ def embed_missing(
             outputs[image_id] = (embedding.astype("<f4"), image_logits.astype("<f4"))
             rows.append((image_id, embedding.astype("<f4").tobytes(), image_logits.astype("<f4").tobytes()))
             computed.append(image_id)
-        services.image_embeddings_store(backbone_version=backbone_version, rows=rows)
+        image_embeddings_store(backbone_version=backbone_version, rows=rows)
     return outputs, computed
 
 
 def _labelled_outputs(
     photos: Sequence[review_selectors.LabelledPhoto], outputs: dict[int, tuple[np.ndarray, np.ndarray]]
 ) -> tuple[LabelledOutputs, np.ndarray, np.ndarray]:
-    """The photos' outputs, the held-out mask and the calibration mask (`services.training_split`:
+    """The photos' outputs, the held-out mask and the calibration mask (`training_split`:
     photos the backbone's tuned tail trained on train the head but never calibrate it nor count
     in its held-out figures)."""
     from classifier.backbone import tail_trained_on
@@ -120,7 +131,7 @@ def _labelled_outputs(
     if not kept:
         raise ValueError("There are no labelled photos to train on yet.")
     data = _outputs_of([p.image_id for p in kept], [p.slug for p in kept], outputs)
-    split = services.training_split(photos=kept, tail_trained_on=tail_trained_on())
+    split = training_split(photos=kept, tail_trained_on=tail_trained_on())
     return data, np.array(split.held_out, dtype=bool), np.array(split.calibrating, dtype=bool)
 
 
@@ -152,12 +163,10 @@ def head_of(version: TrainedVersion, base: ImageClassifier) -> LinearHead:
 
 def comparison_photos(*, candidate: TrainedVersion, baseline: TrainedVersion) -> list[tuple[int, str]]:
     """The held-out photos two versions are compared on, as (image id, label), in id order
-    (`services.model_comparison_photos`, leaving out the photos this backbone's tail trained on)."""
+    (`model_comparison_photos`, leaving out the photos this backbone's tail trained on)."""
     from classifier.backbone import tail_trained_on
 
-    return services.model_comparison_photos(
-        version_ids=[candidate.pk, baseline.pk], tail_trained_on=tail_trained_on()
-    )
+    return model_comparison_photos(version_ids=[candidate.pk, baseline.pk], tail_trained_on=tail_trained_on())
 
 
 def compare(
@@ -169,7 +178,7 @@ def compare(
 ) -> Any:
     """Score `candidate` and `baseline` on the same held-out photos (`comparison_photos`; their
     cached backbone outputs, missing ones embedded when this worker runs that backbone) and
-    record it (`services.model_comparison_score`); returns the recorded `ModelComparison`. Raises
+    record it (`model_comparison_score`); returns the recorded `ModelComparison`. Raises
     `ValueError` when a version was trained on another backbone or no photo can be scored."""
     from classifier.training.outputs import score_head
 
@@ -189,7 +198,7 @@ def compare(
         raise ValueError(NO_HELD_OUT_PHOTOS.format(name=candidate.name))
     data = _outputs_of(kept, [labels[i] for i in kept], outputs)
     heads = {"candidate": head_of(candidate, base), "baseline": head_of(baseline, base)}
-    return services.model_comparison_score(
+    return model_comparison_score(
         candidate_id=candidate.pk,
         baseline_id=baseline.pk,
         labels=data.labels,
@@ -244,7 +253,7 @@ def train(*, run_id: int, classifier: ImageClassifier | None = None) -> TrainedV
     """Run training run `run_id` end to end (see the module docstring); returns the candidate
     version, or None when the run is gone or already finished. `classifier`: the serving
     classifier whose backbone and views are used (default: this worker's)."""
-    run = services.training_run_start(run_id=run_id)
+    run = training_run_start(run_id=run_id)
     if run is None:
         return None
     began = time.perf_counter()
@@ -256,7 +265,7 @@ def train(*, run_id: int, classifier: ImageClassifier | None = None) -> TrainedV
     candidate = _candidate(run_id=run.pk, base=base, data=data, mask=mask, unbiased=unbiased)
     fitted = time.perf_counter()
     manifest, payload = candidate.head.to_bytes()
-    version = services.model_version_register(
+    version = model_version_register(
         name=f"{base.backbone_version}+{candidate.head.version}",
         backbone_version=base.backbone_version,
         head_manifest=manifest,
@@ -285,7 +294,7 @@ def train(*, run_id: int, classifier: ImageClassifier | None = None) -> TrainedV
             "total": round(finished - began, 2),
         },
     }
-    services.training_run_finish(run=run, model_version=version, report=report)
+    training_run_finish(run=run, model_version=version, report=report)
     logger.info(
         json.dumps({"event": "model_trained", "run_id": run_id, "model_version": version.name, **report})
     )
@@ -316,7 +325,7 @@ def model_train_task(self: Any, run_id: int) -> str:
         else:  # a permanent failure: record it for staff
             logger.exception("training run %s failed", run_id)
             reason = str(error) or error.__class__.__name__
-        services.training_run_fail(run_id=run_id, reason=reason)
+        training_run_fail(run_id=run_id, reason=reason)
         return "failed"
     return "gone" if version is None else "done"
 

@@ -68,7 +68,7 @@ class TokenObtainView(LoginView):
         request.user = credentials.validated_data["user"]
         limit = self.get_token_limit_per_user()
         if limit is not None:
-            held = request.user.auth_token_set.filter(expiry__gt=timezone.now()).count()  # type: ignore[union-attr]
+            held = request.user.auth_token_set.filter(expiry__gt=timezone.now()).count()
             if held >= limit:
                 raise PermissionDenied(TOO_MANY_TOKENS.format(limit=limit))
         instance, token = self.create_token()

@@ -21,7 +21,6 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from catalog import services
 from catalog.api.errors import Conflict
 from catalog.api.serializers import (
     CategoryChoiceSerializer,
@@ -36,6 +35,16 @@ from catalog.api.serializers import (
 from catalog.models import CategorySource, ClassificationStatus, Listing, ListingImage
 from catalog.selectors import catalogue as catalogue_selectors
 from catalog.selectors import suggestions as suggestions_selectors
+from catalog.services.decisions import listing_category_set
+from catalog.services.images import (
+    ListingRuleBroken,
+    classify_probe_create,
+    listing_image_delete,
+    listing_photo_upload,
+)
+from catalog.services.listings import listing_create, listing_delete, listing_update
+from catalog.services.retention import ProbeLimitReached
+from catalog.uploads import UploadRejected
 
 # How often POST /api/classify looks at the photo's row while it waits for the worker: every
 # 50 ms at first (p95 upload to suggestion is ~165 ms, docs/BENCHMARKS.md), then less often.
@@ -44,7 +53,7 @@ CLASSIFY_POLL_INTERVAL_MAX_S = 0.25
 CLASSIFY_TOP_K = 5
 
 
-def _file_rejected(error: services.UploadRejected) -> serializers.ValidationError:
+def _file_rejected(error: UploadRejected) -> serializers.ValidationError:
     """A refused photo as a validation error of the `file` field (code `invalid`, documented)."""
     return serializers.ValidationError({"file": [ErrorDetail(str(error), code="invalid")]})
 
@@ -69,7 +78,7 @@ class ListingViewSet(
     def perform_create(self, serializer: ListingSerializer) -> None:
         data = serializer.validated_data
         with transaction.atomic():
-            listing = services.listing_create(
+            listing = listing_create(
                 seller=self.request.user,
                 title=data["title"],
                 description=data.get("description", ""),
@@ -82,7 +91,7 @@ class ListingViewSet(
         listing: Listing = serializer.instance
         data = serializer.validated_data
         with transaction.atomic():
-            services.listing_update(
+            listing_update(
                 listing=listing,
                 title=data.get("title", listing.title),
                 description=data.get("description", listing.description),
@@ -94,7 +103,7 @@ class ListingViewSet(
     def _seller_category_set(self, listing: Listing, data: dict[str, Any]) -> None:
         """The category the seller sent, if any, as the seller's own choice."""
         if data.get("category"):
-            services.listing_category_set(
+            listing_category_set(
                 listing=listing,
                 category=data["category"],
                 source=CategorySource.SELLER,
@@ -102,7 +111,7 @@ class ListingViewSet(
             )
 
     def perform_destroy(self, instance: Listing) -> None:
-        services.listing_delete(listing=instance)
+        listing_delete(listing=instance)
 
     @extend_schema(
         request=PhotoUploadSerializer,
@@ -122,8 +131,8 @@ class ListingViewSet(
         upload.is_valid(raise_exception=True)
         file = upload.validated_data["file"]
         try:
-            image = services.listing_photo_upload(listing=listing, upload=file, filename=file.name or "photo")
-        except services.UploadRejected as error:
+            image = listing_photo_upload(listing=listing, upload=file, filename=file.name or "photo")
+        except UploadRejected as error:
             raise _file_rejected(error) from error
         return Response(
             PhotoSerializer(image, context={"request": request}).data, status=status.HTTP_201_CREATED
@@ -142,8 +151,8 @@ class ListingViewSet(
         listing = self.get_object()
         image = get_object_or_404(ListingImage, pk=photo_id, listing=listing)
         try:
-            services.listing_image_delete(image=image)
-        except services.ListingRuleBroken as error:
+            listing_image_delete(image=image)
+        except ListingRuleBroken as error:
             raise Conflict(str(error)) from error
         return Response(status=status.HTTP_204_NO_CONTENT)
 
@@ -167,7 +176,7 @@ class ListingViewSet(
         listing = self.get_object()
         choice = CategoryChoiceSerializer(data=request.data)
         choice.is_valid(raise_exception=True)
-        services.listing_category_set(
+        listing_category_set(
             listing=listing,
             category=choice.validated_data["category"],
             source=CategorySource.SELLER,
@@ -253,12 +262,10 @@ class ClassifyView(APIView):
         upload.is_valid(raise_exception=True)
         file = upload.validated_data["file"]
         try:
-            image = services.classify_probe_create(
-                user=request.user, upload=file, filename=file.name or "photo"
-            )
-        except services.UploadRejected as error:
+            image = classify_probe_create(user=request.user, upload=file, filename=file.name or "photo")
+        except UploadRejected as error:
             raise _file_rejected(error) from error
-        except services.ProbeLimitReached as error:
+        except ProbeLimitReached as error:
             raise Throttled(detail=str(error)) from error
         if request.META.get("wsgi.multithread") and _waiting_places.take():
             try:

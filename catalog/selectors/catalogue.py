@@ -7,7 +7,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import AbstractBaseUser, AnonymousUser, User
 from django.db.models import Prefetch, QuerySet
 
 from catalog.models import (
@@ -146,7 +146,7 @@ def listings_of_seller(*, seller: AbstractBaseUser) -> QuerySet[Listing]:
     )
 
 
-def image_public(*, image_id: int, viewer: AbstractBaseUser | None = None) -> ListingImage | None:
+def image_public(*, image_id: int, viewer: User | AnonymousUser | None = None) -> ListingImage | None:
     """A photo of a public listing, of a listing of `viewer` (drafts included, probes not), or of
     any published listing when `viewer` reviews (the queue holds listings still without a
     category); else None."""
@@ -157,7 +157,7 @@ def image_public(*, image_id: int, viewer: AbstractBaseUser | None = None) -> Li
     visible = Q(listing__in=listings_public())
     if viewer is not None and viewer.is_authenticated:
         visible |= Q(listing__seller_id=viewer.pk)
-        if viewer.has_perm(REVIEW_PERMISSION):  # type: ignore[attr-defined]
+        if viewer.has_perm(REVIEW_PERMISSION):
             visible |= Q(listing__in=listings_published())
     return ListingImage.objects.filter(visible, pk=image_id, listing__is_probe=False).first()
 

@@ -9,9 +9,9 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.debug import sensitive_post_parameters
 
-from catalog import services
 from catalog.api.errors import error_response
 from catalog.forms import SignupForm
+from catalog.services.listings import user_create
 
 # User-facing message; tests reuse it.
 LOGIN_LOCKED_OUT = (
@@ -26,7 +26,7 @@ def signup(request: HttpRequest) -> HttpResponse:
         return redirect(settings.LOGIN_REDIRECT_URL)
     form = SignupForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
-        user = services.user_create(
+        user = user_create(
             username=form.cleaned_data["username"],
             email=form.cleaned_data.get("email") or "",
             password=form.cleaned_data["password1"],

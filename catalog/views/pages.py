@@ -52,7 +52,7 @@ def listing_detail(request: HttpRequest, pk: int) -> HttpResponse:
     listing = catalogue_selectors.listing_search().filter(pk=pk).first()
     preview = False
     if listing is None and request.user.is_authenticated:
-        listing = catalogue_selectors.listings_of_seller(seller=request.user).filter(pk=pk).first()  # type: ignore[arg-type]
+        listing = catalogue_selectors.listings_of_seller(seller=request.user).filter(pk=pk).first()
         preview = True
     if listing is None:
         raise Http404("no such listing")
@@ -72,7 +72,7 @@ def photo_thumbnail(request: HttpRequest, image_id: int, size: str) -> HttpRespo
     cached in storage. A photo that cannot be decoded gets a placeholder picture."""
     if size not in THUMBNAIL_SIZES:
         raise Http404("unknown thumbnail size")
-    image = catalogue_selectors.image_public(image_id=image_id, viewer=request.user)  # type: ignore[arg-type]
+    image = catalogue_selectors.image_public(image_id=image_id, viewer=request.user)
     if image is None:
         raise Http404("no such photo")
     data = thumbnail_get_or_create(image=image, size=size)

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.contrib import messages
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import Http404, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.cache import cache_control
 from django.views.decorators.http import require_GET, require_POST
 
-from catalog import charts, services
+from catalog import charts
 from catalog.access import (
     ACTIVATE_PERMISSION,
     CATEGORY_ADD_PERMISSION,
@@ -27,7 +27,9 @@ from catalog.models import ModelComparison, ModelVersion
 from catalog.selectors import catalogue as catalogue_selectors
 from catalog.selectors import registry as registry_selectors
 from catalog.selectors import review as review_selectors
+from catalog.services import registry as registry_services
 from catalog.services.registry import ActivationRefused, RegistryRefused
+from catalog.views.requests import SignedInRequest
 from catalog.views.staff import staff_required
 
 # User-facing messages; tests reuse them.
@@ -74,7 +76,7 @@ def _row(version: ModelVersion, active: ModelVersion | None) -> dict[str, object
 
 @staff_required(REGISTRY_VIEW_PERMISSION)
 @require_GET
-def registry(request: HttpRequest) -> HttpResponse:
+def registry(request: SignedInRequest) -> HttpResponse:
     """Every version side by side with its held-out figures; training runs and activations."""
     versions = list(registry_selectors.model_versions())
     active = next((v for v in versions if v.is_active), None)
@@ -95,7 +97,7 @@ def registry(request: HttpRequest) -> HttpResponse:
 
 @staff_required(REGISTRY_VIEW_PERMISSION)
 @require_GET
-def model_version_detail(request: HttpRequest, pk: int) -> HttpResponse:
+def model_version_detail(request: SignedInRequest, pk: int) -> HttpResponse:
     """One version: data size, hyperparameters, held-out metrics, thresholds, comparisons."""
     version = _version(pk)
     metrics = version.metrics or {}
@@ -143,7 +145,7 @@ def _recall_rows(comparison: ModelComparison | None) -> dict[str, object]:
 @staff_required(REGISTRY_VIEW_PERMISSION)
 @require_GET
 @cache_control(private=True, max_age=300)
-def confusion_chart(request: HttpRequest, pk: int) -> HttpResponse:
+def confusion_chart(request: SignedInRequest, pk: int) -> HttpResponse:
     confusion = ((_version(pk).metrics or {}).get("held_out") or {}).get("confusion")
     if not confusion:
         raise Http404("no confusion matrix for this version")
@@ -155,7 +157,7 @@ def confusion_chart(request: HttpRequest, pk: int) -> HttpResponse:
 @staff_required(REGISTRY_VIEW_PERMISSION)
 @require_GET
 @cache_control(private=True, max_age=300)
-def reliability_chart(request: HttpRequest, pk: int) -> HttpResponse:
+def reliability_chart(request: SignedInRequest, pk: int) -> HttpResponse:
     held_out = (_version(pk).metrics or {}).get("held_out") or {}
     if not held_out.get("reliability"):
         raise Http404("no reliability diagram for this version")
@@ -166,26 +168,26 @@ def reliability_chart(request: HttpRequest, pk: int) -> HttpResponse:
 
 @staff_required(TRAIN_PERMISSION)
 @require_POST
-def training_start(request: HttpRequest) -> HttpResponse:
+def training_start(request: SignedInRequest) -> HttpResponse:
     """Queue a training run on the human-labelled photos."""
-    run = services.training_run_request(requested_by=request.user)  # type: ignore[arg-type]
+    run = registry_services.training_run_request(requested_by=request.user)
     messages.success(request, TRAINING_QUEUED.format(run=run.pk))
     return redirect("catalog:registry")
 
 
 @staff_required(TRAIN_PERMISSION)
 @require_POST
-def model_version_compare(request: HttpRequest, pk: int) -> HttpResponse:
+def model_version_compare(request: SignedInRequest, pk: int) -> HttpResponse:
     """Queue a comparison of the version with the active one on the version's held-out photos."""
     version = _version(pk)
-    services.model_comparison_request(candidate=version, requested_by=request.user)  # type: ignore[arg-type]
+    registry_services.model_comparison_request(candidate=version, requested_by=request.user)
     messages.success(request, COMPARISON_QUEUED.format(version=version.name))
     return redirect("catalog:model-version", pk=version.pk)
 
 
 @staff_required(ACTIVATE_PERMISSION)
 @require_POST
-def model_version_activate(request: HttpRequest, pk: int) -> HttpResponse:
+def model_version_activate(request: SignedInRequest, pk: int) -> HttpResponse:
     """Make the version active, once compared with the active one. A version the registry's
     rules object to is activated only with a written reason and the confirmation box ticked;
     otherwise its page shows the objections."""
@@ -195,7 +197,7 @@ def model_version_activate(request: HttpRequest, pk: int) -> HttpResponse:
         messages.error(request, OVERRIDE_NEEDS_CONFIRMATION)
         return redirect("catalog:model-version", pk=version.pk)
     try:
-        services.model_version_activate(version=version, actor=request.user, override_reason=reason)  # type: ignore[arg-type]
+        registry_services.model_version_activate(version=version, actor=request.user, override_reason=reason)
     except ActivationRefused as error:
         messages.error(request, str(error))
         return redirect(reverse("catalog:model-version", kwargs={"pk": version.pk}) + "#activation")
@@ -210,10 +212,10 @@ def model_version_activate(request: HttpRequest, pk: int) -> HttpResponse:
 
 @staff_required(ACTIVATE_PERMISSION)
 @require_POST
-def model_version_rollback(request: HttpRequest) -> HttpResponse:
+def model_version_rollback(request: SignedInRequest) -> HttpResponse:
     """Return to the version the last activation replaced."""
     try:
-        activation = services.model_version_rollback(actor=request.user)  # type: ignore[arg-type]
+        activation = registry_services.model_version_rollback(actor=request.user)
     except RegistryRefused as error:
         messages.error(request, str(error))
     else:
@@ -223,10 +225,10 @@ def model_version_rollback(request: HttpRequest) -> HttpResponse:
 
 @staff_required(CATEGORY_ADD_PERMISSION)
 @require_POST
-def category_add(request: HttpRequest) -> HttpResponse:
+def category_add(request: SignedInRequest) -> HttpResponse:
     """Add a category to the tree (name, optional slug, optional parent)."""
     try:
-        category = services.category_add(
+        category = registry_services.category_add(
             name=request.POST.get("name", ""),
             slug=request.POST.get("slug", ""),
             parent_id=int(request.POST["parent"]) if request.POST.get("parent", "").isdigit() else None,

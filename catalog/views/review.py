@@ -12,19 +12,22 @@ from urllib.parse import urlencode
 from django.conf import settings
 from django.contrib import messages
 from django.core.paginator import Paginator
-from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
+from django.http import Http404, HttpResponse, HttpResponseRedirect, JsonResponse
 from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_POST
 
-from catalog import services
 from catalog.access import BULK_ACCEPT_PERMISSION, REVIEW_PERMISSION
 from catalog.models import Category, CategorySource, Listing, ListingImage, ModelVersion
 from catalog.selectors import catalogue as catalogue_selectors
 from catalog.selectors import registry as registry_selectors
 from catalog.selectors import review as review_selectors
 from catalog.selectors import suggestions as suggestions_selectors
+from catalog.services import decisions as decisions_services
+from catalog.services import labels
+from catalog.services.decisions import NO_SUCH_SUGGESTION
+from catalog.views.requests import SignedInRequest
 from catalog.views.staff import staff_required
 
 REVIEW_PAGE_SIZE = 20
@@ -77,18 +80,18 @@ def _filter_query(params: dict[str, str]) -> str:
     return urlencode(kept)
 
 
-def _wants_json(request: HttpRequest) -> bool:
+def _wants_json(request: SignedInRequest) -> bool:
     return request.headers.get("X-Requested-With") == "fetch"
 
 
-def _back(request: HttpRequest) -> HttpResponse:
+def _back(request: SignedInRequest) -> HttpResponse:
     target = request.POST.get("next") or ""
     if not url_has_allowed_host_and_scheme(target, allowed_hosts={request.get_host()}):
         target = ""
     return HttpResponseRedirect(target or reverse("catalog:review"))
 
 
-def _answer(request: HttpRequest, *, message: str, ok: bool = True, status: int = 200) -> HttpResponse:
+def _answer(request: SignedInRequest, *, message: str, ok: bool = True, status: int = 200) -> HttpResponse:
     if _wants_json(request):
         return JsonResponse({"ok": ok, "message": message}, status=status)
     (messages.success if ok else messages.error)(request, message)
@@ -97,7 +100,7 @@ def _answer(request: HttpRequest, *, message: str, ok: bool = True, status: int 
 
 @staff_required(REVIEW_PERMISSION)
 @require_GET
-def review_queue(request: HttpRequest) -> HttpResponse:
+def review_queue(request: SignedInRequest) -> HttpResponse:
     """The queue: photos and top-5 of listings no person categorised, smallest margin first."""
     params = request.GET.dict()
     filters, errors = _filters(params)
@@ -157,16 +160,16 @@ def _path(category: Category) -> str:
 
 @staff_required(REVIEW_PERMISSION)
 @require_POST
-def review_accept(request: HttpRequest, pk: int) -> HttpResponse:
+def review_accept(request: SignedInRequest, pk: int) -> HttpResponse:
     """Accept suggestion number `rank` (1–5) of the listing (keyboard 1–5)."""
     listing = _reviewable(pk)
     try:
         rank = int(request.POST.get("rank", ""))
-        outcome = services.review_accept(listing=listing, rank=rank, reviewer=request.user)  # type: ignore[arg-type]
+        outcome = decisions_services.review_accept(listing=listing, rank=rank, reviewer=request.user)
     except ValueError:
         return _answer(
             request,
-            message=services.NO_SUCH_SUGGESTION.format(rank=request.POST.get("rank")),
+            message=NO_SUCH_SUGGESTION.format(rank=request.POST.get("rank")),
             ok=False,
             status=400,
         )
@@ -180,13 +183,13 @@ def review_accept(request: HttpRequest, pk: int) -> HttpResponse:
 
 @staff_required(REVIEW_PERMISSION)
 @require_POST
-def review_correct(request: HttpRequest, pk: int) -> HttpResponse:
+def review_correct(request: SignedInRequest, pk: int) -> HttpResponse:
     """Set a category chosen in the picker (keyboard c)."""
     listing = _reviewable(pk)
     category = Category.objects.filter(pk=request.POST.get("category") or 0, is_active=True).first()
     if category is None:
         return _answer(request, message=UNKNOWN_CATEGORY, ok=False, status=400)
-    outcome = services.review_correct(listing=listing, category=category, reviewer=request.user)  # type: ignore[arg-type]
+    outcome = decisions_services.review_correct(listing=listing, category=category, reviewer=request.user)
     if not outcome.changed:
         return _answer(request, message=ALREADY_DECIDED.format(title=listing.title), ok=False, status=409)
     return _answer(request, message=DECIDED_CORRECTED.format(path=_path(category), title=listing.title))
@@ -194,10 +197,10 @@ def review_correct(request: HttpRequest, pk: int) -> HttpResponse:
 
 @staff_required(REVIEW_PERMISSION)
 @require_POST
-def review_reject(request: HttpRequest, pk: int) -> HttpResponse:
+def review_reject(request: SignedInRequest, pk: int) -> HttpResponse:
     """Reject the listing as not classifiable (keyboard r)."""
     listing = _reviewable(pk)
-    outcome = services.review_reject(listing=listing, reviewer=request.user)  # type: ignore[arg-type]
+    outcome = decisions_services.review_reject(listing=listing, reviewer=request.user)
     if not outcome.changed:
         return _answer(request, message=ALREADY_DECIDED.format(title=listing.title), ok=False, status=409)
     return _answer(request, message=DECIDED_REJECTED.format(title=listing.title))
@@ -205,7 +208,7 @@ def review_reject(request: HttpRequest, pk: int) -> HttpResponse:
 
 @staff_required(BULK_ACCEPT_PERMISSION)
 @require_POST
-def review_bulk_accept(request: HttpRequest) -> HttpResponse:
+def review_bulk_accept(request: SignedInRequest) -> HttpResponse:
     """Accept the first suggestion of every listing in the current filter at or above a confidence."""
     params = request.POST.dict()
     filters, errors = _filters(params)
@@ -218,10 +221,10 @@ def review_bulk_accept(request: HttpRequest) -> HttpResponse:
     listings = list(
         review_selectors.review_queue(filters=filters).filter(suggested_confidence__gte=threshold)
     )
-    count = services.review_bulk_accept(
+    count = decisions_services.review_bulk_accept(
         listings=listings,
         min_confidence=threshold,
-        reviewer=request.user,  # type: ignore[arg-type]
+        reviewer=request.user,
     )
     message = BULK_ACCEPTED.format(
         count=count, plural="" if count == 1 else "s", percent=round(threshold * 100)
@@ -231,7 +234,7 @@ def review_bulk_accept(request: HttpRequest) -> HttpResponse:
 
 @staff_required(REVIEW_PERMISSION)
 @require_GET
-def listing_audit(request: HttpRequest, pk: int) -> HttpResponse:
+def listing_audit(request: SignedInRequest, pk: int) -> HttpResponse:
     """A listing's photos, suggestion and the audit trail of how its category was set."""
     listing = review_selectors.review_listing(listing_id=pk)
     if listing is None:
@@ -249,10 +252,10 @@ def listing_audit(request: HttpRequest, pk: int) -> HttpResponse:
 
 @staff_required(REVIEW_PERMISSION)
 @require_POST
-def review_undo(request: HttpRequest) -> HttpResponse:
+def review_undo(request: SignedInRequest) -> HttpResponse:
     """Undo the reviewer's last decision (keyboard u); the audit trail keeps both."""
     try:
-        outcome = services.review_undo(reviewer=request.user)  # type: ignore[arg-type]
+        outcome = labels.review_undo(reviewer=request.user)
     except ValueError as error:
         return _answer(request, message=str(error), ok=False, status=409)
     message = UNDONE.format(title=outcome.undone.listing.title)
@@ -263,7 +266,7 @@ def review_undo(request: HttpRequest) -> HttpResponse:
 
 @staff_required(REVIEW_PERMISSION)
 @require_POST
-def review_photo_label(request: HttpRequest, image_id: int) -> HttpResponse:
+def review_photo_label(request: SignedInRequest, image_id: int) -> HttpResponse:
     """Label one photo of a listing whose photos disagree (its training label)."""
     image = get_object_or_404(
         ListingImage.objects.select_related("listing").filter(
@@ -274,7 +277,7 @@ def review_photo_label(request: HttpRequest, image_id: int) -> HttpResponse:
     category = Category.objects.filter(pk=request.POST.get("category") or 0, is_active=True).first()
     if category is None:
         return _answer(request, message=UNKNOWN_CATEGORY, ok=False, status=400)
-    outcome = services.review_photo_label(image=image, category=category, reviewer=request.user)  # type: ignore[arg-type]
+    outcome = labels.review_photo_label(image=image, category=category, reviewer=request.user)
     number = (
         list(image.listing.images.order_by("position", "id").values_list("pk", flat=True)).index(image.pk) + 1
     )

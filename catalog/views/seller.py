@@ -12,17 +12,36 @@ import json
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBadRequest, JsonResponse
+from django.core.files.uploadedfile import UploadedFile
+from django.http import Http404, HttpResponse, HttpResponseBadRequest, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from catalog import services
 from catalog.forms import PHOTOS_REQUIRED, TOO_MANY_PHOTOS, ListingForm
 from catalog.models import Category, CategorySource, ClassificationStatus, Listing
 from catalog.selectors import catalogue as catalogue_selectors
 from catalog.selectors import suggestions as suggestions_selectors
+from catalog.services import images
+from catalog.services import listings as listings_services
+from catalog.services.decisions import listing_category_set
+from catalog.services.direct_uploads import (
+    direct_uploads_enabled,
+    listing_uploads_register,
+    photo_upload_presign,
+)
+from catalog.services.images import (
+    ListingRuleBroken,
+    PhotoBatch,
+    RejectedPhoto,
+    listing_image_delete,
+    listing_images_reorder,
+    listing_photos_add,
+)
+from catalog.services.listings import listing_update
+from catalog.uploads import UploadRejected
+from catalog.views.requests import SignedInRequest
 
 _WAITING = {ClassificationStatus.PENDING, ClassificationStatus.QUEUED}
 PHOTO_ERROR_TAG = "photo-error"
@@ -47,57 +66,58 @@ CATEGORY_UNKNOWN = "Choose a category from the list."
 UPLOAD_REQUEST_MALFORMED = "Describe the photos to upload as JSON: files with name, type and size."
 
 
-def _own_listing(request: HttpRequest, pk: int) -> Listing:
-    return get_object_or_404(catalogue_selectors.listings_of_seller(seller=request.user), pk=pk)  # type: ignore[arg-type]
+def _own_listing(request: SignedInRequest, pk: int) -> Listing:
+    return get_object_or_404(catalogue_selectors.listings_of_seller(seller=request.user), pk=pk)
 
 
-def uploaded_files(request: HttpRequest) -> list[tuple[str, object]]:
+def uploaded_files(request: SignedInRequest) -> list[tuple[str, UploadedFile]]:
+    """The form's photo files as (filename, file) pairs."""
     return [(upload.name or "photo", upload) for upload in request.FILES.getlist("photos")]
 
 
-def photo_count(request: HttpRequest) -> int:
+def photo_count(request: SignedInRequest) -> int:
     """Photos sent with the form: direct-upload tokens with S3 storage, else files."""
-    if services.direct_uploads_enabled():
+    if direct_uploads_enabled():
         return len(request.POST.getlist("uploads"))
     return len(request.FILES.getlist("photos"))
 
 
-def photos_store(request: HttpRequest, listing: Listing) -> services.PhotoBatch:
+def photos_store(request: SignedInRequest, listing: Listing) -> PhotoBatch:
     """Add the form's photos to `listing`. With S3 storage the browser has uploaded them to the
     bucket and sends one token each (the web app never receives the bytes); else they are files."""
-    if services.direct_uploads_enabled():
-        return services.listing_uploads_register(listing=listing, tokens=request.POST.getlist("uploads"))
-    return services.listing_photos_add(listing=listing, files=uploaded_files(request))  # type: ignore[arg-type]
+    if direct_uploads_enabled():
+        return listing_uploads_register(listing=listing, tokens=request.POST.getlist("uploads"))
+    return listing_photos_add(listing=listing, files=uploaded_files(request))
 
 
 def direct_upload_url() -> str:
     """Where the photo forms ask for presigned uploads ("" when photos go through the web app)."""
-    return reverse("catalog:photo-uploads") if services.direct_uploads_enabled() else ""
+    return reverse("catalog:photo-uploads") if direct_uploads_enabled() else ""
 
 
 @login_required
 @require_GET
-def dashboard(request: HttpRequest) -> HttpResponse:
+def dashboard(request: SignedInRequest) -> HttpResponse:
     """ "My listings": each listing with its category (or suggestion) and its photos' status."""
-    listings = list(catalogue_selectors.listings_of_seller(seller=request.user))  # type: ignore[arg-type]
+    listings = list(catalogue_selectors.listings_of_seller(seller=request.user))
     paths = catalogue_selectors.category_paths()
     return render(request, "catalog/seller/dashboard.html", {"listings": listings, "paths": paths})
 
 
-def edit_context(request: HttpRequest, listing: Listing, **extra: object) -> dict[str, object]:
+def edit_context(request: SignedInRequest, listing: Listing, **extra: object) -> dict[str, object]:
     """What the edit page (and a draft's listing form) shows: photos, suggestions, category."""
     return {
         "listing": listing,
         "photos": list(listing.images.order_by("position", "id")),
-        "max_photos": services.LISTING_MAX_PHOTOS,
-        "remaining": max(0, services.LISTING_MAX_PHOTOS - listing.images.count()),
+        "max_photos": images.LISTING_MAX_PHOTOS,
+        "remaining": max(0, images.LISTING_MAX_PHOTOS - listing.images.count()),
         "direct_upload_url": direct_upload_url(),
         **suggestion_context(request, listing),
         **extra,
     }
 
 
-def suggestion_context(request: HttpRequest, listing: Listing) -> dict[str, object]:
+def suggestion_context(request: SignedInRequest, listing: Listing) -> dict[str, object]:
     """The suggestion panel's context. A draft's panel is the listing form's category field:
     `selected_id` is the category the seller picked there (sent back by each poll and photo
     change), else the category auto-accept preselected."""
@@ -132,7 +152,7 @@ def _poll_interval(panel: suggestions_selectors.ListingSuggestions) -> dict[str,
 
 @login_required
 @require_http_methods(["GET", "POST"])
-def listing_edit(request: HttpRequest, pk: int) -> HttpResponse:
+def listing_edit(request: SignedInRequest, pk: int) -> HttpResponse:
     """Edit page: details form, photo manager, suggestion panel and category choice."""
     listing = _own_listing(request, pk)
     if listing.published_at is None:
@@ -142,7 +162,7 @@ def listing_edit(request: HttpRequest, pk: int) -> HttpResponse:
     initial = {"title": listing.title, "description": listing.description, "price": listing.price}
     form = ListingForm(request.POST or None, initial=initial)
     if request.method == "POST" and form.is_valid():
-        services.listing_update(
+        listing_update(
             listing=listing,
             title=form.cleaned_data["title"],
             description=form.cleaned_data["description"],
@@ -157,17 +177,17 @@ def listing_edit(request: HttpRequest, pk: int) -> HttpResponse:
 
 @login_required
 @require_http_methods(["GET", "POST"])
-def listing_delete(request: HttpRequest, pk: int) -> HttpResponse:
+def listing_delete(request: SignedInRequest, pk: int) -> HttpResponse:
     """Confirm, then delete the listing with its photos."""
     listing = _own_listing(request, pk)
     if request.method == "POST":
-        services.listing_delete(listing=listing)
+        listings_services.listing_delete(listing=listing)
         messages.success(request, LISTING_DELETED)
         return redirect("catalog:seller-dashboard")
     return render(request, "catalog/seller/listing_confirm_delete.html", {"listing": listing})
 
 
-def photo_errors_keep(request: HttpRequest, rejected: list[services.RejectedPhoto]) -> None:
+def photo_errors_keep(request: SignedInRequest, rejected: list[RejectedPhoto]) -> None:
     """Carry refused files across a redirect, as messages the next page lists by the photos."""
     for item in rejected:
         messages.error(
@@ -175,10 +195,10 @@ def photo_errors_keep(request: HttpRequest, rejected: list[services.RejectedPhot
         )
 
 
-def photo_errors_kept(request: HttpRequest) -> list[services.RejectedPhoto]:
+def photo_errors_kept(request: SignedInRequest) -> list[RejectedPhoto]:
     """The refused files `photo_errors_keep` carried over (read once)."""
     return [
-        services.RejectedPhoto(filename=name, message=text)
+        RejectedPhoto(filename=name, message=text)
         for message in messages.get_messages(request)
         if PHOTO_ERROR_TAG in message.tags
         for name, _, text in [str(message).partition(PHOTO_ERROR_SEPARATOR)]
@@ -186,11 +206,11 @@ def photo_errors_kept(request: HttpRequest) -> list[services.RejectedPhoto]:
 
 
 def _photos_response(
-    request: HttpRequest, listing: Listing, rejected: list[services.RejectedPhoto]
+    request: SignedInRequest, listing: Listing, rejected: list[RejectedPhoto]
 ) -> HttpResponse:
     """The photo manager partial for htmx (with the suggestion panel swapped out of band), else a
     redirect to the edit page with the errors as messages."""
-    if request.htmx:  # type: ignore[attr-defined]
+    if request.htmx:
         context = edit_context(request, listing, rejected=rejected, oob=True)
         return render(request, "catalog/seller/_photos_update.html", context)
     photo_errors_keep(request, rejected)
@@ -199,18 +219,18 @@ def _photos_response(
 
 @login_required
 @require_POST
-def photos_add(request: HttpRequest, pk: int) -> HttpResponse:
+def photos_add(request: SignedInRequest, pk: int) -> HttpResponse:
     """Add photos to a listing; each refused file gets its own message, the valid ones are kept."""
     listing = _own_listing(request, pk)
     rejected = photos_store(request, listing).rejected
     if not photo_count(request):
-        rejected = [services.RejectedPhoto(filename="", message=PHOTOS_REQUIRED)]
+        rejected = [RejectedPhoto(filename="", message=PHOTOS_REQUIRED)]
     return _photos_response(request, listing, rejected)
 
 
 @login_required
 @require_POST
-def photo_uploads(request: HttpRequest) -> JsonResponse:
+def photo_uploads(request: SignedInRequest) -> JsonResponse:
     """Presigned POSTs for photos the browser sends straight to the bucket (S3 storage only).
 
     Body: JSON `{"files": [{"name": str, "type": str, "size": int}, ...]}`, at most
@@ -218,25 +238,25 @@ def photo_uploads(request: HttpRequest) -> JsonResponse:
     `{"url", "fields", "token"}` or `{"error": message}` for a file that could never be accepted
     (type, size). 404 when photos are stored locally, 400 for a malformed body.
     """
-    if not services.direct_uploads_enabled():
+    if not direct_uploads_enabled():
         raise Http404("photos are uploaded through the web app")
     try:
         files = json.loads(request.body)["files"]
         described = [(str(f["name"]), str(f["type"]), int(f["size"])) for f in files]
     except (ValueError, KeyError, TypeError):
         return JsonResponse({"error": UPLOAD_REQUEST_MALFORMED}, status=400)
-    if len(described) > services.LISTING_MAX_PHOTOS:
+    if len(described) > images.LISTING_MAX_PHOTOS:
         return JsonResponse({"error": TOO_MANY_PHOTOS}, status=400)
     uploads: list[dict[str, object]] = []
     for name, content_type, size in described:
         try:
-            upload = services.photo_upload_presign(
-                seller=request.user,  # type: ignore[arg-type]
+            upload = photo_upload_presign(
+                seller=request.user,
                 filename=name,
                 content_type=content_type,
                 size=size,
             )
-        except services.UploadRejected as error:
+        except UploadRejected as error:
             uploads.append({"error": str(error)})
             continue
         uploads.append({"url": upload.url, "fields": upload.fields, "token": upload.token})
@@ -245,21 +265,21 @@ def photo_uploads(request: HttpRequest) -> JsonResponse:
 
 @login_required
 @require_POST
-def photo_delete(request: HttpRequest, pk: int, image_id: int) -> HttpResponse:
+def photo_delete(request: SignedInRequest, pk: int, image_id: int) -> HttpResponse:
     """Remove one photo (not the last one)."""
     listing = _own_listing(request, pk)
     image = get_object_or_404(listing.images, pk=image_id)
-    rejected: list[services.RejectedPhoto] = []
+    rejected: list[RejectedPhoto] = []
     try:
-        services.listing_image_delete(image=image)
-    except services.ListingRuleBroken as error:
-        rejected = [services.RejectedPhoto(filename="", message=str(error))]
+        listing_image_delete(image=image)
+    except ListingRuleBroken as error:
+        rejected = [RejectedPhoto(filename="", message=str(error))]
     return _photos_response(request, listing, rejected)
 
 
 @login_required
 @require_POST
-def photo_move(request: HttpRequest, pk: int, image_id: int) -> HttpResponse:
+def photo_move(request: SignedInRequest, pk: int, image_id: int) -> HttpResponse:
     """Move one photo one place earlier or later (`direction` = "earlier" or "later")."""
     listing = _own_listing(request, pk)
     order = list(listing.images.order_by("position", "id").values_list("pk", flat=True))
@@ -269,18 +289,18 @@ def photo_move(request: HttpRequest, pk: int, image_id: int) -> HttpResponse:
     target = index - 1 if request.POST.get("direction") == "earlier" else index + 1
     if 0 <= target < len(order):
         order[index], order[target] = order[target], order[index]
-        services.listing_images_reorder(listing=listing, image_ids=order)
+        listing_images_reorder(listing=listing, image_ids=order)
     return _photos_response(request, listing, [])
 
 
 @login_required
 @require_POST
-def photos_reorder(request: HttpRequest, pk: int) -> HttpResponse:
+def photos_reorder(request: SignedInRequest, pk: int) -> HttpResponse:
     """Put the photos in the order given as `order` = comma-separated photo ids (drag and drop)."""
     listing = _own_listing(request, pk)
     try:
         ids = [int(part) for part in request.POST.get("order", "").split(",") if part.strip()]
-        services.listing_images_reorder(listing=listing, image_ids=ids)
+        listing_images_reorder(listing=listing, image_ids=ids)
     except ValueError:
         return HttpResponseBadRequest("order must list each photo of the listing once")
     return _photos_response(request, listing, [])
@@ -288,7 +308,7 @@ def photos_reorder(request: HttpRequest, pk: int) -> HttpResponse:
 
 @login_required
 @require_GET
-def suggestions_panel(request: HttpRequest, pk: int) -> HttpResponse:
+def suggestions_panel(request: SignedInRequest, pk: int) -> HttpResponse:
     """The suggestion panel partial; while photos wait for the worker it asks to be polled again."""
     listing = _own_listing(request, pk)
     context = suggestion_context(request, listing)
@@ -297,7 +317,7 @@ def suggestions_panel(request: HttpRequest, pk: int) -> HttpResponse:
 
 @login_required
 @require_POST
-def category_set(request: HttpRequest, pk: int) -> HttpResponse:
+def category_set(request: SignedInRequest, pk: int) -> HttpResponse:
     """The seller accepts a suggestion or picks a category from the tree (source SELLER)."""
     listing = _own_listing(request, pk)
     category = Category.objects.filter(pk=request.POST.get("category") or 0, is_active=True).first()
@@ -305,13 +325,13 @@ def category_set(request: HttpRequest, pk: int) -> HttpResponse:
     if category is None:
         error = CATEGORY_UNKNOWN
     else:
-        services.listing_category_set(
+        listing_category_set(
             listing=listing,
             category=category,
             source=CategorySource.SELLER,
-            actor=request.user,  # type: ignore[arg-type]
+            actor=request.user,
         )
-    if request.htmx:  # type: ignore[attr-defined]
+    if request.htmx:
         context = suggestion_context(request, listing)
         context["category_error"] = error
         context["just_saved"] = not error

@@ -138,7 +138,7 @@ def train_tail(
                 logits, truth[partner], label_smoothing=0.1
             )
         optimiser.zero_grad()
-        loss.backward()  # type: ignore[no-untyped-call]
+        loss.backward()
         optimiser.step()
         schedule.step()
         if average is not None:

@@ -10,8 +10,8 @@ from pathlib import Path
 from django.conf import settings
 from django.db import transaction
 
-from catalog import services
 from catalog.models import CategorySuggestion, ClassificationStatus, Listing, ListingImage
+from catalog.services.images import image_add
 
 #: Replaces a stored photo file at the path it is given (e.g. `os.mkfifo`, `Path.mkdir`).
 Sabotage = Callable[[Path], object]
@@ -22,7 +22,7 @@ def photos_upload(photo_paths: Sequence[Path], count: int, *, listing: Listing) 
     their tasks are published together at commit. Returns their ids."""
     with transaction.atomic():
         images = [
-            services.image_add(
+            image_add(
                 listing=listing, upload=photo_paths[i % len(photo_paths)].read_bytes(), filename=f"{i}.jpg"
             )
             for i in range(count)
@@ -42,7 +42,7 @@ def upload_with_culprit(
     task is sent, uploaded in one transaction with `mates` photos of `listing` (its batch-mates).
     Returns (culprit id, batch-mate ids)."""
     with transaction.atomic():
-        culprit = services.image_add(
+        culprit = image_add(
             listing=culprit_listing, upload=photo_paths[0].read_bytes(), filename="culprit.jpg"
         )
         path = Path(settings.MEDIA_ROOT) / str(culprit.file.name)

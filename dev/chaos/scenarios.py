@@ -14,9 +14,10 @@ from pathlib import Path
 from django.contrib.auth import get_user_model
 from django.db import connections
 
-from catalog import services
 from catalog.models import Listing, ListingImage
 from catalog.queueing import classifier_readiness, queue_depths
+from catalog.services.images import PHOTO_UNREADABLE_AFTER_RETRIES, images_requeue_stuck
+from catalog.services.listings import listing_create, listing_delete
 from classifier.integrity import manifest_path
 from dev.chaos import cache
 from dev.chaos.photos import (
@@ -92,7 +93,7 @@ class Run:
 
     def listing(self, title: str) -> Listing:
         seller, _ = get_user_model().objects.get_or_create(username="chaos-seller")
-        return services.listing_create(seller=seller, title=title)
+        return listing_create(seller=seller, title=title)
 
 
 def _settle(row: Row, began: float, image_ids: list[int], timeout: float = SETTLE_S) -> Row:
@@ -121,7 +122,7 @@ def worker_kill(run: Run) -> Row:
     began = time.monotonic()
     kill_worker(worker)
     run.main_worker()  # a replacement, as an orchestrator would start one
-    services.images_requeue_stuck(older_than_s=0)  # the sweeper, as beat runs it every minute
+    images_requeue_stuck(older_than_s=0)  # the sweeper, as beat runs it every minute
     return _settle(Row("worker-kill", "SIGKILL of the whole worker, then a new one", 12), began, image_ids)
 
 
@@ -134,7 +135,7 @@ def redis_restart(run: Run) -> Row:
     began = time.monotonic()
     run.servers.restart_redis()  # queued and unacknowledged messages are gone
     _reconnect()
-    services.images_requeue_stuck(older_than_s=0)
+    images_requeue_stuck(older_than_s=0)
     fault = f"Redis killed and restarted empty mid-batch, {queued} photos still queued"
     row = _settle(Row("redis-restart", fault, 40), began, image_ids)
     row.ok = row.ok and worker.process.poll() is None
@@ -174,7 +175,7 @@ def deleted_listing(run: Run) -> Row:
     fifo = stored_path(culprit)
     writer = wait_for(lambda: fifo_writer(fifo), timeout=60)  # the worker is reading it now
     began = time.monotonic()
-    services.listing_delete(listing=doomed)
+    listing_delete(listing=doomed)
     with os.fdopen(writer, "wb") as pipe:
         pipe.write(run.photo_paths[0].read_bytes())
     row = _settle(Row("deleted-listing", "listing deleted while its photo was read", 7), began, mates, 60)
@@ -194,7 +195,7 @@ def storage_error(run: Run) -> Row:
         mates=6,
     )
     attempts = int(RETRIES["TASK_MAX_RETRIES"]) + 1
-    reason = services.PHOTO_UNREADABLE_AFTER_RETRIES.format(attempts=attempts, error="IsADirectoryError")
+    reason = PHOTO_UNREADABLE_AFTER_RETRIES.format(attempts=attempts, error="IsADirectoryError")
     run.expected_failures[culprit] = reason
     began = time.monotonic()
     row = _settle(Row("storage-error", "a read error (EISDIR) on one photo of 7", 7), began, mates, 60)

@@ -8,28 +8,22 @@ import pytest
 from django.test import Client
 from django.urls import reverse
 
-from catalog import services
 from catalog.access import MODEL_MANAGER_GROUP
 from catalog.activation import DROPS_A_CATEGORY, LOSES_RECALL, activation_objections
 from catalog.models import Category, CategorySource, ModelActivation, ModelComparison, ModelVersion
+from catalog.services.registry import ActivationRefused, model_comparison_record, model_version_activate
 from catalog.views.registry import ACTIVATED, OVERRIDE_NEEDS_CONFIRMATION
-from tests.catalog.review_helpers import staff_user, version
-from tests.factories import ListingFactory
+from tests.catalog.review_helpers import staff_user
+from tests.factories import ListingFactory, ModelVersionFactory
 
 pytestmark = pytest.mark.django_db
 
 TEN = ["dress", "hat", "longsleeve", "outwear", "pants", "shirt", "shoes", "shorts", "skirt", "t-shirt"]
 
 
-def served(row: ModelVersion, classes: list[str]) -> ModelVersion:
-    ModelVersion.objects.filter(pk=row.pk).update(head_manifest={"version": row.name, "classes": classes})
-    row.refresh_from_db()
-    return row
-
-
 def compared(candidate: ModelVersion, active: ModelVersion, recall: dict[str, tuple[float, float, int]]):
     """A comparison as the worker records it: per category (candidate, baseline, photos)."""
-    return services.model_comparison_record(
+    return model_comparison_record(
         candidate=candidate,
         baseline=active,
         photos=sum(n for _, _, n in recall.values()),
@@ -45,20 +39,20 @@ def compared(candidate: ModelVersion, active: ModelVersion, recall: dict[str, tu
 
 def published_in(slug: str, count: int = 1) -> None:
     for _ in range(count):
-        ListingFactory(category=Category.objects.get(slug=slug), category_source=CategorySource.SELLER)
+        ListingFactory.create(category=Category.objects.get(slug=slug), category_source=CategorySource.SELLER)
 
 
 def test_a_candidate_that_drops_categories_with_listings_is_refused_with_the_reason() -> None:
     # given the active version knows ten categories, a candidate five, and skirts have listings
-    active = served(version("lite0+ten", active=True), TEN)
-    candidate = served(version("lite0+five"), TEN[:5])
+    active = ModelVersionFactory.create(name="lite0+ten", is_active=True, classes=TEN)
+    candidate = ModelVersionFactory.create(name="lite0+five", classes=TEN[:5])
     published_in("skirt", 2)
     comparison = compared(candidate, active, {"dress": (0.9, 0.9, 30)})
     user = staff_user(can_activate=True)
 
     # when staff activate it
-    with pytest.raises(services.ActivationRefused) as refused:
-        services.model_version_activate(version=candidate, actor=user)
+    with pytest.raises(ActivationRefused) as refused:
+        model_version_activate(version=candidate, actor=user)
 
     # then it is refused, naming the dropped category that has listings (not those without)
     expected = DROPS_A_CATEGORY.format(
@@ -78,8 +72,8 @@ def test_a_candidate_that_drops_categories_with_listings_is_refused_with_the_rea
 
 
 def test_recall_may_not_drop_more_than_5_points_on_a_category_with_20_photos() -> None:
-    active = served(version("lite0+a", active=True), TEN)
-    candidate = served(version("lite0+b"), TEN)
+    active = ModelVersionFactory.create(name="lite0+a", is_active=True, classes=TEN)
+    candidate = ModelVersionFactory.create(name="lite0+b", classes=TEN)
     comparison = compared(
         candidate,
         active,
@@ -109,17 +103,17 @@ def test_recall_may_not_drop_more_than_5_points_on_a_category_with_20_photos() -
 
 
 def test_staff_override_only_with_a_written_reason_which_the_history_keeps() -> None:
-    active = served(version("lite0+ten", active=True), TEN)
-    candidate = served(version("lite0+five"), TEN[:5])
+    active = ModelVersionFactory.create(name="lite0+ten", is_active=True, classes=TEN)
+    candidate = ModelVersionFactory.create(name="lite0+five", classes=TEN[:5])
     published_in("skirt")
     compared(candidate, active, {})
     user = staff_user(can_activate=True)
 
     # a blank reason is no reason
-    with pytest.raises(services.ActivationRefused):
-        services.model_version_activate(version=candidate, actor=user, override_reason="   ")
+    with pytest.raises(ActivationRefused):
+        model_version_activate(version=candidate, actor=user, override_reason="   ")
 
-    activation = services.model_version_activate(
+    activation = model_version_activate(
         version=candidate, actor=user, override_reason="Skirts move to a new category next week."
     )
 
@@ -130,18 +124,18 @@ def test_staff_override_only_with_a_written_reason_which_the_history_keeps() -> 
 
 
 def test_a_candidate_without_objections_activates_and_keeps_no_reason() -> None:
-    active = served(version("lite0+a", active=True), TEN)
-    candidate = served(version("lite0+b"), TEN)
+    active = ModelVersionFactory.create(name="lite0+a", is_active=True, classes=TEN)
+    candidate = ModelVersionFactory.create(name="lite0+b", classes=TEN)
     compared(candidate, active, {"dress": (0.92, 0.90, 30)})
-    activation = services.model_version_activate(
+    activation = model_version_activate(
         version=candidate, actor=staff_user(can_activate=True), override_reason="not needed"
     )
     assert (activation.override_reason, activation.objections) == ("", [])
 
 
 def test_the_version_page_shows_the_objections_and_overrides_only_when_confirmed(client: Client) -> None:
-    active = served(version("lite0+ten", active=True), TEN)
-    candidate = served(version("lite0+five"), TEN[:5])
+    active = ModelVersionFactory.create(name="lite0+ten", is_active=True, classes=TEN)
+    candidate = ModelVersionFactory.create(name="lite0+five", classes=TEN[:5])
     published_in("skirt")
     compared(candidate, active, {"dress": (0.7, 0.9, 20)})
     client.force_login(staff_user(groups=[MODEL_MANAGER_GROUP]))

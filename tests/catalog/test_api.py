@@ -8,8 +8,9 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from knox.models import AuthToken
 from rest_framework.test import APIClient
 
-from catalog import services
 from catalog.models import Category, CategorySource, Listing, ListingImage
+from catalog.services.images import image_classification_fail, listing_photos_add
+from catalog.services.suggestions import ScoredCategory, image_classification_record, model_version_ensure
 from catalog.uploads import UPLOAD_NOT_AN_IMAGE
 from tests import photo_bytes as pb
 from tests.api_errors import api_error
@@ -24,18 +25,18 @@ def photo(name: str = "a.jpg", data: bytes | None = None) -> SimpleUploadedFile:
 
 @pytest.fixture
 def api() -> APIClient:
-    user = UserFactory()
+    user = UserFactory.create()
     client = APIClient()
     _, token = AuthToken.objects.create(user=user)
     client.credentials(HTTP_AUTHORIZATION=f"Token {token}")
-    client.user = user  # type: ignore[attr-defined]
+    client.user = user
     return client
 
 
 def record_suggestion(image: ListingImage, scores: list[tuple[str, float]]) -> None:
-    version = services.model_version_ensure(name="test-model")
-    top_k = [services.ScoredCategory(slug=slug, confidence=conf) for slug, conf in scores]
-    services.image_classification_record(image=image, model_version=version, top_k=top_k)
+    version = model_version_ensure(name="test-model")
+    top_k = [ScoredCategory(slug=slug, confidence=conf) for slug, conf in scores]
+    image_classification_record(image=image, model_version=version, top_k=top_k)
 
 
 def test_anonymous_callers_are_refused() -> None:
@@ -45,7 +46,7 @@ def test_anonymous_callers_are_refused() -> None:
 
 
 def test_a_token_is_obtained_with_username_and_password() -> None:
-    UserFactory(username="tok")
+    UserFactory.create(username="tok")
     response = APIClient().post("/api/token", {"username": "tok", "password": "a-long-test-password"})
     assert response.status_code == 200
     assert len(response.json()["token"]) == 64
@@ -85,8 +86,8 @@ def test_listing_crud_for_the_owner(api: APIClient) -> None:
 
 def test_other_sellers_listings_are_404_and_unchanged(api: APIClient) -> None:
     # given someone else's listing with a photo
-    listing = ListingFactory(title="Theirs")
-    (image,) = services.listing_photos_add(listing=listing, files=[("a.jpg", pb.jpeg_bytes())]).added
+    listing = ListingFactory.create(title="Theirs")
+    (image,) = listing_photos_add(listing=listing, files=[("a.jpg", pb.jpeg_bytes())]).added
     url = f"/api/listings/{listing.pk}/"
 
     # then every endpoint answers 404
@@ -105,7 +106,7 @@ def test_other_sellers_listings_are_404_and_unchanged(api: APIClient) -> None:
 
 
 def test_photo_upload_validates_like_the_pages(api: APIClient) -> None:
-    listing = ListingFactory(seller=api.user)  # type: ignore[attr-defined]
+    listing = ListingFactory.create(seller=api.user)
     url = f"/api/listings/{listing.pk}/photos/"
 
     good = api.post(url, {"file": photo()}, format="multipart")
@@ -122,8 +123,8 @@ def test_photo_upload_validates_like_the_pages(api: APIClient) -> None:
 
 
 def test_suggestions_and_accepting_one(api: APIClient) -> None:
-    listing = ListingFactory(seller=api.user)  # type: ignore[attr-defined]
-    (image,) = services.listing_photos_add(listing=listing, files=[("a.jpg", pb.jpeg_bytes())]).added
+    listing = ListingFactory.create(seller=api.user)
+    (image,) = listing_photos_add(listing=listing, files=[("a.jpg", pb.jpeg_bytes())]).added
     url = f"/api/listings/{listing.pk}/"
     assert api.get(url + "suggestions/").json()["state"] == "pending"
 
@@ -159,7 +160,7 @@ def test_classify_answers_202_with_a_url_to_poll_then_the_top_5(api: APIClient, 
     body = response.json()
     assert response["Location"] == body["poll_url"]
     image = ListingImage.objects.get(pk=body["image_id"])
-    assert (image.listing.seller, image.listing.is_probe) == (api.user, True)  # type: ignore[attr-defined]
+    assert (image.listing.seller, image.listing.is_probe) == (api.user, True)
     assert api.get(body["poll_url"]).status_code == 202
 
     # when the worker has answered, the poll gives the top-5
@@ -175,7 +176,7 @@ def test_classify_answers_202_with_a_url_to_poll_then_the_top_5(api: APIClient, 
     ]
     # and nobody else can read it
     other = APIClient()
-    other.force_authenticate(UserFactory())
+    other.force_authenticate(UserFactory.create())
     assert other.get(body["poll_url"]).status_code == 404
 
 
@@ -190,7 +191,7 @@ def test_classify_refuses_bad_files_and_reports_failures(api: APIClient, setting
 
     accepted = api.post("/api/classify", {"file": photo()}, format="multipart").json()
     image = ListingImage.objects.get(pk=accepted["image_id"])
-    services.image_classification_fail(image=image, reason="No luck.")
+    image_classification_fail(image=image, reason="No luck.")
     failed = api.get(accepted["poll_url"])
     assert (failed.status_code, failed.json()["failure_reason"]) == (422, "No luck.")
 
@@ -205,7 +206,7 @@ def test_session_authentication_needs_csrf(client) -> None:
     # given a seller logged in with a session, on a client that checks CSRF
     from django.test import Client
 
-    user = UserFactory()
+    user = UserFactory.create()
     session_client = Client(enforce_csrf_checks=True)
     session_client.force_login(user)
 

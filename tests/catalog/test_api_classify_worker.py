@@ -17,7 +17,7 @@ pytestmark = [pytest.mark.worker, pytest.mark.usefixtures("taxonomy")]
 
 def _caller() -> APIClient:
     client = APIClient()
-    client.force_authenticate(UserFactory())
+    client.force_authenticate(UserFactory.create())
     return client
 
 
@@ -49,7 +49,7 @@ def test_classify_answers_202_and_the_poll_url_leads_to_the_top_5(
 
     # and polling that URL as a client would reaches the top-5, best first, with a model version
     done = wait_for(lambda: (r := client.get(poll_url)).status_code == 200 and r, timeout=120, interval=0.2)
-    _assert_top_5(done.json())  # type: ignore[attr-defined]
+    _assert_top_5(done.json())
 
 
 def test_a_threaded_web_process_answers_with_the_top_5_within_the_wait(

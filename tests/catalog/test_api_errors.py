@@ -8,10 +8,9 @@ import pytest
 from django.test import Client, RequestFactory
 from rest_framework.test import APIClient
 
-from catalog import services
 from catalog.api import errors
 from catalog.selectors import catalogue as catalogue_selectors
-from catalog.services import LISTING_NEEDS_A_PHOTO
+from catalog.services.images import LISTING_NEEDS_A_PHOTO, listing_photos_add
 from tests import photo_bytes as pb
 from tests.api_errors import api_error
 from tests.factories import ListingFactory, UserFactory
@@ -23,8 +22,8 @@ pytestmark = pytest.mark.django_db
 def api() -> APIClient:
     """A seller's API client (how it authenticates does not matter here)."""
     client = APIClient()
-    client.user = UserFactory()  # type: ignore[attr-defined]
-    client.force_authenticate(client.user)  # type: ignore[attr-defined]
+    client.user = UserFactory.create()
+    client.force_authenticate(client.user)
     return client
 
 
@@ -103,8 +102,8 @@ def test_django_s_own_errors_are_json_under_api_and_pages_elsewhere() -> None:
 
 
 def test_removing_a_listing_s_only_photo_is_a_conflict_and_keeps_it(api: APIClient) -> None:
-    listing = ListingFactory(seller=api.user)  # type: ignore[attr-defined]
-    (image,) = services.listing_photos_add(listing=listing, files=[("a.jpg", pb.jpeg_bytes())]).added
+    listing = ListingFactory.create(seller=api.user)
+    (image,) = listing_photos_add(listing=listing, files=[("a.jpg", pb.jpeg_bytes())]).added
 
     response = api.delete(f"/api/listings/{listing.pk}/photos/{image.pk}/")
 

@@ -4,22 +4,31 @@ test_middleware.py.)"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import timedelta
 
 import pytest
+from django.contrib.auth.models import User
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 from django.utils import timezone
 from knox.models import AuthToken
+from pytest_django import DjangoCaptureOnCommitCallbacks, Settings
 from rest_framework.test import APIClient
 
-from catalog import services
 from catalog.api import views as api_views
 from catalog.api.tokens import TOO_MANY_TOKENS
 from catalog.models import ClassificationStatus, Listing, ListingImage
+from catalog.services.images import image_add
+from catalog.services.retention import (
+    TOO_MANY_PROBES_WAITING,
+    api_tokens_delete_expired,
+    classify_probes_delete_expired,
+)
 from catalog.views.accounts import LOGIN_LOCKED_OUT
 from tests import photo_bytes as pb
 from tests.api_errors import api_error
+from tests.conftest import stored_name
 from tests.factories import ListingFactory, UserFactory
 
 pytestmark = pytest.mark.django_db
@@ -31,7 +40,7 @@ def photo() -> SimpleUploadedFile:
     return SimpleUploadedFile("a.jpg", pb.jpeg_bytes(), content_type="image/jpeg")
 
 
-def token_client(user) -> APIClient:  # type: ignore[no-untyped-def]
+def token_client(user: User) -> APIClient:
     client = APIClient()
     _, token = AuthToken.objects.create(user=user)
     client.credentials(HTTP_AUTHORIZATION=f"Token {token}")
@@ -39,7 +48,7 @@ def token_client(user) -> APIClient:  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture
-def rates(settings):  # type: ignore[no-untyped-def]
+def rates(settings: Settings) -> Callable[..., None]:
     """Set some throttle rates for one test: rates(classify="2/minute")."""
 
     def set_rates(**scopes: str) -> None:
@@ -55,7 +64,7 @@ def rates(settings):  # type: ignore[no-untyped-def]
 
 def test_a_token_works_until_it_is_revoked_or_expires() -> None:
     # given a token obtained with a username and password
-    user = UserFactory(username="tok")
+    user = UserFactory.create(username="tok")
     obtained = APIClient().post("/api/token", {"username": "tok", "password": PASSWORD}).json()
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Token {obtained['token']}")
@@ -77,7 +86,7 @@ def test_a_token_works_until_it_is_revoked_or_expires() -> None:
 
 def test_revoke_all_ends_every_token_of_the_caller_only() -> None:
     # given two tokens of one user and one of another
-    user, stranger = UserFactory(), UserFactory()
+    user, stranger = UserFactory.create(), UserFactory.create()
     first, second, theirs = token_client(user), token_client(user), token_client(stranger)
 
     # when one of the user's tokens revokes them all
@@ -87,10 +96,10 @@ def test_revoke_all_ends_every_token_of_the_caller_only() -> None:
     assert [c.get("/api/listings/").status_code for c in (first, second, theirs)] == [401, 401, 200]
 
 
-def test_a_user_holds_a_bounded_number_of_tokens(settings) -> None:  # type: ignore[no-untyped-def]
+def test_a_user_holds_a_bounded_number_of_tokens(settings: Settings) -> None:
     # given at most two unexpired tokens per user, and a user holding two and an expired one
     settings.API_TOKENS_PER_USER = 2
-    user = UserFactory(username="many")
+    user = UserFactory.create(username="many")
     token_client(user), token_client(user)
     expired, _ = AuthToken.objects.create(user=user, expiry=timedelta(seconds=-1))
 
@@ -104,7 +113,7 @@ def test_a_user_holds_a_bounded_number_of_tokens(settings) -> None:  # type: ign
     )
     assert AuthToken.objects.filter(user=user).count() == 3
     # and the sweep deletes only the expired one
-    assert services.api_tokens_delete_expired() == 1
+    assert api_tokens_delete_expired() == 1
     assert not AuthToken.objects.filter(pk=expired.pk).exists()
     assert AuthToken.objects.filter(user=user).count() == 2
 
@@ -112,10 +121,10 @@ def test_a_user_holds_a_bounded_number_of_tokens(settings) -> None:  # type: ign
 # --- throttles ------------------------------------------------------------------------------------
 
 
-def test_the_token_endpoint_is_throttled_per_address(rates) -> None:  # type: ignore[no-untyped-def]
+def test_the_token_endpoint_is_throttled_per_address(rates: Callable[..., None]) -> None:
     # given three token requests a minute per address
     rates(token="3/minute")
-    UserFactory(username="tok")
+    UserFactory.create(username="tok")
     client = APIClient()
     wrong = {"username": "tok", "password": "guess"}
 
@@ -130,10 +139,10 @@ def test_the_token_endpoint_is_throttled_per_address(rates) -> None:  # type: ig
     assert elsewhere.status_code == 200
 
 
-def test_classify_is_throttled_per_user(rates, settings) -> None:  # type: ignore[no-untyped-def]
+def test_classify_is_throttled_per_user(rates: Callable[..., None], settings: Settings) -> None:
     # given two classifications a minute per user
     rates(classify="2/minute")
-    first, second = token_client(UserFactory()), token_client(UserFactory())
+    first, second = token_client(UserFactory.create()), token_client(UserFactory.create())
 
     # when one user sends three photos and another one
     statuses = [
@@ -147,12 +156,12 @@ def test_classify_is_throttled_per_user(rates, settings) -> None:  # type: ignor
     assert ListingImage.objects.count() == 3
 
 
-def test_photo_uploads_are_throttled_and_other_endpoints_are_not(rates) -> None:  # type: ignore[no-untyped-def]
+def test_photo_uploads_are_throttled_and_other_endpoints_are_not(rates: Callable[..., None]) -> None:
     # given one photo upload a minute per user
     rates(uploads="1/minute")
-    user = UserFactory()
+    user = UserFactory.create()
     client = token_client(user)
-    listing = ListingFactory(seller=user)
+    listing = ListingFactory.create(seller=user)
     url = f"/api/listings/{listing.pk}/photos/"
 
     # when they upload twice, then read their listing
@@ -165,10 +174,10 @@ def test_photo_uploads_are_throttled_and_other_endpoints_are_not(rates) -> None:
     assert listing.images.count() == 1
 
 
-def test_every_endpoint_has_a_per_user_and_an_anonymous_rate(rates) -> None:  # type: ignore[no-untyped-def]
+def test_every_endpoint_has_a_per_user_and_an_anonymous_rate(rates: Callable[..., None]) -> None:
     # given three requests a minute per user and two per anonymous address
     rates(user="3/minute", anon="2/minute")
-    client = token_client(UserFactory())
+    client = token_client(UserFactory.create())
     anonymous = APIClient()
 
     # when each sends one more than that (anonymous callers reach only the open endpoints)
@@ -180,7 +189,9 @@ def test_every_endpoint_has_a_per_user_and_an_anonymous_rate(rates) -> None:  # 
     assert anonymous_statuses == [405, 405, 429]
 
 
-def test_a_forged_forwarded_for_header_does_not_escape_the_throttle(rates, settings) -> None:  # type: ignore[no-untyped-def]
+def test_a_forged_forwarded_for_header_does_not_escape_the_throttle(
+    rates: Callable[..., None], settings: Settings
+) -> None:
     # given two anonymous requests a minute per address, and no proxy in front (the default)
     rates(anon="2/minute")
     client = APIClient()
@@ -200,15 +211,15 @@ def test_a_forged_forwarded_for_header_does_not_escape_the_throttle(rates, setti
     assert behind_proxy == [405, 405, 405]
 
 
-def test_throttles_fail_open_when_the_cache_is_down(rates, settings) -> None:  # type: ignore[no-untyped-def]
+def test_throttles_fail_open_when_the_cache_is_down(rates: Callable[..., None], settings: Settings) -> None:
     # given a cache nobody listens on (Redis down) and tight rates
     settings.CACHES = {
         "default": {**settings.CACHES["default"], "LOCATION": "redis://127.0.0.1:9/0"},
     }
     rates(user="1/minute", uploads="1/minute")
-    user = UserFactory()
+    user = UserFactory.create()
     client = token_client(user)
-    listing = ListingFactory(seller=user)
+    listing = ListingFactory.create(seller=user)
 
     # when the user reads and uploads twice
     reads = [client.get("/api/listings/").status_code for _ in range(2)]
@@ -224,14 +235,16 @@ def test_throttles_fail_open_when_the_cache_is_down(rates, settings) -> None:  #
 # --- login lockout (django-axes) -------------------------------------------------------------------
 
 
-def _cooloff_minutes(settings) -> int:  # type: ignore[no-untyped-def]
+def _cooloff_minutes(settings: Settings) -> int:
     return max(1, round(settings.AXES_COOLOFF_TIME.total_seconds() / 60))
 
 
-def test_repeated_wrong_passwords_lock_that_username_from_that_address(client: Client, settings) -> None:  # type: ignore[no-untyped-def]
+def test_repeated_wrong_passwords_lock_that_username_from_that_address(
+    client: Client, settings: Settings
+) -> None:
     # given a seller, and five wrong passwords for them from one address
-    UserFactory(username="sam")
-    UserFactory(username="kim")
+    UserFactory.create(username="sam")
+    UserFactory.create(username="kim")
     for _ in range(settings.AXES_FAILURE_LIMIT):
         client.post("/accounts/login/", {"username": "sam", "password": "guess"})
 
@@ -249,9 +262,9 @@ def test_repeated_wrong_passwords_lock_that_username_from_that_address(client: C
     assert (elsewhere.status_code, other_user.status_code) == (302, 302)
 
 
-def test_the_token_endpoint_shares_the_login_lockout(settings) -> None:  # type: ignore[no-untyped-def]
+def test_the_token_endpoint_shares_the_login_lockout(settings: Settings) -> None:
     # given five wrong passwords sent to POST /api/token
-    UserFactory(username="tok")
+    UserFactory.create(username="tok")
     client = APIClient()
     for _ in range(settings.AXES_FAILURE_LIMIT):
         client.post("/api/token", {"username": "tok", "password": "guess"})
@@ -270,18 +283,20 @@ def test_the_token_endpoint_shares_the_login_lockout(settings) -> None:  # type:
 # --- POST /api/classify: waiting, probe cap and retention ------------------------------------------
 
 
-def test_classify_waits_only_on_a_threaded_server_with_a_free_place(monkeypatch, settings) -> None:  # type: ignore[no-untyped-def]
+def test_classify_waits_only_on_a_threaded_server_with_a_free_place(
+    monkeypatch: pytest.MonkeyPatch, settings: Settings
+) -> None:
     # given a wait of 2 s and one waiting place per process
     settings.CLASSIFY_API_WAIT_S = 2.0
     settings.CLASSIFY_API_WAITERS = 1
     waits: list[float] = []
 
-    def wait(image, *, timeout_s):  # type: ignore[no-untyped-def]
+    def wait(image: ListingImage, *, timeout_s: float) -> ListingImage:
         waits.append(timeout_s)
         return image
 
     monkeypatch.setattr(api_views, "_wait_for_worker", wait)
-    client = token_client(UserFactory())
+    client = token_client(UserFactory.create())
 
     # when posted to a single-threaded worker, to a threaded one, and with the place taken
     single = client.post("/api/classify", {"file": photo()}, format="multipart")
@@ -302,11 +317,11 @@ def test_classify_waits_only_on_a_threaded_server_with_a_free_place(monkeypatch,
 
 
 def test_probes_are_capped_per_user_and_finished_ones_make_room(
-    settings, django_capture_on_commit_callbacks
-) -> None:  # type: ignore[no-untyped-def]
+    settings: Settings, django_capture_on_commit_callbacks: DjangoCaptureOnCommitCallbacks
+) -> None:
     # given at most two probes per user, and a user with two photos waiting
     settings.CLASSIFY_PROBES_PER_USER = 2
-    user = UserFactory()
+    user = UserFactory.create()
     client = token_client(user)
     first, second = (
         client.post("/api/classify", {"file": photo()}, format="multipart").json() for _ in range(2)
@@ -316,13 +331,13 @@ def test_probes_are_capped_per_user_and_finished_ones_make_room(
     refused = client.post("/api/classify", {"file": photo()}, format="multipart")
     assert (refused.status_code, refused.json()) == (
         429,
-        api_error("throttled", services.TOO_MANY_PROBES_WAITING.format(limit=2)),
+        api_error("throttled", TOO_MANY_PROBES_WAITING.format(limit=2)),
     )
     assert Listing.objects.filter(is_probe=True).count() == 2
 
     # when the first is classified, a third is accepted and the first probe is deleted, file too
     oldest = ListingImage.objects.get(pk=first["image_id"])
-    stored = oldest.file.name
+    stored = stored_name(oldest)
     ListingImage.objects.filter(pk=oldest.pk).update(status=ClassificationStatus.DONE)
     with django_capture_on_commit_callbacks(execute=True):
         third = client.post("/api/classify", {"file": photo()}, format="multipart")
@@ -334,27 +349,27 @@ def test_probes_are_capped_per_user_and_finished_ones_make_room(
 
 
 def test_probes_past_retention_are_deleted_with_their_files(
-    settings, django_capture_on_commit_callbacks
-) -> None:  # type: ignore[no-untyped-def]
+    settings: Settings, django_capture_on_commit_callbacks: DjangoCaptureOnCommitCallbacks
+) -> None:
     # given an old probe, a recent probe and an old ordinary listing
-    client = token_client(UserFactory())
+    client = token_client(UserFactory.create())
     old, recent = (
         client.post("/api/classify", {"file": photo()}, format="multipart").json() for _ in range(2)
     )
     old_image = ListingImage.objects.get(pk=old["image_id"])
-    listing = ListingFactory()
-    services.image_add(listing=listing, upload=pb.jpeg_bytes(), filename="a.jpg")
+    listing = ListingFactory.create()
+    image_add(listing=listing, upload=pb.jpeg_bytes(), filename="a.jpg")
     past = timezone.now() - timedelta(seconds=settings.CLASSIFY_PROBE_RETENTION_S + 60)
     Listing.objects.filter(pk__in=[old_image.listing_id, listing.pk]).update(created_at=past)
 
     # when the periodic sweep runs
     with django_capture_on_commit_callbacks(execute=True):
-        deleted = services.classify_probes_delete_expired()
+        deleted = classify_probes_delete_expired()
 
     # then only the old probe went, with its stored file
     assert deleted == 1
     assert not Listing.objects.filter(pk=old_image.listing_id).exists()
-    assert not old_image.file.storage.exists(old_image.file.name)
+    assert not old_image.file.storage.exists(stored_name(old_image))
     assert ListingImage.objects.filter(pk=recent["image_id"]).exists()
     assert Listing.objects.filter(pk=listing.pk).exists()
 

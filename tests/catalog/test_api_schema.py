@@ -32,7 +32,7 @@ def test_the_api_answers_as_its_schema_says(live_server, settings, tmp_path: Pat
         **settings.REST_FRAMEWORK,
         "DEFAULT_THROTTLE_RATES": {scope: "100000/minute" for scope in rates},
     }
-    _, token = AuthToken.objects.create(user=UserFactory())
+    _, token = AuthToken.objects.create(user=UserFactory.create())
 
     # when schemathesis tests every operation of the served schema
     result = subprocess.run(

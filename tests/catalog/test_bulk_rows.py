@@ -7,12 +7,19 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from catalog import services
 from catalog.models import CategorySuggestion, ImageEmbedding, Listing, ListingImage, ModelVersion
 from catalog.pgcopy import copy_out, fixed_width_rows
 from catalog.services.embeddings import embeddings_read, embeddings_write
-from catalog.services.suggestions import NO_KNOWN_CATEGORY, PhotoScores, suggestions_record_many
-from tests.factories import ListingFactory
+from catalog.services.suggestions import (
+    NO_KNOWN_CATEGORY,
+    PhotoScores,
+    ScoredCategory,
+    image_classification_record,
+    listing_suggestion_refresh,
+    model_version_ensure,
+    suggestions_record_many,
+)
+from tests.factories import ImageEmbeddingFactory, ListingFactory, ListingImageFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -21,12 +28,9 @@ LISTING_FIELDS = ("suggested_category_id", "suggested_confidence", "suggested_to
 
 
 def _photos(count: int) -> list[ListingImage]:
-    listing = ListingFactory()
+    listing = ListingFactory.create()
     return [
-        ListingImage.objects.create(
-            listing=listing, file=f"rows/{n}.jpg", checksum="0" * 64, size_bytes=1, position=n
-        )
-        for n in range(count)
+        ListingImageFactory.create(listing=listing, file=f"rows/{n}.jpg", position=n) for n in range(count)
     ]
 
 
@@ -49,18 +53,18 @@ def _rows(version: ModelVersion, image_ids: list[int]) -> list[tuple[object, ...
 
 def test_copied_suggestions_are_the_rows_the_upload_path_writes() -> None:
     # given two versions and the same photos' top-k, one of them with a category unknown here
-    version_copy = services.model_version_ensure(name="copy-path", backbone_version="b")
-    version_upload = services.model_version_ensure(name="upload-path", backbone_version="b")
+    version_copy = model_version_ensure(name="copy-path", backbone_version="b")
+    version_upload = model_version_ensure(name="upload-path", backbone_version="b")
     images = _photos(4)
     scores = [PhotoScores(image_id=image.pk, top_k=_top_k(n)) for n, image in enumerate(images)]
 
     # when the bulk path writes them for one version and the upload path for the other
     stored, failed = suggestions_record_many(model_version=version_copy, scores=scores)
     for image, photo in zip(images, scores, strict=True):
-        services.image_classification_record(
+        image_classification_record(
             image=image,
             model_version=version_upload,
-            top_k=[services.ScoredCategory(slug, confidence) for slug, confidence in photo.top_k],
+            top_k=[ScoredCategory(slug, confidence) for slug, confidence in photo.top_k],
         )
 
     # then the rows are identical but for the version, and the top-k returned is the one stored
@@ -72,15 +76,15 @@ def test_copied_suggestions_are_the_rows_the_upload_path_writes() -> None:
     assert failed == {}
     # and the listing derives the same suggestion from either version's rows
     listing = images[0].listing
-    services.listing_suggestion_refresh(listing=listing, model_version=version_copy)
+    listing_suggestion_refresh(listing=listing, model_version=version_copy)
     from_copy = Listing.objects.values(*LISTING_FIELDS).get(pk=listing.pk)
-    services.listing_suggestion_refresh(listing=listing, model_version=version_upload)
+    listing_suggestion_refresh(listing=listing, model_version=version_upload)
     assert Listing.objects.values(*LISTING_FIELDS).get(pk=listing.pk) == from_copy
 
 
 def test_a_second_copy_updates_the_rows_in_place_and_unknown_categories_fail_alone() -> None:
     # given suggestions already written for three photos
-    version = services.model_version_ensure(name="copy-path", backbone_version="b")
+    version = model_version_ensure(name="copy-path", backbone_version="b")
     images = _photos(3)
     suggestions_record_many(
         model_version=version, scores=[PhotoScores(image.pk, _top_k(0)) for image in images]
@@ -105,7 +109,7 @@ def test_a_second_copy_updates_the_rows_in_place_and_unknown_categories_fail_alo
 
 
 def test_a_dry_run_writes_nothing() -> None:
-    version = services.model_version_ensure(name="copy-path", backbone_version="b")
+    version = model_version_ensure(name="copy-path", backbone_version="b")
     (image,) = _photos(1)
     stored, _ = suggestions_record_many(
         model_version=version, scores=[PhotoScores(image.pk, _top_k(1))], write=False
@@ -124,12 +128,8 @@ def test_cached_embeddings_come_back_exactly_in_photo_order_and_damaged_rows_are
         if image == images[2]:
             embedding = embedding[:640]
         arrays[image.pk] = (embedding, logits)
-        ImageEmbedding.objects.create(
-            image=image, backbone_version="b", embedding=embedding.tobytes(), logits=logits.tobytes()
-        )
-    ImageEmbedding.objects.create(
-        image=images[5], backbone_version="other", embedding=b"\0" * 5120, logits=b"\0" * 4000
-    )
+        ImageEmbeddingFactory.create(image=image, embedding=embedding.tobytes(), logits=logits.tobytes())
+    ImageEmbeddingFactory.create(image=images[5], backbone_version="other")
 
     # when read back for backbone "b", asked in reverse order
     cached = embeddings_read(image_ids=[image.pk for image in reversed(images)], backbone_version="b")
@@ -145,7 +145,7 @@ def test_cached_embeddings_come_back_exactly_in_photo_order_and_damaged_rows_are
 def test_the_embedding_writer_replaces_a_row_and_skips_photos_deleted_meanwhile() -> None:
     # given a photo with a damaged cached row, and the id of a photo deleted meanwhile
     kept, deleted = _photos(2)
-    ImageEmbedding.objects.create(image=kept, backbone_version="b", embedding=b"\0" * 8, logits=b"\0" * 8)
+    ImageEmbeddingFactory.create(image=kept, embedding=b"\0" * 8, logits=b"\0" * 8)
     deleted_id = deleted.pk
     deleted.delete()
     embedding, logits = np.ones(1280, np.float32), np.full(1000, 2.0, np.float32)

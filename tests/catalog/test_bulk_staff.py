@@ -12,7 +12,7 @@ from django.test import Client
 from django.utils import timezone
 
 from catalog.models import BulkJob, BulkJobStatus, ModelVersion
-from tests.factories import UserFactory
+from tests.factories import BulkJobFactory, ModelVersionFactory, UserFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -21,15 +21,16 @@ TOKEN = "scrape-token-for-tests"
 
 @pytest.fixture
 def version() -> ModelVersion:
-    return ModelVersion.objects.create(name="lite0+head-v2", backbone_version="lite0@1", is_active=True)
+    return ModelVersionFactory.create(
+        name="lite0+head-v2", backbone_version="lite0@1", is_active=True, bare=True
+    )
 
 
 @pytest.fixture
 def running_job(version: ModelVersion) -> BulkJob:
     """A job half-way: 400 of 1,000 photos done (390 classified, 10 skipped) in 100 s."""
-    return BulkJob.objects.create(
+    return BulkJobFactory.create(
         model_version=version,
-        chunk_size=100,
         status=BulkJobStatus.RUNNING,
         planning_done=True,
         total_chunks=10,
@@ -75,11 +76,11 @@ def test_metrics_answer_staff_and_the_token_holder_only(settings: object, client
     # token and as staff
     anonymous = client.get("/metrics")
     wrong = client.get("/metrics", headers={"Authorization": "Bearer not-the-token"})
-    client.force_login(UserFactory())
+    client.force_login(UserFactory.create())
     seller = client.get("/metrics")
     client.logout()
     scraper = client.get("/metrics", headers={"Authorization": f"Bearer {TOKEN}"})
-    client.force_login(UserFactory(is_staff=True))
+    client.force_login(UserFactory.create(is_staff=True))
     staff = client.get("/metrics")
 
     # then only the token holder and staff get the figures
@@ -124,7 +125,7 @@ def test_staff_start_watch_and_cancel_jobs_in_the_admin(
     client: Client, version: ModelVersion, running_job: BulkJob
 ) -> None:
     # given a staff member
-    client.force_login(UserFactory(is_staff=True, is_superuser=True))
+    client.force_login(UserFactory.create(is_staff=True, is_superuser=True))
 
     # when they open the job list, then the running job shows its progress, rate and ETA
     page = client.get("/admin/catalog/bulkjob/").content.decode()

@@ -7,17 +7,15 @@ import pytest
 
 from catalog.models import ClassificationStatus, ListingImage, ModelVersion
 from catalog.services import classification, suggestions
-from tests.factories import ListingFactory
+from tests.factories import ListingFactory, ListingImageFactory
 
 pytestmark = pytest.mark.django_db
 
 
 def _photos(count: int, **fields: object) -> list[ListingImage]:
-    listing = ListingFactory()
+    listing = ListingFactory.create()
     return [
-        ListingImage.objects.create(
-            listing=listing, file=f"claim/{n}.jpg", checksum="0" * 64, size_bytes=1, position=n, **fields
-        )
+        ListingImageFactory.create(listing=listing, file=f"claim/{n}.jpg", position=n, **fields)
         for n in range(count)
     ]
 

@@ -5,6 +5,7 @@ auto-accept chose it, photos that disagree are named, and publishing needs a cat
 from __future__ import annotations
 
 import re
+from functools import partial
 
 import pytest
 from django.core.exceptions import PermissionDenied
@@ -12,15 +13,22 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 from django.urls import reverse
 
-from catalog import services
 from catalog.forms import PHOTOS_REQUIRED
 from catalog.models import Category, CategoryDecision, CategorySource, Listing, ListingImage
 from catalog.selectors import catalogue as catalogue_selectors
+from catalog.services.images import ListingRuleBroken, image_add, listing_photos_add
+from catalog.services.listings import listing_create
+from catalog.services.publishing import (
+    LISTING_ALREADY_PUBLISHED,
+    LISTING_NEEDS_A_CATEGORY,
+    LISTING_NEEDS_PHOTOS,
+    listing_publish,
+)
 from catalog.uploads import UPLOAD_NOT_AN_IMAGE
 from catalog.views.drafts import LISTING_PUBLISHED
 from tests import photo_bytes as pb
-from tests.catalog.review_helpers import record, version
-from tests.factories import UserFactory
+from tests.catalog.review_helpers import record
+from tests.factories import ListingFactory, ModelVersionFactory, UserFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -33,7 +41,7 @@ def upload(name: str, data: bytes) -> SimpleUploadedFile:
 
 @pytest.fixture
 def seller_client(client: Client) -> Client:
-    user = UserFactory()
+    user = UserFactory.create()
     client.force_login(user)
     client.user = user  # type: ignore[attr-defined]
     return client
@@ -95,7 +103,7 @@ def test_without_javascript_the_photos_open_the_drafts_form(seller_client: Clien
 
 def test_publishing_needs_a_category(seller_client: Client) -> None:
     # given a draft whose photo the model scored below any threshold
-    active = version(active=True, thresholds={})
+    active = ModelVersionFactory.create(is_active=True, auto_accept_thresholds={})
     listing, (image,) = draft_of(seller_client)
     record(image, [("shoes", 0.55), ("hat", 0.3)], model_version=active)
 
@@ -104,7 +112,7 @@ def test_publishing_needs_a_category(seller_client: Client) -> None:
 
     # then the form is shown again with the reason next to the category, and nothing is public
     assert response.status_code == 400
-    assert services.LISTING_NEEDS_A_CATEGORY in response.content.decode()
+    assert LISTING_NEEDS_A_CATEGORY in response.content.decode()
     listing.refresh_from_db()
     assert (listing.published_at, listing.category) == (None, None)
     assert not CategoryDecision.objects.exists()
@@ -130,29 +138,29 @@ def test_publishing_needs_a_category(seller_client: Client) -> None:
 
 
 def test_the_service_refuses_to_publish_without_a_category_or_a_photo_or_twice() -> None:
-    seller = UserFactory()
-    draft = Listing.objects.create(seller=seller, title="")
+    seller = UserFactory.create()
+    draft = ListingFactory.create(seller=seller, title="", description="", published_at=None)
     shoes = Category.objects.get(slug="shoes")
-    details = {"title": "Boots", "description": "", "price": None}
+    publish = partial(listing_publish, listing=draft, title="Boots", description="", price=None)
 
-    with pytest.raises(services.ListingRuleBroken, match=services.LISTING_NEEDS_PHOTOS):
-        services.listing_publish(listing=draft, seller=seller, category=shoes, **details)
-    services.image_add(listing=draft, upload=pb.jpeg_bytes(), filename="a.jpg")
-    with pytest.raises(services.ListingRuleBroken, match=services.LISTING_NEEDS_A_CATEGORY):
-        services.listing_publish(listing=draft, seller=seller, category=None, **details)
+    with pytest.raises(ListingRuleBroken, match=LISTING_NEEDS_PHOTOS):
+        publish(seller=seller, category=shoes)
+    image_add(listing=draft, upload=pb.jpeg_bytes(), filename="a.jpg")
+    with pytest.raises(ListingRuleBroken, match=LISTING_NEEDS_A_CATEGORY):
+        publish(seller=seller, category=None)
     with pytest.raises(PermissionDenied):
-        services.listing_publish(listing=draft, seller=UserFactory(), category=shoes, **details)
+        publish(seller=UserFactory.create(), category=shoes)
     draft.refresh_from_db()
     assert (draft.published_at, draft.category, draft.title) == (None, None, "")
 
-    services.listing_publish(listing=draft, seller=seller, category=shoes, **details)
-    with pytest.raises(services.ListingRuleBroken, match=services.LISTING_ALREADY_PUBLISHED):
-        services.listing_publish(listing=draft, seller=seller, category=shoes, **details)
+    publish(seller=seller, category=shoes)
+    with pytest.raises(ListingRuleBroken, match=LISTING_ALREADY_PUBLISHED):
+        publish(seller=seller, category=shoes)
 
 
 def test_the_top_suggestion_is_preselected_when_auto_accept_chose_it(seller_client: Client) -> None:
     # given an active version whose shoes threshold is 0.8, and a draft's photo at 0.9 shoes
-    active = version(active=True, thresholds={"shoes": 0.8})
+    active = ModelVersionFactory.create(is_active=True, auto_accept_thresholds={"shoes": 0.8})
     listing, (image,) = draft_of(seller_client)
     record(image, [("shoes", 0.9), ("hat", 0.05)], model_version=active)
     shoes = Category.objects.get(slug="shoes")
@@ -178,7 +186,7 @@ def test_the_top_suggestion_is_preselected_when_auto_accept_chose_it(seller_clie
 def test_below_its_threshold_nothing_is_preselected_and_a_pick_survives_polling(
     seller_client: Client,
 ) -> None:
-    active = version(active=True, thresholds={"shoes": 0.95})
+    active = ModelVersionFactory.create(is_active=True, auto_accept_thresholds={"shoes": 0.95})
     listing, (image, _) = draft_of(seller_client, pb.jpeg_bytes(), pb.jpeg_bytes((40, 40)))
     record(image, [("shoes", 0.9), ("hat", 0.05)], model_version=active)
     url = reverse("catalog:listing-suggestions", args=[listing.pk])
@@ -193,7 +201,7 @@ def test_below_its_threshold_nothing_is_preselected_and_a_pick_survives_polling(
 
 def test_publishing_someone_elses_draft_is_refused(seller_client: Client) -> None:
     other = Client()
-    other.force_login(UserFactory())
+    other.force_login(UserFactory.create())
     listing, _ = draft_of(seller_client)
     shoes = Category.objects.get(slug="shoes")
 
@@ -209,7 +217,7 @@ def test_publishing_someone_elses_draft_is_refused(seller_client: Client) -> Non
 
 def test_parent_and_child_are_one_option_and_tiny_alternatives_are_hidden(seller_client: Client) -> None:
     # given a photo scored "Vehicles 47 %", "Vehicles › Cars 47 %", motorcycles 5 %, home 1 %, kitchen 0 %
-    active = version(active=True)
+    active = ModelVersionFactory.create(is_active=True)
     listing, (image,) = draft_of(seller_client)
     record(
         image,
@@ -229,7 +237,9 @@ def test_parent_and_child_are_one_option_and_tiny_alternatives_are_hidden(seller
 
 def test_confident_photos_that_disagree_are_named_and_never_auto_accepted(seller_client: Client) -> None:
     # given a bundle: a laptop and a toaster photo, each confident, with low thresholds
-    active = version(active=True, thresholds={"computers": 0.3, "kitchen": 0.3})
+    active = ModelVersionFactory.create(
+        is_active=True, auto_accept_thresholds={"computers": 0.3, "kitchen": 0.3}
+    )
     listing, (laptop, toaster) = draft_of(seller_client, pb.jpeg_bytes(), pb.jpeg_bytes((40, 40)))
     record(laptop, [("computers", 0.9), ("kitchen", 0.05)], model_version=active)
     record(toaster, [("kitchen", 0.8), ("computers", 0.1)], model_version=active)
@@ -246,9 +256,9 @@ def test_confident_photos_that_disagree_are_named_and_never_auto_accepted(seller
 
 
 def test_a_published_listings_panel_also_names_disagreeing_photos(seller_client: Client) -> None:
-    active = version(active=True)
-    listing = services.listing_create(seller=seller_client.user, title="Bundle")  # type: ignore[attr-defined]
-    first, second = services.listing_photos_add(
+    active = ModelVersionFactory.create(is_active=True)
+    listing = listing_create(seller=seller_client.user, title="Bundle")  # type: ignore[attr-defined]
+    first, second = listing_photos_add(
         listing=listing, files=[("a.jpg", pb.jpeg_bytes()), ("b.jpg", pb.jpeg_bytes((40, 40)))]
     ).added
     record(first, [("computers", 0.9)], model_version=active)

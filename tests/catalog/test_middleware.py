@@ -10,9 +10,11 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from django.test import Client
+from pytest_django import Settings
 
 from catalog.middleware import LENGTH_REQUIRED, REQUEST_TOO_LARGE
 from catalog.models import ListingImage
@@ -20,6 +22,9 @@ from dev.embedded import free_port
 from tests.api_errors import api_error
 from tests.conftest import REPO_ROOT
 from tests.factories import UserFactory
+
+if TYPE_CHECKING:
+    from django.test.client import _MonkeyPatchedWSGIResponse as TestResponse
 
 PASSWORD = "a-long-test-password"
 
@@ -36,19 +41,20 @@ class _Unreadable(io.RawIOBase):
 
 @pytest.mark.django_db
 @pytest.mark.parametrize("path", ["/api/classify", "/sell/new/", "/accounts/login/"])
-def test_a_300_mb_body_gets_413_without_being_read(path: str, settings) -> None:  # type: ignore[no-untyped-def]
+def test_a_300_mb_body_gets_413_without_being_read(path: str, settings: Settings) -> None:
     # given a signed-in seller
     client = Client()
-    client.force_login(UserFactory())
+    client.force_login(UserFactory.create())
     files_before = ListingImage.objects.count()
 
     # when they announce 300 MB of multipart body
+    environ: dict[str, Any] = {"wsgi.input": _Unreadable()}  # extra WSGI keys are untyped
     response = client.generic(
         "POST",
         path,
         CONTENT_TYPE="multipart/form-data; boundary=x",
         CONTENT_LENGTH=str(300 * 1024 * 1024),
-        **{"wsgi.input": _Unreadable()},
+        **environ,
     )
 
     # then it is refused before a byte is read or stored
@@ -58,22 +64,23 @@ def test_a_300_mb_body_gets_413_without_being_read(path: str, settings) -> None:
     assert ListingImage.objects.count() == files_before
 
 
-def _chunked(client: Client, path: str, body: bytes, **extra: object):  # type: ignore[no-untyped-def]
+def _chunked(client: Client, path: str, body: bytes, **extra: object) -> TestResponse:
+    environ: dict[str, Any] = {"wsgi.input": io.BytesIO(body), **extra}  # extra WSGI keys are untyped
     return client.generic(
         "POST",
         path,
         CONTENT_TYPE="application/json",
         HTTP_TRANSFER_ENCODING="chunked",
         CONTENT_LENGTH="",
-        **{"wsgi.input": io.BytesIO(body), **extra},  # type: ignore[arg-type]
+        **environ,
     )
 
 
 @pytest.mark.django_db
-def test_a_chunked_body_is_read_up_to_the_cap_only(settings) -> None:  # type: ignore[no-untyped-def]
+def test_a_chunked_body_is_read_up_to_the_cap_only(settings: Settings) -> None:
     # given a 1 KiB cap, and a server that ends the input with the body (as gunicorn does)
     settings.REQUEST_MAX_BYTES = 1024
-    UserFactory(username="tok")
+    UserFactory.create(username="tok")
     client = Client()
     terminated = {"wsgi.input_terminated": True}
     over = io.BytesIO(b"x" * 10_000)
@@ -135,7 +142,9 @@ def _status_line(connection: socket.socket) -> str:
     return answer.split(b"\r\n", 1)[0].decode()
 
 
-def test_gunicorn_answers_413_to_a_300_mb_upload_before_the_body_is_sent(gunicorn_url) -> None:  # type: ignore[no-untyped-def]
+def test_gunicorn_answers_413_to_a_300_mb_upload_before_the_body_is_sent(
+    gunicorn_url: tuple[str, int],
+) -> None:
     # when a client sends only the headers of a 300 MB upload, and waits
     with socket.create_connection(gunicorn_url) as connection:
         connection.sendall(
@@ -149,7 +158,7 @@ def test_gunicorn_answers_413_to_a_300_mb_upload_before_the_body_is_sent(gunicor
     assert status == "HTTP/1.1 413 Request Entity Too Large"
 
 
-def test_gunicorn_stops_reading_a_chunked_body_past_the_cap(gunicorn_url) -> None:  # type: ignore[no-untyped-def]
+def test_gunicorn_stops_reading_a_chunked_body_past_the_cap(gunicorn_url: tuple[str, int]) -> None:
     # when a client streams a chunked body past the cap, and waits (no final chunk). gunicorn reads
     # 1 KiB ahead of what it is asked for: the chunk holds exactly that much more, so every byte
     # sent is read and the server's close cannot reset the connection before the answer is read.

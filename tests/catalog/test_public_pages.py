@@ -11,22 +11,24 @@ from django.test import Client
 from django.urls import reverse
 from PIL import Image
 
-from catalog import services
 from catalog.access import REVIEWER_GROUP
 from catalog.models import Category, CategorySource, Listing
+from catalog.services.decisions import listing_category_set
+from catalog.services.images import PROBE_LISTING_TITLE, classify_probe_create, image_add, listing_photos_add
 from catalog.thumbnails import THUMBNAIL_SIZES, thumbnail_name
 from catalog.views.pages import BROWSE_PAGE_SIZE
 from tests import photo_bytes as pb
 from tests.catalog.review_helpers import staff_user
+from tests.conftest import stored_name
 from tests.factories import ListingFactory, UserFactory
 
 pytestmark = pytest.mark.django_db
 
 
 def categorised(title: str, slug: str | None) -> Listing:
-    listing = ListingFactory(title=title)
+    listing = ListingFactory.create(title=title)
     if slug:
-        services.listing_category_set(
+        listing_category_set(
             listing=listing,
             category=Category.objects.get(slug=slug),
             source=CategorySource.SELLER,
@@ -57,26 +59,26 @@ def test_a_category_includes_its_descendants_and_search_matches_titles(client: C
 
 
 def test_browse_paginates_and_hides_probes(client: Client) -> None:
-    seller = UserFactory()
+    seller = UserFactory.create()
     lamps = Category.objects.get(slug="furniture")
     for i in range(BROWSE_PAGE_SIZE + 2):
-        ListingFactory(
+        ListingFactory.create(
             seller=seller, title=f"Lamp {i:02d}", category=lamps, category_source=CategorySource.SELLER
         )
-    services.classify_probe_create(user=seller, upload=pb.jpeg_bytes(), filename="p.jpg")
+    classify_probe_create(user=seller, upload=pb.jpeg_bytes(), filename="p.jpg")
 
     first = client.get("/")
     second = client.get("/", {"page": 2})
 
     assert len(titles(first)) == BROWSE_PAGE_SIZE
     assert titles(second) == ["Lamp 01", "Lamp 00"]
-    assert services.PROBE_LISTING_TITLE not in first.content.decode() + second.content.decode()
+    assert PROBE_LISTING_TITLE not in first.content.decode() + second.content.decode()
 
 
 def test_listing_page_serves_thumbnails_never_the_upload(client: Client) -> None:
     # given a listing with two photos
     listing = categorised("Chair", "furniture")
-    batch = services.listing_photos_add(
+    batch = listing_photos_add(
         listing=listing, files=[("a.jpg", pb.jpeg_bytes((2000, 1000))), ("b.jpg", pb.jpeg_bytes())]
     )
 
@@ -85,15 +87,13 @@ def test_listing_page_serves_thumbnails_never_the_upload(client: Client) -> None
     # then its photos point at thumbnail URLs, never at the stored files
     for image in batch.added:
         assert reverse("catalog:photo-thumbnail", args=[image.pk, "small"]) in page
-        assert image.file.name not in page
+        assert stored_name(image) not in page
     assert "/media/" not in page
 
 
 def test_thumbnails_are_downscaled_webp_and_cached_in_storage(client: Client) -> None:
     listing = categorised("Lamp", "furniture")
-    (image,) = services.listing_photos_add(
-        listing=listing, files=[("a.jpg", pb.jpeg_bytes((2000, 1000)))]
-    ).added
+    (image,) = listing_photos_add(listing=listing, files=[("a.jpg", pb.jpeg_bytes((2000, 1000)))]).added
     name = thumbnail_name(image_id=image.pk, checksum=image.checksum, size="large")
     assert not default_storage.exists(name)
 
@@ -112,14 +112,14 @@ def test_thumbnails_are_downscaled_webp_and_cached_in_storage(client: Client) ->
 def test_thumbnail_errors(client: Client) -> None:
     # a photo stored by the import command that is not an image gets the placeholder
     listing = categorised("Lamp", "furniture")
-    broken = services.image_add(listing=listing, upload=pb.HTML_PAGE, filename="x.jpg")
+    broken = image_add(listing=listing, upload=pb.HTML_PAGE, filename="x.jpg")
     response = client.get(reverse("catalog:photo-thumbnail", args=[broken.pk, "small"]))
     assert response.status_code == 302
     assert response["Location"].endswith("unreadable-photo.svg")
     # unknown sizes, unknown photos and probe photos are 404
     assert client.get(f"/photos/{broken.pk}/huge.webp").status_code == 404
     assert client.get("/photos/999999/small.webp").status_code == 404
-    probe = services.classify_probe_create(user=UserFactory(), upload=pb.jpeg_bytes(), filename="p.jpg")
+    probe = classify_probe_create(user=UserFactory.create(), upload=pb.jpeg_bytes(), filename="p.jpg")
     assert client.get(reverse("catalog:photo-thumbnail", args=[probe.pk, "small"])).status_code == 404
     assert client.get(reverse("catalog:listing-detail", args=[probe.listing_id])).status_code == 404
 
@@ -128,14 +128,14 @@ def test_only_published_listings_with_a_category_are_public_and_their_seller_pre
     client: Client,
 ) -> None:
     # given a draft with a category, a published listing without one, and a public listing
-    seller = UserFactory()
+    seller = UserFactory.create()
     shoes = Category.objects.get(slug="shoes")
     chosen = {"category": shoes, "category_source": CategorySource.SELLER}
-    draft = ListingFactory(seller=seller, title="Draft boots", published_at=None, **chosen)
-    waiting = ListingFactory(seller=seller, title="Waiting box")
-    public = ListingFactory(seller=seller, title="Public boots", **chosen)
+    draft = ListingFactory.create(seller=seller, title="Draft boots", published_at=None, **chosen)
+    waiting = ListingFactory.create(seller=seller, title="Waiting box")
+    public = ListingFactory.create(seller=seller, title="Public boots", **chosen)
     photos = {
-        listing.pk: services.image_add(listing=listing, upload=pb.jpeg_bytes(), filename="p.jpg")
+        listing.pk: image_add(listing=listing, upload=pb.jpeg_bytes(), filename="p.jpg")
         for listing in (draft, waiting, public)
     }
 

@@ -6,8 +6,8 @@ import pytest
 from django.core.exceptions import PermissionDenied
 from django.test import Client
 from django.urls import reverse
+from pytest_django import DjangoCaptureOnCommitCallbacks
 
-from catalog import services
 from catalog.access import MODEL_MANAGER_GROUP
 from catalog.models import (
     Category,
@@ -18,15 +18,24 @@ from catalog.models import (
     TrainingStatus,
 )
 from catalog.selectors import catalogue as catalogue_selectors
+from catalog.services.registry import (
+    ACTIVATION_NEEDS_COMPARISON,
+    RegistryRefused,
+    category_add,
+    model_comparison_record,
+    model_version_activate,
+    model_version_rollback,
+    training_run_request,
+)
 from catalog.views import registry as registry_views
-from tests.catalog.review_helpers import staff_user, version
-from tests.factories import UserFactory
+from tests.catalog.review_helpers import staff_user
+from tests.factories import ModelVersionFactory, UserFactory
 
 pytestmark = pytest.mark.django_db
 
 
 def _compare(candidate: ModelVersion, baseline: ModelVersion) -> ModelComparison:
-    return services.model_comparison_record(
+    return model_comparison_record(
         candidate=candidate,
         baseline=baseline,
         photos=50,
@@ -36,14 +45,16 @@ def _compare(candidate: ModelVersion, baseline: ModelVersion) -> ModelComparison
     )
 
 
-def test_training_is_queued_after_commit_once(django_capture_on_commit_callbacks) -> None:  # type: ignore[no-untyped-def]
+def test_training_is_queued_after_commit_once(
+    django_capture_on_commit_callbacks: DjangoCaptureOnCommitCallbacks,
+) -> None:
     # given a model manager
     user = staff_user(groups=[MODEL_MANAGER_GROUP])
 
     # when they ask for training twice
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
-        first = services.training_run_request(requested_by=user)
-        second = services.training_run_request(requested_by=user)
+        first = training_run_request(requested_by=user)
+        second = training_run_request(requested_by=user)
 
     # then one run is queued, and one task is published after commit
     assert first.pk == second.pk
@@ -51,7 +62,7 @@ def test_training_is_queued_after_commit_once(django_capture_on_commit_callbacks
     assert len(callbacks) == 1
     # and a seller may not ask
     with pytest.raises(PermissionDenied):
-        services.training_run_request(requested_by=UserFactory())
+        training_run_request(requested_by=UserFactory.create())
 
 
 def test_the_training_task_is_routed_to_the_training_queue() -> None:
@@ -65,54 +76,52 @@ def test_the_training_task_is_routed_to_the_training_queue() -> None:
 
 def test_activation_needs_a_comparison_with_the_active_version() -> None:
     # given an active version and a candidate, and staff allowed to activate
-    active = version("active", active=True)
-    candidate = version("candidate")
+    active = ModelVersionFactory.create(name="active", is_active=True)
+    candidate = ModelVersionFactory.create(name="candidate")
     user = staff_user(can_activate=True)
 
     # when staff activate before any comparison
-    with pytest.raises(services.RegistryRefused) as refused:
-        services.model_version_activate(version=candidate, actor=user)
+    with pytest.raises(RegistryRefused) as refused:
+        model_version_activate(version=candidate, actor=user)
 
     # then it is refused with the reason, and nothing changed
-    assert str(refused.value) == services.ACTIVATION_NEEDS_COMPARISON.format(
-        candidate="candidate", active="active"
-    )
+    assert str(refused.value) == ACTIVATION_NEEDS_COMPARISON.format(candidate="candidate", active="active")
     assert ModelVersion.objects.get(is_active=True) == active
 
     # when compared with an older version only, it is still refused
-    _compare(candidate, version("older"))
-    with pytest.raises(services.RegistryRefused):
-        services.model_version_activate(version=candidate, actor=user)
+    _compare(candidate, ModelVersionFactory.create(name="older"))
+    with pytest.raises(RegistryRefused):
+        model_version_activate(version=candidate, actor=user)
 
     # when compared with the active one, activation works and is recorded
     comparison = _compare(candidate, active)
-    activation = services.model_version_activate(version=candidate, actor=user)
+    activation = model_version_activate(version=candidate, actor=user)
     assert ModelVersion.objects.get(is_active=True) == candidate
     assert (activation.previous, activation.comparison, activation.actor) == (active, comparison, user)
 
 
 def test_activation_is_a_permission_of_its_own() -> None:
     # given a compared candidate and a staff user without the permission
-    active = version("active", active=True)
-    candidate = version("candidate")
+    active = ModelVersionFactory.create(name="active", is_active=True)
+    candidate = ModelVersionFactory.create(name="candidate")
     _compare(candidate, active)
 
     # then that staff user may not activate
     with pytest.raises(PermissionDenied):
-        services.model_version_activate(version=candidate, actor=staff_user())
+        model_version_activate(version=candidate, actor=staff_user())
     assert ModelVersion.objects.get(is_active=True) == active
 
 
 def test_rollback_returns_to_the_version_the_last_activation_replaced() -> None:
     # given v1 active, then v2 activated after a comparison
-    v1 = version("v1", active=True)
-    v2 = version("v2")
+    v1 = ModelVersionFactory.create(name="v1", is_active=True)
+    v2 = ModelVersionFactory.create(name="v2")
     _compare(v2, v1)
     user = staff_user(can_activate=True)
-    services.model_version_activate(version=v2, actor=user)
+    model_version_activate(version=v2, actor=user)
 
     # when staff roll back
-    rollback = services.model_version_rollback(actor=user)
+    rollback = model_version_rollback(actor=user)
 
     # then v1 is active again, recorded as a rollback
     assert ModelVersion.objects.get(is_active=True) == v1
@@ -121,15 +130,15 @@ def test_rollback_returns_to_the_version_the_last_activation_replaced() -> None:
 
 
 def test_rollback_without_history_is_refused() -> None:
-    version("only", active=True)
-    with pytest.raises(services.RegistryRefused, match="no earlier"):
-        services.model_version_rollback(actor=staff_user(can_activate=True))
+    ModelVersionFactory.create(name="only", is_active=True)
+    with pytest.raises(RegistryRefused, match="no earlier"):
+        model_version_rollback(actor=staff_user(can_activate=True))
 
 
 def test_registry_page_shows_versions_side_by_side_and_activates(client: Client) -> None:
     # given an active version and a compared candidate with held-out figures
-    active = version("lite0+shipped", active=True)
-    candidate = version("lite0+trained-1")
+    active = ModelVersionFactory.create(name="lite0+shipped", is_active=True)
+    candidate = ModelVersionFactory.create(name="lite0+trained-1")
     ModelVersion.objects.filter(pk=candidate.pk).update(
         metrics={
             "held_out": {
@@ -159,8 +168,8 @@ def test_registry_page_shows_versions_side_by_side_and_activates(client: Client)
 
 def test_an_uncompared_candidate_offers_compare_not_activate(client: Client) -> None:
     # given an active version and an uncompared candidate
-    version("active", active=True)
-    candidate = version("candidate")
+    ModelVersionFactory.create(name="active", is_active=True)
+    candidate = ModelVersionFactory.create(name="candidate")
     client.force_login(staff_user(groups=[MODEL_MANAGER_GROUP]))
 
     # when staff open the registry, and post activate anyway
@@ -175,7 +184,7 @@ def test_an_uncompared_candidate_offers_compare_not_activate(client: Client) -> 
 
 def test_a_version_page_serves_its_confusion_matrix_and_reliability_diagram(client: Client) -> None:
     # given a version with held-out figures
-    trained = version("trained")
+    trained = ModelVersionFactory.create(name="trained")
     ModelVersion.objects.filter(pk=trained.pk).update(
         metrics={
             "held_out": {
@@ -218,19 +227,19 @@ def test_staff_add_a_category_that_training_will_pick_up() -> None:
     fashion = Category.objects.get(slug="fashion")
 
     # when staff add "Scarves" under it
-    scarves = services.category_add(name="Scarves", parent_id=fashion.pk)
+    scarves = category_add(name="Scarves", parent_id=fashion.pk)
 
     # then it is in the tree, with no ImageNet classes, and its slug cannot be taken twice
     assert (scarves.slug, scarves.parent, scarves.imagenet_ids) == ("scarves", fashion, [])
     assert any(entry["slug"] == "scarves" for entry in catalogue_selectors.taxonomy_entries())
     with pytest.raises(ValueError, match="already exists"):
-        services.category_add(name="Scarves")
+        category_add(name="Scarves")
 
 
 def test_a_version_page_states_its_target_and_which_categories_wait_for_people(client: Client) -> None:
     # given a version whose held-out auto-accept figures were recorded without a target precision,
     # and a threshold for one of its two categories
-    recorded = version("recorded")
+    recorded = ModelVersionFactory.create(name="recorded")
     ModelVersion.objects.filter(pk=recorded.pk).update(
         metrics={
             "held_out": {

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from typing import TYPE_CHECKING
 
 import pytest
 from django.test import Client
@@ -11,8 +12,11 @@ from django.urls import reverse
 from catalog.access import REVIEWER_GROUP
 from catalog.models import Category, CategoryDecision, CategorySource, DecisionAction, Listing
 from catalog.views import review as review_views
-from tests.catalog.review_helpers import classified_listing, staff_user, version
-from tests.factories import UserFactory
+from tests.catalog.review_helpers import classified_listing, slug_of, staff_user
+from tests.factories import ModelVersionFactory, UserFactory
+
+if TYPE_CHECKING:
+    from django.test.client import _MonkeyPatchedWSGIResponse as TestResponse
 
 pytestmark = pytest.mark.django_db
 
@@ -24,8 +28,10 @@ def staff_client(client: Client) -> Client:
 
 
 def _staff_urls() -> list[tuple[str, str]]:
-    listing, image = classified_listing([("shoes", 0.6), ("hat", 0.3)], model_version=version(active=True))
-    candidate = version("candidate")
+    listing, image = classified_listing(
+        [("shoes", 0.6), ("hat", 0.3)], model_version=ModelVersionFactory.create(is_active=True)
+    )
+    candidate = ModelVersionFactory.create(name="candidate")
     return [
         ("get", reverse("catalog:review")),
         ("post", reverse("catalog:review-undo")),
@@ -52,7 +58,7 @@ def test_staff_pages_send_visitors_to_login_and_answer_404_to_sellers(client: Cl
 
     # when an anonymous visitor, then a signed-in seller, opens each
     anonymous = [getattr(client, method)(url) for method, url in urls]
-    client.force_login(UserFactory())
+    client.force_login(UserFactory.create())
     seller = [
         getattr(client, method)(url, {"rank": 1, "category": 1, "threshold": 0}) for method, url in urls
     ]
@@ -64,13 +70,13 @@ def test_staff_pages_send_visitors_to_login_and_answer_404_to_sellers(client: Cl
     assert not Listing.objects.exclude(category_source=CategorySource.NONE).exists()
 
 
-def _queue_titles(response) -> list[str]:  # type: ignore[no-untyped-def]
+def _queue_titles(response: TestResponse) -> list[str]:
     return re.findall(r'data-title="([^"]+)"', response.content.decode())
 
 
 def test_the_queue_lists_undecided_listings_smallest_margin_first(staff_client: Client) -> None:
     # given listings with margins 0.5, 0.05 and 0.2, one the seller decided, one auto-accepted
-    active = version(active=True, thresholds={"dress": 0.9})
+    active = ModelVersionFactory.create(is_active=True, auto_accept_thresholds={"dress": 0.9})
     classified_listing([("shoes", 0.7), ("hat", 0.2)], model_version=active, title="wide", seed=1)
     classified_listing([("shoes", 0.45), ("hat", 0.40)], model_version=active, title="narrow", seed=2)
     classified_listing([("hat", 0.5), ("shoes", 0.3)], model_version=active, title="middle", seed=3)
@@ -90,7 +96,7 @@ def test_the_queue_lists_undecided_listings_smallest_margin_first(staff_client: 
 
 def test_the_queue_filters_by_category_version_and_confidence(staff_client: Client) -> None:
     # given listings from two versions, suggested shoes or hat at various confidences
-    old, new = version("old"), version("new", active=True)
+    old, new = ModelVersionFactory.create(name="old"), ModelVersionFactory.create(name="new", is_active=True)
     classified_listing([("shoes", 0.9), ("hat", 0.05)], model_version=new, title="shoes-90", seed=1)
     classified_listing([("shoes", 0.5), ("hat", 0.4)], model_version=new, title="shoes-50", seed=2)
     classified_listing([("hat", 0.8), ("shoes", 0.1)], model_version=new, title="hat-80", seed=3)
@@ -98,7 +104,7 @@ def test_the_queue_filters_by_category_version_and_confidence(staff_client: Clie
     shoes = Category.objects.get(slug="shoes")
     fashion = Category.objects.get(slug="fashion")
 
-    def titles(**params: object) -> set[str]:
+    def titles(**params: int) -> set[str]:
         return set(_queue_titles(staff_client.get(reverse("catalog:review"), params)))
 
     # then each filter narrows the queue, and a parent category includes its children
@@ -111,19 +117,19 @@ def test_the_queue_filters_by_category_version_and_confidence(staff_client: Clie
 
 def test_keyboard_actions_answer_json_and_record_decisions(staff_client: Client) -> None:
     # given three listings in the queue
-    active = version(active=True)
+    active = ModelVersionFactory.create(is_active=True)
     first, _ = classified_listing([("shoes", 0.6), ("hat", 0.3)], model_version=active, seed=1)
     second, _ = classified_listing([("shoes", 0.6), ("hat", 0.3)], model_version=active, seed=2)
     third, _ = classified_listing([("shoes", 0.6), ("hat", 0.3)], model_version=active, seed=3)
     pants = Category.objects.get(slug="pants")
-    fetch = {"HTTP_X_REQUESTED_WITH": "fetch"}
+    fetch = {"X-Requested-With": "fetch"}
 
     # when the page posts "2" on the first, a correction on the second, "r" on the third
-    accept = staff_client.post(reverse("catalog:review-accept", args=[first.pk]), {"rank": 2}, **fetch)
+    accept = staff_client.post(reverse("catalog:review-accept", args=[first.pk]), {"rank": 2}, headers=fetch)
     correct = staff_client.post(
-        reverse("catalog:review-correct", args=[second.pk]), {"category": pants.pk}, **fetch
+        reverse("catalog:review-correct", args=[second.pk]), {"category": pants.pk}, headers=fetch
     )
-    reject = staff_client.post(reverse("catalog:review-reject", args=[third.pk]), **fetch)
+    reject = staff_client.post(reverse("catalog:review-reject", args=[third.pk]), headers=fetch)
 
     # then each answers ok and records exactly one reviewer decision
     assert [r.status_code for r in (accept, correct, reject)] == [200, 200, 200]
@@ -134,14 +140,16 @@ def test_keyboard_actions_answer_json_and_record_decisions(staff_client: Client)
         second.pk: DecisionAction.CORRECTED,
         third.pk: DecisionAction.REJECTED,
     }
-    assert Listing.objects.get(pk=first.pk).category.slug == "hat"
+    assert slug_of(Listing.objects.get(pk=first.pk).category) == "hat"
     # and the queue is empty now
     assert _queue_titles(staff_client.get(reverse("catalog:review"))) == []
 
 
 def test_a_second_decision_on_a_decided_listing_is_refused(staff_client: Client) -> None:
     # given a listing the reviewer already accepted
-    listing, _ = classified_listing([("shoes", 0.6), ("hat", 0.3)], model_version=version(active=True))
+    listing, _ = classified_listing(
+        [("shoes", 0.6), ("hat", 0.3)], model_version=ModelVersionFactory.create(is_active=True)
+    )
     url = reverse("catalog:review-accept", args=[listing.pk])
     staff_client.post(url, {"rank": 1}, HTTP_X_REQUESTED_WITH="fetch")
 
@@ -151,13 +159,13 @@ def test_a_second_decision_on_a_decided_listing_is_refused(staff_client: Client)
     # then it is refused and the first decision stands
     assert response.status_code == 409
     assert response.json()["message"] == review_views.ALREADY_DECIDED.format(title=listing.title)
-    assert Listing.objects.get(pk=listing.pk).category.slug == "shoes"
+    assert slug_of(Listing.objects.get(pk=listing.pk).category) == "shoes"
     assert CategoryDecision.objects.count() == 1
 
 
 def test_bulk_accept_uses_the_current_filter_and_confidence(staff_client: Client) -> None:
     # given shoes at 0.9 and 0.6, hat at 0.95
-    active = version(active=True)
+    active = ModelVersionFactory.create(is_active=True)
     shoes_90, _ = classified_listing([("shoes", 0.9), ("hat", 0.05)], model_version=active, seed=1)
     shoes_60, _ = classified_listing([("shoes", 0.6), ("hat", 0.3)], model_version=active, seed=2)
     hat_95, _ = classified_listing([("hat", 0.95), ("shoes", 0.03)], model_version=active, seed=3)
@@ -185,7 +193,7 @@ def test_bulk_accept_uses_the_current_filter_and_confidence(staff_client: Client
 
 def test_a_listing_shows_its_audit_trail(staff_client: Client) -> None:
     # given a listing auto-accepted as shoes, then corrected by a reviewer to boots' neighbour "pants"
-    active = version(active=True, thresholds={"shoes": 0.9})
+    active = ModelVersionFactory.create(is_active=True, auto_accept_thresholds={"shoes": 0.9})
     listing, _ = classified_listing([("shoes", 0.96), ("hat", 0.02)], model_version=active)
     staff_client.post(
         reverse("catalog:review-correct", args=[listing.pk]),
@@ -207,9 +215,10 @@ def test_a_listing_shows_its_audit_trail(staff_client: Client) -> None:
 def test_the_admin_shows_the_audit_trail_and_cannot_set_a_category(client: Client) -> None:
     # given an auto-accepted listing and a superuser
     listing, _ = classified_listing(
-        [("shoes", 0.96), ("hat", 0.02)], model_version=version(active=True, thresholds={"shoes": 0.9})
+        [("shoes", 0.96), ("hat", 0.02)],
+        model_version=ModelVersionFactory.create(is_active=True, auto_accept_thresholds={"shoes": 0.9}),
     )
-    client.force_login(UserFactory(username="root", is_staff=True, is_superuser=True))
+    client.force_login(UserFactory.create(username="root", is_staff=True, is_superuser=True))
     url = reverse("admin:catalog_listing_change", args=[listing.pk])
 
     # when they open the listing in the admin and post another category
@@ -220,5 +229,5 @@ def test_the_admin_shows_the_audit_trail_and_cannot_set_a_category(client: Clien
 
     # then the decision is listed, and the category did not change (read-only there)
     assert "auto-accepted suggestion" in page
-    assert Listing.objects.get(pk=listing.pk).category.slug == "shoes"
+    assert slug_of(Listing.objects.get(pk=listing.pk).category) == "shoes"
     assert CategoryDecision.objects.filter(listing=listing).count() == 1

@@ -11,9 +11,10 @@ from django.contrib.auth import get_user_model
 from django.test import Client
 from django.urls import reverse
 
-from catalog import services
 from catalog.models import Category, CategorySource, ClassificationStatus, Listing, ListingImage
 from catalog.selectors import catalogue as catalogue_selectors
+from catalog.services.images import image_classification_fail, image_status_set, listing_photos_add
+from catalog.services.suggestions import ScoredCategory, image_classification_record, model_version_ensure
 from catalog.uploads import UPLOAD_NOT_AN_IMAGE
 from catalog.views.seller import SUGGESTION_POLL_MS
 from tests import photo_bytes as pb
@@ -37,25 +38,25 @@ def path_of(slug: str) -> str:
 
 
 def record_suggestion(image: ListingImage, scores: list[tuple[str, float]]) -> None:
-    version = services.model_version_ensure(name="test-model")
-    services.image_classification_record(
+    version = model_version_ensure(name="test-model")
+    image_classification_record(
         image=image,
         model_version=version,
-        top_k=[services.ScoredCategory(slug=slug, confidence=conf) for slug, conf in scores],
+        top_k=[ScoredCategory(slug=slug, confidence=conf) for slug, conf in scores],
     )
 
 
 @pytest.fixture
 def seller_client(client: Client):
-    user = UserFactory()
+    user = UserFactory.create()
     client.force_login(user)
     client.user = user  # type: ignore[attr-defined]
     return client
 
 
 def listing_with_photo(seller=None) -> tuple[Listing, ListingImage]:
-    listing = ListingFactory(**({"seller": seller} if seller else {}))
-    (image,) = services.listing_photos_add(listing=listing, files=[("a.jpg", pb.jpeg_bytes())]).added
+    listing = ListingFactory.create(**({"seller": seller} if seller else {}))
+    (image,) = listing_photos_add(listing=listing, files=[("a.jpg", pb.jpeg_bytes())]).added
     return listing, image
 
 
@@ -75,7 +76,7 @@ def test_signup_creates_a_seller_and_logs_them_in(client: Client) -> None:
 
 
 def test_login_and_logout(client: Client) -> None:
-    UserFactory(username="sam")
+    UserFactory.create(username="sam")
     response = client.post(reverse("login"), {"username": "sam", "password": PASSWORD})
     assert response.status_code == 302
     assert client.get(reverse("catalog:seller-dashboard")).status_code == 200
@@ -119,7 +120,7 @@ def test_suggestion_panel_polls_while_pending_then_shows_the_top_3_with_paths(se
 
 def test_a_failed_photo_shows_its_reason_and_opens_the_category_tree(seller_client: Client) -> None:
     listing, image = listing_with_photo(seller_client.user)  # type: ignore[attr-defined]
-    services.image_classification_fail(image=image, reason="The photo could not be decoded.")
+    image_classification_fail(image=image, reason="The photo could not be decoded.")
 
     page = seller_client.get(reverse("catalog:listing-suggestions", args=[listing.pk])).content.decode()
 
@@ -178,7 +179,7 @@ def test_photos_can_be_added_moved_and_removed_on_the_edit_page(seller_client: C
 def test_another_seller_gets_404_everywhere_and_nothing_changes(client: Client) -> None:
     # given a listing of one seller, and another seller logged in
     listing, image = listing_with_photo()
-    client.force_login(UserFactory())
+    client.force_login(UserFactory.create())
     shoes = Category.objects.get(slug="shoes")
     pk = listing.pk
 
@@ -211,7 +212,7 @@ def test_another_seller_gets_404_everywhere_and_nothing_changes(client: Client) 
 
 def test_csrf_is_enforced_on_every_form() -> None:
     # given a logged-in seller whose client checks CSRF like a browser
-    user = UserFactory()
+    user = UserFactory.create()
     listing, image = listing_with_photo(user)
     csrf_client = Client(enforce_csrf_checks=True)
     csrf_client.force_login(user)
@@ -248,7 +249,7 @@ def test_csrf_is_enforced_on_every_form() -> None:
 
 def test_dashboard_shows_each_listing_with_its_photo_states(seller_client: Client) -> None:
     listing, image = listing_with_photo(seller_client.user)  # type: ignore[attr-defined]
-    services.image_status_set(image_id=image.pk, status=ClassificationStatus.QUEUED)
+    image_status_set(image_id=image.pk, status=ClassificationStatus.QUEUED)
 
     page = seller_client.get(reverse("catalog:seller-dashboard")).content.decode()
 

@@ -7,6 +7,7 @@ import pytest
 from django.contrib.auth.models import Group, Permission
 from django.test import Client
 from django.urls import reverse
+from pytest_django import DjangoCaptureOnCommitCallbacks
 
 from catalog.access import (
     MODEL_MANAGER_GROUP,
@@ -22,12 +23,12 @@ from catalog.models import (
     CategorySource,
     Listing,
     ModelActivation,
-    ModelComparison,
     ModelVersion,
     TrainingRun,
 )
 from catalog.views.staff import PERMISSION_NEEDED
-from tests.catalog.review_helpers import classified_listing, staff_user, version
+from tests.catalog.review_helpers import classified_listing, staff_user
+from tests.factories import BulkJobFactory, ModelComparisonFactory, ModelVersionFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -36,13 +37,11 @@ FORM = {"rank": 1, "category": 1, "threshold": 0, "name": "Scarves"}
 
 def _setup() -> dict[str, object]:
     """Two undecided listings scored by the active version, and a compared candidate."""
-    active = version("active", active=True)
+    active = ModelVersionFactory.create(name="active", is_active=True)
     first, _ = classified_listing([("shoes", 0.6), ("hat", 0.3)], model_version=active, seed=1)
     classified_listing([("hat", 0.7), ("shoes", 0.2)], model_version=active, seed=2)
-    candidate = version("candidate")
-    ModelComparison.objects.create(
-        candidate=candidate, baseline=active, photos=10, candidate_accuracy=0.9, baseline_accuracy=0.8
-    )
+    candidate = ModelVersionFactory.create(name="candidate")
+    ModelComparisonFactory.create(candidate=candidate, baseline=active)
     return {"active": active, "listing": first, "candidate": candidate}
 
 
@@ -99,8 +98,8 @@ def test_the_migration_creates_both_groups_with_their_permissions() -> None:
 
 
 def test_staff_without_permissions_get_403_everywhere_and_change_nothing(
-    client: Client, django_capture_on_commit_callbacks
-) -> None:  # type: ignore[no-untyped-def]
+    client: Client, django_capture_on_commit_callbacks: DjangoCaptureOnCommitCallbacks
+) -> None:
     # given every staff page, and a staff member in no group
     rows = _setup()
     before = _state()
@@ -137,8 +136,8 @@ def test_a_reviewer_reviews_and_bulk_accepts_but_cannot_touch_models(client: Cli
 
 
 def test_a_model_manager_trains_activates_and_adds_categories_but_cannot_review(
-    client: Client, django_capture_on_commit_callbacks
-) -> None:  # type: ignore[no-untyped-def]
+    client: Client, django_capture_on_commit_callbacks: DjangoCaptureOnCommitCallbacks
+) -> None:
     # given a model manager
     rows = _setup()
     client.force_login(staff_user("mo", groups=[MODEL_MANAGER_GROUP]))
@@ -189,10 +188,10 @@ def test_pages_offer_only_the_actions_a_person_may_take(client: Client) -> None:
 
 
 def _job(status: str = BulkJobStatus.RUNNING, *, dry_run: bool = False) -> BulkJob:
-    active = ModelVersion.objects.filter(is_active=True).first() or version("active", active=True)
-    return BulkJob.objects.create(
-        model_version=active, chunk_size=100, status=status, dry_run=dry_run, planning_done=True
+    active = ModelVersion.objects.filter(is_active=True).first() or ModelVersionFactory.create(
+        name="active", is_active=True
     )
+    return BulkJobFactory.create(model_version=active, status=status, dry_run=dry_run, planning_done=True)
 
 
 ACTIONS = ["cancel_jobs", "resume_jobs", "retry_failed_photos", "apply_dry_runs"]
@@ -219,8 +218,8 @@ def test_bulk_actions_are_not_run_for_staff_who_may_only_view_jobs(client: Clien
 
 
 def test_a_model_manager_runs_bulk_actions_and_only_they_may_write_suggestions(
-    client: Client, django_capture_on_commit_callbacks
-) -> None:  # type: ignore[no-untyped-def]
+    client: Client, django_capture_on_commit_callbacks: DjangoCaptureOnCommitCallbacks
+) -> None:
     # given a running job and a finished dry run
     running = _job()
     dry_run = _job(BulkJobStatus.DONE, dry_run=True)

@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from catalog import services
 from catalog.selectors.review import LabelledPhoto
-from tests.catalog.review_helpers import version
+from catalog.services.training import model_comparison_score, photo_held_out, training_split
+from tests.factories import ModelVersionFactory
 
 # Checksums whose first 8 hex digits are 0 and 99 modulo 100.
 LOW = "00000000" + "a" * 56
@@ -22,10 +22,10 @@ def _photo(image_id: int, checksum: str, slug: str = "shoes") -> LabelledPhoto:
 
 def test_the_held_out_share_follows_the_checksum_and_the_setting(settings: Any) -> None:
     settings.TRAINING_HELD_OUT_PERCENT = 15
-    assert services.photo_held_out(checksum=LOW)
-    assert not services.photo_held_out(checksum=HIGH)
+    assert photo_held_out(checksum=LOW)
+    assert not photo_held_out(checksum=HIGH)
     settings.TRAINING_HELD_OUT_PERCENT = 100
-    assert services.photo_held_out(checksum=HIGH)
+    assert photo_held_out(checksum=HIGH)
 
 
 def test_photos_the_tail_trained_on_are_never_held_out_nor_calibrate(settings: Any) -> None:
@@ -34,7 +34,7 @@ def test_photos_the_tail_trained_on_are_never_held_out_nor_calibrate(settings: A
     photos = [_photo(1, LOW), _photo(2, HIGH), _photo(3, "c" * 64)]
 
     # when training splits them
-    split = services.training_split(photos=photos, tail_trained_on={"c" * 64})
+    split = training_split(photos=photos, tail_trained_on={"c" * 64})
 
     # then the tail's photo trains only
     assert split.held_out == [True, True, False]
@@ -44,11 +44,12 @@ def test_photos_the_tail_trained_on_are_never_held_out_nor_calibrate(settings: A
 @pytest.mark.django_db
 def test_a_comparison_records_accuracy_recall_per_category_and_what_each_version_serves() -> None:
     # given two versions' answers on the same five photos
-    candidate, baseline = version("lite0+new"), version("lite0+old", active=True)
+    candidate = ModelVersionFactory.create(name="lite0+new")
+    baseline = ModelVersionFactory.create(name="lite0+old", is_active=True)
     labels = ["shoes", "shoes", "hat", "hat", "dress"]
 
     # when the comparison is scored
-    comparison = services.model_comparison_score(
+    comparison = model_comparison_score(
         candidate_id=candidate.pk,
         baseline_id=baseline.pk,
         labels=labels,
@@ -75,9 +76,10 @@ def test_a_comparison_records_accuracy_recall_per_category_and_what_each_version
 
 @pytest.mark.django_db
 def test_a_comparison_without_photos_is_refused_and_records_nothing() -> None:
-    candidate, baseline = version("lite0+new"), version("lite0+old", active=True)
+    candidate = ModelVersionFactory.create(name="lite0+new")
+    baseline = ModelVersionFactory.create(name="lite0+old", is_active=True)
     with pytest.raises(ValueError, match="no held-out photos"):
-        services.model_comparison_score(
+        model_comparison_score(
             candidate_id=candidate.pk, baseline_id=baseline.pk, labels=[], predicted={}, served={}
         )
     assert not candidate.comparisons.exists()

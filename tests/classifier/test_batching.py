@@ -4,7 +4,7 @@ failing alone, and the next batch decoded while the network runs the current one
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -24,9 +24,9 @@ def _missing() -> bytes:
 
 
 @pytest.fixture
-def batcher(image_classifier: ImageClassifier) -> BatchClassifier:
+def batcher(image_classifier: ImageClassifier) -> Iterator[BatchClassifier]:
     batcher = BatchClassifier(image_classifier, decode_threads=2, batch_size=3, prefetch=1)
-    yield batcher  # type: ignore[misc]
+    yield batcher
     batcher.close()
 
 

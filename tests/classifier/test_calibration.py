@@ -153,7 +153,9 @@ def test_evaluation_metrics_are_json_ready() -> None:
         "ece",
         "auto_accept",
     }
-    assert metrics["auto_accept"]["accepted"] == 1 and metrics["auto_accept"]["precision"] == 1.0
+    auto_accept = metrics["auto_accept"]
+    assert isinstance(auto_accept, dict)
+    assert auto_accept["accepted"] == 1 and auto_accept["precision"] == 1.0
 
 
 def test_the_lower_confidence_bound_is_the_exact_clopper_pearson_one() -> None:

@@ -10,7 +10,7 @@ from PIL import Image
 
 from classifier.head import DEFAULT_HEAD_VERSION, ArtifactError, LinearHead
 from classifier.model import ImageClassifier, Prediction
-from classifier.preprocess import CORRUPT_IMAGE, EMPTY_FILE, ImageRejected
+from classifier.preprocess import CORRUPT_IMAGE, EMPTY_FILE, ImageRejected, ImageSource
 from classifier.taxonomy import load_taxonomy
 
 
@@ -53,9 +53,11 @@ def test_prediction_shape_and_confidences(
 def test_confidences_over_all_categories_sum_to_at_most_one(
     image_classifier: ImageClassifier, fixture_photos: dict[str, Path]
 ) -> None:
-    predictions = image_classifier.classify(list(fixture_photos.values()))
-    embeddings = np.stack([p.embedding for p in predictions])  # type: ignore[union-attr]
-    logits = np.stack([p.logits for p in predictions])  # type: ignore[union-attr]
+    results = image_classifier.classify(list(fixture_photos.values()))
+    predictions = [p for p in results if isinstance(p, Prediction) and p.logits is not None]
+    assert len(predictions) == len(results)
+    embeddings = np.stack([p.embedding for p in predictions])
+    logits = np.stack([p.logits for p in predictions if p.logits is not None])
     scores = image_classifier.scores_from_outputs(embeddings, logits)
     assert scores.shape == (len(predictions), len(load_taxonomy()))
     assert (scores >= 0).all()
@@ -66,7 +68,12 @@ def test_one_corrupt_photo_fails_alone(
     image_classifier: ImageClassifier, fixture_photos: dict[str, Path], truncated_jpeg: bytes
 ) -> None:
     # given a good photo as bytes, a truncated JPEG, an empty file and a good photo as a path
-    sources = [fixture_photos["pants"].read_bytes(), truncated_jpeg, b"", fixture_photos["hat"]]
+    sources: list[ImageSource] = [
+        fixture_photos["pants"].read_bytes(),
+        truncated_jpeg,
+        b"",
+        fixture_photos["hat"],
+    ]
     # when classified together
     results = image_classifier.classify(sources)
     # then the bad ones are rejected with their reason and the good ones are classified

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from PIL import Image
 
 from classifier.__main__ import main
@@ -54,7 +55,7 @@ def test_every_photo_is_degraded_within_the_recipe(tmp_path: Path) -> None:
     assert draw_parameters(7, "shoes/x.jpg") != draw_parameters(7, "shoes/y.jpg")
 
 
-def test_the_command_line_builds_it(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+def test_the_command_line_builds_it(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["phone-photos", str(FIXTURE_PHOTOS), str(tmp_path / "out")]) == 0
     assert "wrote 8 phone photos" in capsys.readouterr().out
     assert main(["phone-photos", str(tmp_path / "absent"), str(tmp_path / "out2")]) == 2

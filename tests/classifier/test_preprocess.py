@@ -18,6 +18,7 @@ from classifier.preprocess import (
     TOO_SMALL,
     UNREADABLE_FILE,
     ImageRejected,
+    ImageSource,
     load_image,
     to_batch,
 )
@@ -25,6 +26,13 @@ from tests.classifier.conftest import encode, halves
 
 SVG = b'<?xml version="1.0"?><svg xmlns="http://www.w3.org/2000/svg" width="64" height="64"></svg>'
 HTML = b"<!DOCTYPE html><html><head><title>Not found</title></head><body>404</body></html>"
+
+
+def _rgb(image: Image.Image, xy: tuple[int, int]) -> tuple[int, ...]:
+    """The pixel at `xy` of an RGB image."""
+    pixel = image.getpixel(xy)
+    assert isinstance(pixel, tuple), pixel
+    return pixel
 
 
 def rejection(source: object, **options: object) -> str:
@@ -97,7 +105,8 @@ def test_sources_bytes_path_and_file_object(tmp_path: Path, source_kind: str) ->
     data = encode(Image.new("RGB", (32, 32), (0, 255, 0)), "PNG")
     path = tmp_path / "x.png"
     path.write_bytes(data)
-    source = {"bytes": data, "path": path, "file": io.BytesIO(data)}[source_kind]
+    sources: dict[str, ImageSource] = {"bytes": data, "path": path, "file": io.BytesIO(data)}
+    source = sources[source_kind]
     assert load_image(source).getpixel((5, 5)) == (0, 255, 0)
 
 
@@ -105,7 +114,7 @@ def test_cmyk_jpeg_becomes_rgb() -> None:
     data = encode(Image.new("CMYK", (32, 32), (0, 255, 255, 0)), "JPEG", quality=95)
     image = load_image(data)
     assert image.mode == "RGB"
-    red, green, blue = image.getpixel((16, 16))
+    red, green, blue = _rgb(image, (16, 16))
     assert red > 200 and green < 50 and blue < 50
 
 
@@ -167,7 +176,7 @@ def test_exif_orientation_is_applied() -> None:
     image = load_image(data)
     # then it is upright: portrait, with the former left edge on top
     assert image.size == (48, 64)
-    top, bottom = image.getpixel((24, 4)), image.getpixel((24, 60))
+    top, bottom = _rgb(image, (24, 4)), _rgb(image, (24, 60))
     assert top[0] > 200 and top[2] < 60
     assert bottom[2] > 200 and bottom[0] < 60
 
@@ -211,7 +220,7 @@ def test_very_large_jpeg_is_drafted_then_reduced_and_still_turned_upright() -> N
     image = load_image(data)
     # then it is 256 px and upright: the red half is now on top
     assert image.size == (256, 256)
-    top, bottom = image.getpixel((128, 20)), image.getpixel((128, 236))
+    top, bottom = _rgb(image, (128, 20)), _rgb(image, (128, 236))
     assert top[0] > 200 and top[2] < 60
     assert bottom[2] > 200 and bottom[0] < 60
 

@@ -62,7 +62,7 @@ def new_page(chromium, live_server, request: pytest.FixtureRequest) -> Iterator[
     pages = []
 
     def make(viewport: dict = DESKTOP, storage_state: dict | None = None, is_mobile: bool = False):
-        context = chromium.new_context(  # type: ignore[attr-defined]
+        context = chromium.new_context(
             base_url=live_server.url,
             viewport=viewport,
             storage_state=storage_state,

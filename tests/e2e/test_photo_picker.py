@@ -10,7 +10,7 @@ import pytest
 
 from catalog.forms import PICKER_LEFT_OUT, PICKER_NOT_A_PHOTO
 from catalog.models import Listing
-from catalog.services import LISTING_MAX_PHOTOS
+from catalog.services.images import LISTING_MAX_PHOTOS
 from tests.e2e.conftest import DESKTOP, sign_up
 from tests.photo_bytes import jpeg_bytes
 

@@ -6,39 +6,29 @@ from __future__ import annotations
 
 import pytest
 
-from catalog import services
 from catalog.access import MODEL_MANAGER_GROUP
-from catalog.models import Category, CategorySource, ModelActivation, ModelVersion
+from catalog.models import Category, CategorySource, ModelActivation
+from catalog.services.registry import model_comparison_record
 from tests.catalog.review_helpers import staff_user
 from tests.e2e.conftest import DESKTOP, PASSWORD, screenshot
-from tests.factories import ListingFactory
+from tests.factories import ListingFactory, ModelVersionFactory
 
 pytestmark = [pytest.mark.browser, pytest.mark.usefixtures("taxonomy")]
 
 TEN = ["dress", "hat", "longsleeve", "outwear", "pants", "shirt", "shoes", "shorts", "skirt", "t-shirt"]
 
 
-def _version(name: str, classes: list[str], *, active: bool = False) -> ModelVersion:
-    return ModelVersion.objects.create(
-        name=name,
-        backbone_version="lite0",
-        is_active=active,
-        head_manifest={"version": name, "classes": classes},
-        head_npz=b"npz",
-    )
-
-
 def test_a_refused_candidate_is_activated_only_with_a_written_reason(new_page) -> None:
     # given the active version serves ten categories, a candidate five, skirts have a listing,
     # and the comparison shows dresses found far less often
-    active = _version("lite0+ten", TEN, active=True)
-    candidate = _version("lite0+five", TEN[:5])
-    ListingFactory(
+    active = ModelVersionFactory.create(name="lite0+ten", classes=TEN, is_active=True)
+    candidate = ModelVersionFactory.create(name="lite0+five", classes=TEN[:5])
+    ListingFactory.create(
         title="Pleated skirt",
         category=Category.objects.get(slug="skirt"),
         category_source=CategorySource.SELLER,
     )
-    services.model_comparison_record(
+    model_comparison_record(
         candidate=candidate,
         baseline=active,
         photos=60,

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from catalog import services
 from catalog.forms import PICKER_NOT_A_PHOTO
 from catalog.models import Category, CategorySource, Listing, ModelVersion
+from catalog.services.publishing import LISTING_NEEDS_A_CATEGORY
 from tests.conftest import WorkerProcess
 from tests.e2e.conftest import ARTIFACTS, DESKTOP, PHONE, screenshot, sign_up
 from tests.photo_bytes import HTML_PAGE
@@ -65,6 +65,39 @@ def _add_photos(page, paths: list[Path]) -> None:
     page.locator("#photos .photo-tile").nth(len(paths) - 1).wait_for()
 
 
+def _browse_to_listing(page, listing: Listing, title: str, *, top_level: str) -> None:
+    """Browse the top-level category to the listing's card, then its page: the photos are
+    generated thumbnails, never the upload."""
+    page.goto("/")
+    page.locator(".category-nav").get_by_role("link", name=top_level, exact=True).click()
+    page.wait_for_url(re.compile(r".*\?category="))
+    card = page.locator(".card", has_text=title)
+    card.wait_for()
+    screenshot(page, "browse-desktop")
+    card.click()
+    page.wait_for_url(f"**/listings/{listing.pk}/")
+    sources = page.locator(".gallery img").evaluate_all("imgs => imgs.map(i => i.getAttribute('src'))")
+    assert sources and all(re.fullmatch(r"/photos/\d+/(small|large)\.webp", src) for src in sources)
+    assert page.locator("#gallery-main").evaluate("img => img.naturalWidth") > 0
+    screenshot(page, "listing-desktop")
+    page.goto("/sell/")
+    screenshot(page, "dashboard-desktop")
+
+
+def _phone_pages(new_page, page, listing: Listing, title: str) -> None:
+    """The seller's, browse and listing pages on a phone-sized screen, signed in as on `page`."""
+    phone = new_page(PHONE, storage_state=page.context.storage_state(), is_mobile=True)
+    phone.goto(f"/sell/{listing.pk}/")
+    phone.locator('#suggestions[data-suggestion-state="done"]').wait_for()
+    screenshot(phone, "sell-suggestions-phone")
+    assert listing.category is not None
+    phone.goto(f"/?category={listing.category.slug}")
+    phone.locator(".card", has_text=title).wait_for()
+    screenshot(phone, "browse-phone")
+    phone.goto(f"/listings/{listing.pk}/")
+    screenshot(phone, "listing-phone")
+
+
 def test_a_seller_sees_suggestions_before_publishing_and_must_choose_a_category(
     celery_worker_process: WorkerProcess, new_page, two_photos: list[Path]
 ) -> None:
@@ -105,7 +138,7 @@ def test_a_seller_sees_suggestions_before_publishing_and_must_choose_a_category(
     page.get_by_role("button", name="Publish listing").click()
 
     # then the form asks for one and the listing stays a draft
-    page.locator("[data-category-error]", has_text=services.LISTING_NEEDS_A_CATEGORY).wait_for()
+    page.locator("[data-category-error]", has_text=LISTING_NEEDS_A_CATEGORY).wait_for()
     listing.refresh_from_db()
     assert listing.published_at is None
     screenshot(page, "sell-needs-category-desktop")
@@ -123,35 +156,10 @@ def test_a_seller_sees_suggestions_before_publishing_and_must_choose_a_category(
     assert listing.category_source == CategorySource.SELLER
     screenshot(page, "sell-suggestions-desktop")
 
-    # and the listing is found in browse under that category's top-level ancestor (descendants included)
-    top_level = first_path.split(" › ")[0]
-    page.goto("/")
-    page.locator(".category-nav").get_by_role("link", name=top_level, exact=True).click()
-    page.wait_for_url(re.compile(r".*\?category="))
-    card = page.locator(".card", has_text=title)
-    card.wait_for()
-    screenshot(page, "browse-desktop")
-
-    # and its page shows the photos as generated thumbnails, never the upload
-    card.click()
-    page.wait_for_url(f"**/listings/{listing.pk}/")
-    sources = page.locator(".gallery img").evaluate_all("imgs => imgs.map(i => i.getAttribute('src'))")
-    assert sources and all(re.fullmatch(r"/photos/\d+/(small|large)\.webp", src) for src in sources)
-    assert page.locator("#gallery-main").evaluate("img => img.naturalWidth") > 0
-    screenshot(page, "listing-desktop")
-    page.goto("/sell/")
-    screenshot(page, "dashboard-desktop")
-
-    # and the same pages work on a phone-sized screen
-    phone = new_page(PHONE, storage_state=page.context.storage_state(), is_mobile=True)
-    phone.goto(f"/sell/{listing.pk}/")
-    phone.locator('#suggestions[data-suggestion-state="done"]').wait_for()
-    screenshot(phone, "sell-suggestions-phone")
-    phone.goto(f"/?category={listing.category.slug}")
-    phone.locator(".card", has_text=title).wait_for()
-    screenshot(phone, "browse-phone")
-    phone.goto(f"/listings/{listing.pk}/")
-    screenshot(phone, "listing-phone")
+    # and the listing is found in browse under that category's top-level ancestor (descendants
+    # included), its page shows generated thumbnails, and the same pages work on a phone
+    _browse_to_listing(page, listing, title, top_level=first_path.split(" › ")[0])
+    _phone_pages(new_page, page, listing, title)
 
     ARTIFACTS.mkdir(exist_ok=True)
     (ARTIFACTS / "seller-journey-timing.json").write_text(json.dumps(timing, indent=2))

@@ -12,7 +12,6 @@ import pytest
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 
-from catalog import services
 from catalog.models import (
     BulkChunkStatus,
     BulkJob,
@@ -30,6 +29,24 @@ from catalog.models import (
     ModelVersion,
 )
 from catalog.services.bulk import chunks, planning
+from catalog.services.bulk.chunks import WORKER_CRASHED_ON_PHOTO
+from catalog.services.bulk.jobs import (
+    JOB_NOT_CANCELLABLE,
+    JOB_NOTHING_TO_RETRY,
+    BulkJobRefused,
+    bulk_job_cancel,
+    bulk_job_resume,
+    bulk_job_retry_failed,
+)
+from catalog.services.bulk.reports import bulk_job_summary
+from catalog.services.decisions import listing_category_set
+from catalog.services.images import image_add
+from catalog.services.suggestions import (
+    ScoredCategory,
+    image_classification_record,
+    listing_suggestion_refresh,
+    model_version_ensure,
+)
 from catalog.tasks_contract import ChunkOutcome
 from tests.factories import ListingFactory, UserFactory
 from workers import inference
@@ -44,15 +61,13 @@ NOT_A_PHOTO = b"<html><body>not a photo</body></html>"
 def version(verified_model_files: None) -> ModelVersion:
     """The version this process's classifier scores as (active, as the first one)."""
     classifier = inference.get_classifier()
-    return services.model_version_ensure(
-        name=classifier.model_version, backbone_version=classifier.backbone_version
-    )
+    return model_version_ensure(name=classifier.model_version, backbone_version=classifier.backbone_version)
 
 
 def _listing(photos: list[bytes], **fields: object) -> Listing:
     listing = ListingFactory(seller=UserFactory(username="bulk-seller"), **fields)
     for number, data in enumerate(photos):
-        services.image_add(listing=listing, upload=data, filename=f"p{number}.jpg")
+        image_add(listing=listing, upload=data, filename=f"p{number}.jpg")
     return listing
 
 
@@ -174,7 +189,7 @@ def test_dry_run_reports_exactly_the_listings_that_would_change_and_writes_nothi
 
     # then the report names exactly the two listings that would change, from what to what
     assert job.status == BulkJobStatus.DONE
-    summary = services.bulk_job_summary(job=job)
+    summary = bulk_job_summary(job=job)
     assert summary.listings == 2
     assert sorted(summary.moves, key=str) == sorted(
         [(other.slug, expected[moved.pk], 1), (None, expected[fresh.pk], 1)], key=str
@@ -198,9 +213,7 @@ def test_apply_from_cached_embeddings_writes_one_suggestion_per_photo_without_de
     outputs = _cache_embeddings(images)
     for image in images:
         default_storage.delete(image.file.name)
-    services.image_classification_record(
-        image=images[0], model_version=version, top_k=[services.ScoredCategory("shoes", 0.9)]
-    )
+    image_classification_record(image=images[0], model_version=version, top_k=[ScoredCategory("shoes", 0.9)])
 
     # when the job runs
     job = BulkJob.objects.create(model_version=version, chunk_size=4)
@@ -221,7 +234,7 @@ def test_apply_from_cached_embeddings_writes_one_suggestion_per_photo_without_de
               "suggested_model_version_id", "photos_disagree")  # fmt: skip
     for listing in listings:
         after_job = Listing.objects.values(*fields).get(pk=listing.pk)
-        services.listing_suggestion_refresh(listing=listing, model_version=version)
+        listing_suggestion_refresh(listing=listing, model_version=version)
         assert Listing.objects.values(*fields).get(pk=listing.pk) == after_job
         assert after_job["suggested_model_version_id"] == version.pk
         assert len(after_job["suggested_top_k"]) == 5
@@ -269,12 +282,10 @@ def test_a_killed_job_resumes_and_finishes_only_what_is_missing(version: ModelVe
     assert chunk_run(chunk_id=first.pk) == ChunkOutcome.DONE
     begun = chunks.bulk_chunk_claim(chunk_id=second.pk)
     assert isinstance(begun, chunks.ChunkRun)
-    services.image_classification_record(
-        image=images[2], model_version=version, top_k=[services.ScoredCategory("shoes", 0.9)]
-    )
+    image_classification_record(image=images[2], model_version=version, top_k=[ScoredCategory("shoes", 0.9)])
 
     # when staff resume it and the chunks are run again
-    sent = services.bulk_job_resume(job=job)
+    sent = bulk_job_resume(job=job)
     outcomes = [chunk_run(chunk_id=pk) for pk in job.chunks.order_by("index").values_list("pk", flat=True)]
 
     # then the finished chunk is skipped, the rest is completed, and every photo has one suggestion
@@ -298,14 +309,14 @@ def test_a_cancelled_job_stops_and_resume_finishes_it(version: ModelVersion) -> 
     chunk_run(chunk_id=first.pk)
 
     # when staff cancel it, then the next chunk does nothing and cancelling twice is refused
-    services.bulk_job_cancel(job=job)
+    bulk_job_cancel(job=job)
     assert chunk_run(chunk_id=second.pk) == ChunkOutcome.CANCELLED
     assert set(_suggestions_per_photo(version)) == {images[0].pk, images[1].pk}
-    with pytest.raises(services.BulkJobRefused, match=services.JOB_NOT_CANCELLABLE):
-        services.bulk_job_cancel(job=job)
+    with pytest.raises(BulkJobRefused, match=JOB_NOT_CANCELLABLE):
+        bulk_job_cancel(job=job)
 
     # when it is resumed, then it finishes
-    services.bulk_job_resume(job=job)
+    bulk_job_resume(job=job)
     assert chunk_run(chunk_id=second.pk) == ChunkOutcome.DONE
     job.refresh_from_db()
     assert job.status == BulkJobStatus.DONE
@@ -338,7 +349,7 @@ def test_a_corrupt_photo_goes_to_the_ledger_and_retry_failed_reruns_only_it(
     # when the file is replaced by a real photo and staff retry the failed photos
     default_storage.delete(corrupt.file.name)
     default_storage.save(corrupt.file.name, ContentFile(photo_paths[2].read_bytes()))
-    assert services.bulk_job_retry_failed(job=job) == 1
+    assert bulk_job_retry_failed(job=job) == 1
     chunk_run(chunk_id=job.chunks.get().pk)
 
     # then only that photo was classified, the ledger is empty and the job is done again
@@ -347,8 +358,8 @@ def test_a_corrupt_photo_goes_to_the_ledger_and_retry_failed_reruns_only_it(
     assert (job.skipped_images, job.cnn_images, job.failed_images) == (2, 1, 0)
     assert not BulkJobError.objects.filter(job=job).exists()
     assert _suggestions_per_photo(version) == Counter({good_one.pk: 1, corrupt.pk: 1, good_two.pk: 1})
-    with pytest.raises(services.BulkJobRefused, match=services.JOB_NOTHING_TO_RETRY):
-        services.bulk_job_retry_failed(job=job)
+    with pytest.raises(BulkJobRefused, match=JOB_NOTHING_TO_RETRY):
+        bulk_job_retry_failed(job=job)
 
 
 def test_a_photo_alone_in_flight_when_the_worker_died_is_set_aside(
@@ -369,7 +380,7 @@ def test_a_photo_alone_in_flight_when_the_worker_died_is_set_aside(
 
     # then that photo is in the ledger, unclassified, and the other one is classified
     assert list(BulkJobError.objects.values_list("image_id", "reason")) == [
-        (poison.pk, services.WORKER_CRASHED_ON_PHOTO)
+        (poison.pk, WORKER_CRASHED_ON_PHOTO)
     ]
     assert set(_suggestions_per_photo(version)) == {fine.pk}
     assert BulkJobChunk.objects.get(pk=chunk.pk).inflight_image_ids == []
@@ -398,7 +409,7 @@ def test_a_bulk_job_auto_accepts_as_an_upload_would_and_a_rerun_writes_no_new_de
     images = list(ListingImage.objects.order_by("pk"))
     _cache_embeddings(images, seed=5)
     chosen = Category.objects.get(slug="home")
-    services.listing_category_set(
+    listing_category_set(
         listing=listings[2], category=chosen, source=CategorySource.SELLER, actor=listings[2].seller
     )
     slugs = list(Category.objects.values_list("slug", flat=True))

@@ -16,7 +16,6 @@ from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.db import transaction
 
-from catalog import services
 from catalog.models import (
     BulkJob,
     BulkJobStatus,
@@ -26,6 +25,9 @@ from catalog.models import (
     ListingImage,
     ModelVersion,
 )
+from catalog.services.bulk.jobs import bulk_job_start
+from catalog.services.images import image_add
+from catalog.services.suggestions import model_version_ensure
 from tests.conftest import WorkerProcess, running_workers, start_worker, stop_worker, wait_for
 from tests.factories import ListingFactory, UserFactory
 from workers.bulk import WRITE_EVERY
@@ -69,7 +71,7 @@ def version() -> ModelVersion:
     from classifier.backbone import backbone_version
     from classifier.head import LinearHead
 
-    return services.model_version_ensure(
+    return model_version_ensure(
         name=f"{backbone_version()}+{LinearHead.load().version}", backbone_version=backbone_version()
     )
 
@@ -133,13 +135,11 @@ def test_a_fresh_upload_is_classified_while_a_bulk_job_runs(
     # its 300th photo until the upload is done, however fast this machine is
     images = _catalogue(photo_paths, 400)
     held = HeldPhoto(sorted(images, key=lambda image: image.pk)[300])
-    job = services.bulk_job_start(model_version=version, chunk_size=32)
+    job = bulk_job_start(model_version=version, chunk_size=32)
     wait_for(lambda: BulkJob.objects.filter(pk=job.pk, done_chunks__gte=1).exists(), timeout=180)
 
     # when a seller uploads a photo
-    upload = services.image_add(
-        listing=ListingFactory(), upload=photo_paths[0].read_bytes(), filename="new.jpg"
-    )
+    upload = image_add(listing=ListingFactory(), upload=photo_paths[0].read_bytes(), filename="new.jpg")
     wait_for(lambda: ListingImage.objects.get(pk=upload.pk).status in FINISHED, timeout=120)
 
     # then it was classified by the classify worker while the job was still running
@@ -169,7 +169,7 @@ def test_a_chunk_whose_worker_process_is_killed_still_ends_with_one_suggestion_p
     # after its first write of WRITE_EVERY results, however fast or slow this machine is
     images = _catalogue(photo_paths, 256)
     held = HeldPhoto(sorted(images, key=lambda image: image.pk)[100])
-    job = services.bulk_job_start(model_version=version, chunk_size=256)
+    job = bulk_job_start(model_version=version, chunk_size=256)
     wait_for(
         lambda: (
             CategorySuggestion.objects.filter(model_version=version, image__in=images).count() >= WRITE_EVERY
@@ -206,17 +206,15 @@ def test_a_burst_of_uploads_is_classified_in_batches_with_single_task_semantics(
     seller = UserFactory()
     with transaction.atomic():
         good = [
-            services.image_add(
+            image_add(
                 listing=ListingFactory(seller=seller),
                 upload=photo_paths[n % len(photo_paths)].read_bytes(),
                 filename="a.jpg",
             )
             for n in range(10)
         ]
-        bad = services.image_add(
-            listing=ListingFactory(seller=seller), upload=b"<html></html>", filename="b.jpg"
-        )
-        gone = services.image_add(
+        bad = image_add(listing=ListingFactory(seller=seller), upload=b"<html></html>", filename="b.jpg")
+        gone = image_add(
             listing=ListingFactory(seller=seller), upload=photo_paths[0].read_bytes(), filename="c.jpg"
         )
         Listing.objects.filter(pk=gone.listing_id).delete()

@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 from django.db import transaction
 
-from catalog import services
 from catalog.models import (
     CategorySource,
     CategorySuggestion,
@@ -18,6 +17,7 @@ from catalog.models import (
     ListingImage,
 )
 from catalog.queueing import send_task
+from catalog.services.images import WORKER_CRASHED_REPEATEDLY, image_add
 from catalog.tasks_contract import TaskName
 from tests.conftest import WorkerProcess, wait_for
 from tests.factories import ListingFactory
@@ -32,17 +32,17 @@ def _wait_finished(*image_ids: int, timeout: float = 120.0) -> list[ListingImage
         images = list(ListingImage.objects.filter(pk__in=image_ids).order_by("pk"))
         return images if all(image.status in FINISHED for image in images) else None
 
-    return wait_for(finished, timeout=timeout)  # type: ignore[return-value]
+    return wait_for(finished, timeout=timeout)
 
 
 def test_uploaded_photos_get_a_suggestion_from_the_worker(
     celery_worker_process: WorkerProcess, photo_paths: list[Path]
 ) -> None:
     # given a listing with two real photos, added in one transaction
-    listing = ListingFactory()
+    listing = ListingFactory.create()
     with transaction.atomic():
-        first = services.image_add(listing=listing, upload=photo_paths[0].read_bytes(), filename="a.jpg")
-        second = services.image_add(listing=listing, upload=photo_paths[1].read_bytes(), filename="b.jpg")
+        first = image_add(listing=listing, upload=photo_paths[0].read_bytes(), filename="a.jpg")
+        second = image_add(listing=listing, upload=photo_paths[1].read_bytes(), filename="b.jpg")
         # then nothing is queued before the commit
         assert ListingImage.objects.get(pk=first.pk).status == ClassificationStatus.PENDING
 
@@ -73,9 +73,9 @@ def test_a_photo_that_is_not_an_image_fails_alone_with_a_reason(
     from classifier.preprocess import NOT_AN_IMAGE
 
     # given a listing with a real photo and an HTML page renamed .jpg
-    listing = ListingFactory()
-    good = services.image_add(listing=listing, upload=photo_paths[0].read_bytes(), filename="good.jpg")
-    bad = services.image_add(listing=listing, upload=b"<html><body>hello</body></html>", filename="bad.jpg")
+    listing = ListingFactory.create()
+    good = image_add(listing=listing, upload=photo_paths[0].read_bytes(), filename="good.jpg")
+    bad = image_add(listing=listing, upload=b"<html><body>hello</body></html>", filename="bad.jpg")
 
     # when both are processed
     good, bad = _wait_finished(good.pk, bad.pk)
@@ -93,7 +93,7 @@ def test_duplicate_deliveries_leave_exactly_one_suggestion(
     celery_worker_process: WorkerProcess, photo_paths: list[Path]
 ) -> None:
     # given a photo already classified
-    image = services.image_add(listing=ListingFactory(), upload=photo_paths[0].read_bytes(), filename="x.jpg")
+    image = image_add(listing=ListingFactory.create(), upload=photo_paths[0].read_bytes(), filename="x.jpg")
     _wait_finished(image.pk)
     before = CategorySuggestion.objects.get(image=image)
 
@@ -114,7 +114,7 @@ def test_a_photo_that_keeps_killing_workers_is_set_aside(celery_worker_process: 
     # given a photo whose task has already been delivered the maximum number of times
     from django.conf import settings
 
-    image = services.image_add(listing=ListingFactory(), upload=b"\xff\xd8\xff" + b"0" * 64, filename="p.jpg")
+    image = image_add(listing=ListingFactory.create(), upload=b"\xff\xd8\xff" + b"0" * 64, filename="p.jpg")
     ListingImage.objects.filter(pk=image.pk).update(deliveries=settings.CLASSIFY_MAX_DELIVERIES)
 
     # when it is delivered once more
@@ -122,7 +122,7 @@ def test_a_photo_that_keeps_killing_workers_is_set_aside(celery_worker_process: 
 
     # then it is FAILED with the poison reason, without another classification attempt
     assert image.status == ClassificationStatus.FAILED
-    assert image.failure_reason == services.WORKER_CRASHED_REPEATEDLY.format(
+    assert image.failure_reason == WORKER_CRASHED_REPEATEDLY.format(
         deliveries=settings.CLASSIFY_MAX_DELIVERIES
     )
 
@@ -131,14 +131,14 @@ def test_a_deleted_listing_makes_its_queued_task_a_no_op(
     celery_worker_process: WorkerProcess, photo_paths: list[Path]
 ) -> None:
     # given a photo whose listing is deleted right after the upload
-    listing = ListingFactory()
-    image = services.image_add(listing=listing, upload=photo_paths[0].read_bytes(), filename="gone.jpg")
+    listing = ListingFactory.create()
+    image = image_add(listing=listing, upload=photo_paths[0].read_bytes(), filename="gone.jpg")
     image_id = image.pk
     Listing.objects.filter(pk=listing.pk).delete()
 
     # when the worker gets to it, then nothing is created and the worker stays healthy
-    follower = services.image_add(
-        listing=ListingFactory(), upload=photo_paths[1].read_bytes(), filename="n.jpg"
+    follower = image_add(
+        listing=ListingFactory.create(), upload=photo_paths[1].read_bytes(), filename="n.jpg"
     )
     _wait_finished(follower.pk)
     assert not CategorySuggestion.objects.filter(image_id=image_id).exists()

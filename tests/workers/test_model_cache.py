@@ -12,9 +12,9 @@ from django.conf import settings
 from django.db import transaction
 from django.test import Client
 
-from catalog import services
 from catalog.models import ClassificationStatus, ListingImage
 from catalog.queueing import queue_depths
+from catalog.services.images import image_add
 from dev.chaos.cache import block_manifest, copy_cache, truncate
 from dev.embedded import start_redis
 from tests.conftest import point_celery_app_at, start_worker, stop_worker, wait_for
@@ -55,10 +55,10 @@ def broker(tmp_path: Path) -> Iterator[str]:
 
 
 def _upload(photo_paths: list[Path], count: int) -> list[int]:
-    listing = ListingFactory()
+    listing = ListingFactory.create()
     with transaction.atomic():
         images = [
-            services.image_add(listing=listing, upload=photo_paths[i].read_bytes(), filename=f"{i}.jpg")
+            image_add(listing=listing, upload=photo_paths[i].read_bytes(), filename=f"{i}.jpg")
             for i in range(count)
         ]
     return [image.pk for image in images]
@@ -93,7 +93,7 @@ def test_a_worker_whose_model_cannot_be_rebuilt_refuses_the_queue_and_says_so(
         assert set(ListingImage.objects.filter(pk__in=image_ids).values_list("deliveries", flat=True)) == {0}
         # and /metrics shows the worker as not ready
         client = Client()
-        client.force_login(UserFactory(is_staff=True))
+        client.force_login(UserFactory.create(is_staff=True))
         body = client.get("/metrics").content.decode()
         assert f'marketplace_classifier_ready{{worker="{refusing.name}"}} 0.0' in body.splitlines()
     finally:

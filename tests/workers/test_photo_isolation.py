@@ -18,8 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from catalog import services
 from catalog.models import CategorySuggestion, ListingImage
+from catalog.services.images import CLASSIFICATION_TIMED_OUT, PHOTO_UNREADABLE_AFTER_RETRIES
+from catalog.services.listings import listing_delete
 from dev.chaos.photos import (
     Sabotage,
     all_done_once,
@@ -74,7 +75,11 @@ def worker(
 
 def _upload_with_culprit(photo_paths: list[Path], sabotage: Sabotage) -> tuple[int, list[int]]:
     return upload_with_culprit(
-        photo_paths, sabotage, culprit_listing=ListingFactory(), listing=ListingFactory(), mates=6
+        photo_paths,
+        sabotage,
+        culprit_listing=ListingFactory.create(),
+        listing=ListingFactory.create(),
+        mates=6,
     )
 
 
@@ -87,8 +92,8 @@ def test_a_listing_deleted_while_its_photo_is_classified_holds_back_no_one(
     writer = wait_for(lambda: fifo_writer(fifo), timeout=WITHIN_S)
 
     # when its seller deletes the listing while the worker reads it, and the bytes then arrive
-    services.listing_delete(listing=ListingImage.objects.get(pk=culprit).listing)
-    with os.fdopen(int(writer), "wb") as pipe:  # type: ignore[call-overload]
+    listing_delete(listing=ListingImage.objects.get(pk=culprit).listing)
+    with os.fdopen(int(writer), "wb") as pipe:
         pipe.write(photo_paths[0].read_bytes())
 
     # then the batch-mates are DONE with one suggestion each, within seconds
@@ -109,9 +114,7 @@ def test_a_storage_read_error_is_retried_then_fails_that_photo_alone(
     # then they are DONE within seconds
     wait_for(lambda: all_done_once(mates), timeout=WITHIN_S)
     # and the photo is retried with backoff, then FAILED with the true reason
-    expected = services.PHOTO_UNREADABLE_AFTER_RETRIES.format(
-        attempts=MAX_RETRIES + 1, error="IsADirectoryError"
-    )
+    expected = PHOTO_UNREADABLE_AFTER_RETRIES.format(attempts=MAX_RETRIES + 1, error="IsADirectoryError")
     assert wait_for(lambda: failure_reason(culprit), timeout=WITHIN_S) == expected
     assert not CategorySuggestion.objects.filter(image_id=culprit).exists()
 
@@ -128,7 +131,7 @@ def test_the_soft_time_limit_fails_only_the_photo_that_ran_past_it(
         wait_for(lambda: all_done_once(mates), timeout=WITHIN_S)
         # and the photo is FAILED with the time-limit reason, in the same delivery
         reason = wait_for(lambda: failure_reason(culprit), timeout=WITHIN_S)
-        assert reason == services.CLASSIFICATION_TIMED_OUT.format(seconds=SOFT_TIME_LIMIT_S)
+        assert reason == CLASSIFICATION_TIMED_OUT.format(seconds=SOFT_TIME_LIMIT_S)
         assert ListingImage.objects.get(pk=culprit).deliveries == 1
     finally:
         # let the decode thread still blocked in the read finish

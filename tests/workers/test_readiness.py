@@ -60,7 +60,7 @@ def test_metrics_show_each_running_workers_readiness(broker: str, client: Client
         connection.default_channel.client.delete(CLASSIFIER_READY_KEY.format(worker="gone@host"))
 
     # when staff scrape the metrics
-    client.force_login(UserFactory(is_staff=True))
+    client.force_login(UserFactory.create(is_staff=True))
     lines = client.get("/metrics").content.decode().splitlines()
 
     # then each running worker has its gauge

@@ -11,9 +11,18 @@ from botocore.exceptions import ClientError, EndpointConnectionError, ReadTimeou
 from celery.exceptions import SoftTimeLimitExceeded
 from django.db import OperationalError
 
-from catalog import services
 from catalog.models import ClassificationStatus, ListingImage
 from catalog.services import images
+from catalog.services.images import (
+    CLASSIFICATION_ERROR,
+    CLASSIFICATION_TIMED_OUT,
+    DATABASE_UNAVAILABLE_AFTER_RETRIES,
+    PHOTO_MISSING_FROM_STORAGE,
+    PHOTO_UNREADABLE_AFTER_RETRIES,
+    ImageGone,
+    image_add,
+    image_status_set,
+)
 from classifier.preprocess import CORRUPT_IMAGE, ImageRejected
 from tests.factories import ListingFactory
 from workers import retry
@@ -94,7 +103,7 @@ def test_backoff_grows_exponentially_with_full_jitter_up_to_its_cap() -> None:
 
 @pytest.fixture
 def photo(db: None) -> ListingImage:
-    return services.image_add(listing=ListingFactory(), upload=b"\xff\xd8\xff" + b"\0" * 64, filename="p.jpg")
+    return image_add(listing=ListingFactory.create(), upload=b"\xff\xd8\xff" + b"\0" * 64, filename="p.jpg")
 
 
 def test_a_retryable_error_with_retries_left_changes_nothing(photo: ListingImage) -> None:
@@ -120,7 +129,7 @@ def test_the_last_retry_fails_the_photo_with_the_reason_not_the_sweeper(
     assert results[photo.pk].outcome is PhotoOutcome.FAILED
     photo.refresh_from_db()
     assert photo.status == ClassificationStatus.FAILED
-    assert photo.failure_reason == services.PHOTO_UNREADABLE_AFTER_RETRIES.format(
+    assert photo.failure_reason == PHOTO_UNREADABLE_AFTER_RETRIES.format(
         attempts=3, error="ClientError SlowDown"
     )
 
@@ -129,7 +138,7 @@ def test_the_last_database_retry_fails_the_photo_with_the_reason(settings, photo
     settings.TASK_MAX_RETRIES = 0
     settle([photo.pk], OperationalError("the database system is shutting down"), {})
     photo.refresh_from_db()
-    assert photo.failure_reason == services.DATABASE_UNAVAILABLE_AFTER_RETRIES.format(
+    assert photo.failure_reason == DATABASE_UNAVAILABLE_AFTER_RETRIES.format(
         attempts=1, error="OperationalError"
     )
 
@@ -154,13 +163,13 @@ def test_a_photo_is_sent_again_when_even_its_failure_cannot_be_saved(
     ("error", "outcome", "reason"),
     [
         (ImageRejected(CORRUPT_IMAGE), PhotoOutcome.FAILED, CORRUPT_IMAGE),
-        (FileNotFoundError("p.jpg"), PhotoOutcome.FAILED, services.PHOTO_MISSING_FROM_STORAGE),
+        (FileNotFoundError("p.jpg"), PhotoOutcome.FAILED, PHOTO_MISSING_FROM_STORAGE),
         (
             SoftTimeLimitExceeded(),
             PhotoOutcome.TIMED_OUT,
-            services.CLASSIFICATION_TIMED_OUT.format(seconds=240),
+            CLASSIFICATION_TIMED_OUT.format(seconds=240),
         ),
-        (KeyError("bug"), PhotoOutcome.FAILED, services.CLASSIFICATION_ERROR.format(error="KeyError")),
+        (KeyError("bug"), PhotoOutcome.FAILED, CLASSIFICATION_ERROR.format(error="KeyError")),
     ],
     ids=lambda value: type(value).__name__,
 )
@@ -175,8 +184,8 @@ def test_final_errors_fail_the_photo_at_once_with_a_true_reason(
 
 
 def test_a_photo_deleted_meanwhile_is_gone_and_a_finished_one_stays_done(photo: ListingImage) -> None:
-    assert settle([photo.pk], services.ImageGone("deleted"), {})[photo.pk].outcome is PhotoOutcome.GONE
-    services.image_status_set(image_id=photo.pk, status=ClassificationStatus.DONE)
+    assert settle([photo.pk], ImageGone("deleted"), {})[photo.pk].outcome is PhotoOutcome.GONE
+    image_status_set(image_id=photo.pk, status=ClassificationStatus.DONE)
     results = settle([photo.pk], KeyError("late"), {})
     assert results[photo.pk].outcome is PhotoOutcome.ALREADY_DONE
     assert ListingImage.objects.get(pk=photo.pk).status == ClassificationStatus.DONE

@@ -19,11 +19,14 @@ from django.db import transaction
 from django.urls import reverse
 from PIL import Image
 
-from catalog import services
 from catalog.models import BulkJob, BulkJobStatus, CategorySuggestion, ClassificationStatus, ListingImage
+from catalog.services.bulk.jobs import bulk_job_start
+from catalog.services.images import listing_photo_upload
+from catalog.services.listings import listing_delete
+from catalog.services.suggestions import model_version_ensure
 from catalog.uploads import UPLOAD_CORRUPT, UPLOAD_MIN_SIDE_PX, UPLOAD_NOT_AN_IMAGE, UPLOAD_TOO_SMALL
 from tests import photo_bytes as pb
-from tests.conftest import wait_for
+from tests.conftest import stored_name, wait_for
 from tests.factories import ListingFactory, UserFactory
 from tests.s3_server import S3Server, S3Stack, s3_worker_stack, use_bucket
 
@@ -56,12 +59,12 @@ def test_an_upload_is_classified_from_s3_thumbnailed_there_and_deleted_with_its_
     s3: S3Stack, client, photo_paths: list[Path]
 ) -> None:
     # given a seller's photo uploaded through the web app's validation path
-    listing = ListingFactory()
+    listing = ListingFactory.create()
     with transaction.atomic():
-        image = services.listing_photo_upload(
+        image = listing_photo_upload(
             listing=listing, upload=photo_paths[0].read_bytes(), filename="IMG_1.jpg"
         )
-    assert image.file.name in s3.server.keys(s3.bucket, "listings/")
+    assert stored_name(image) in s3.server.keys(s3.bucket, "listings/")
 
     # when the worker, which reads photos only from the bucket, classifies it
     wait_for(lambda: _finished([image.pk]), timeout=180)
@@ -77,10 +80,10 @@ def test_an_upload_is_classified_from_s3_thumbnailed_there_and_deleted_with_its_
     assert len(s3.server.keys(s3.bucket, f"thumbs/{image.pk}/")) == 1
 
     # when the seller deletes the listing
-    services.listing_delete(listing=listing)
+    listing_delete(listing=listing)
 
     # then the photo and its thumbnail are gone from the bucket
-    assert image.file.name not in s3.server.keys(s3.bucket)
+    assert stored_name(image) not in s3.server.keys(s3.bucket)
     assert s3.server.keys(s3.bucket, f"thumbs/{image.pk}/") == []
 
 
@@ -94,7 +97,7 @@ def test_photos_uploaded_straight_to_the_bucket_are_validated_by_the_worker(
 ) -> None:
     # given a seller's listing, and four files the browser sends straight to the bucket: a photo
     # with GPS in its EXIF, a truncated JPEG, a web page and an 8 x 8 icon, all declared JPEG
-    listing = ListingFactory()
+    listing = ListingFactory.create()
     client.force_login(listing.seller)
     photo = pb.jpeg_bytes((640, 320), exif=pb.gps_exif(orientation=6))
     truncated = pb.noisy_jpeg_bytes()[:3000]
@@ -118,8 +121,8 @@ def test_photos_uploaded_straight_to_the_bucket_are_validated_by_the_worker(
         image.refresh_from_db()
     good, corrupt, page, icon = images
     assert good.status == ClassificationStatus.DONE, s3.worker.log_text()[-3000:]
-    assert good.file.name.startswith("listings/") and good.file.name.endswith(".jpg")
-    with default_storage.open(good.file.name, "rb") as handle:
+    assert stored_name(good).startswith("listings/") and stored_name(good).endswith(".jpg")
+    with default_storage.open(stored_name(good), "rb") as handle:
         stored = handle.read()
     assert (good.checksum, good.size_bytes) == (hashlib.sha256(stored).hexdigest(), len(stored))
     assert b"PhoneMaker" not in stored
@@ -140,16 +143,16 @@ def test_a_bulk_job_reads_its_photos_from_s3(s3: S3Stack, photo_paths: list[Path
     from classifier.backbone import backbone_version
     from classifier.head import LinearHead
 
-    version = services.model_version_ensure(
+    version = model_version_ensure(
         name=f"{backbone_version()}+{LinearHead.load().version}", backbone_version=backbone_version()
     )
-    seller = UserFactory()
+    seller = UserFactory.create()
     rows = []
     for number, path in enumerate(photo_paths):
         data = path.read_bytes()
         rows.append(
             ListingImage(
-                listing=ListingFactory(seller=seller),
+                listing=ListingFactory.create(seller=seller),
                 file=default_storage.save(f"listings/bulk/{number}.jpg", ContentFile(data)),
                 checksum=hashlib.sha256(data).hexdigest(),
                 size_bytes=len(data),
@@ -159,7 +162,7 @@ def test_a_bulk_job_reads_its_photos_from_s3(s3: S3Stack, photo_paths: list[Path
     images = ListingImage.objects.bulk_create(rows)
 
     # when a bulk job runs over them on the worker
-    job = services.bulk_job_start(model_version=version, chunk_size=4)
+    job = bulk_job_start(model_version=version, chunk_size=4)
     wait_for(lambda: BulkJob.objects.get(pk=job.pk).status == BulkJobStatus.DONE, timeout=300)
 
     # then every photo has exactly one suggestion of the version, none failed to be read

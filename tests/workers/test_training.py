@@ -14,7 +14,6 @@ import pytest
 from django.db import transaction
 from PIL import Image, ImageEnhance
 
-from catalog import services
 from catalog.models import (
     Category,
     CategorySuggestion,
@@ -26,6 +25,15 @@ from catalog.models import (
     TrainingRun,
     TrainingStatus,
 )
+from catalog.services.images import image_add
+from catalog.services.listings import listing_create
+from catalog.services.registry import (
+    ActivationRefused,
+    model_version_activate,
+    model_version_rollback,
+    training_run_request,
+)
+from catalog.services.suggestions import model_version_ensure
 from tests.conftest import FIXTURE_PHOTOS, WorkerProcess, wait_for
 from tests.factories import UserFactory
 
@@ -57,7 +65,7 @@ def variants(path: Path, count: int) -> list[bytes]:
 
 def labelled_listings(slugs: Sequence[str], per_category: int) -> list[ListingImage]:
     """One listing per photo, its category chosen by the seller (human labels)."""
-    seller = UserFactory()
+    seller = UserFactory.create()
     images = []
     for slug in slugs:
         photo = next((FIXTURE_PHOTOS / slug).glob("*.jpg"), None)
@@ -65,8 +73,8 @@ def labelled_listings(slugs: Sequence[str], per_category: int) -> list[ListingIm
             pytest.skip(f"no fixture photo for {slug}")
         category = Category.objects.get(slug=slug)
         for index, data in enumerate(variants(photo, per_category)):
-            listing = services.listing_create(seller=seller, title=f"{slug} {index}", category=category)
-            images.append(services.image_add(listing=listing, upload=data, filename=f"{slug}-{index}.jpg"))
+            listing = listing_create(seller=seller, title=f"{slug} {index}", category=category)
+            images.append(image_add(listing=listing, upload=data, filename=f"{slug}-{index}.jpg"))
     return images
 
 
@@ -86,6 +94,15 @@ class CountingBackbone:
         return self.backbone.run(batch)
 
 
+def _train(classifier: Any) -> ModelVersion:
+    """A training run from request to candidate, by the worker's code in this process."""
+    from workers import training
+
+    trained = training.train(run_id=training_run_request(requested_by=None).pk, classifier=classifier)
+    assert trained is not None
+    return ModelVersion.objects.get(pk=trained.pk)
+
+
 @pytest.fixture(scope="module")
 def counting_classifier(verified_model_files: None) -> Any:
     from django.conf import settings
@@ -93,30 +110,28 @@ def counting_classifier(verified_model_files: None) -> Any:
     from classifier.model import ImageClassifier
 
     base = ImageClassifier.load(cache_dir=settings.CLASSIFIER_CACHE_DIR or None, num_threads=2)
-    return ImageClassifier(head=base.head, taxonomy=base.taxonomy, backbone=CountingBackbone(base.backbone))
+    counting: Any = CountingBackbone(base.backbone)  # duck-typed: run() and version, as OnnxBackbone
+    return ImageClassifier(head=base.head, taxonomy=base.taxonomy, backbone=counting)
 
 
 @pytest.mark.django_db
 def test_training_reuses_cached_embeddings_and_runs_the_cnn_only_on_new_photos(
     counting_classifier: Any, settings: Any
 ) -> None:
-    from workers import training
 
     # given 3 categories × 6 seller-labelled photos, and the shipped version active
     settings.TRAINING_MIN_PHOTOS_PER_CATEGORY = 4
     settings.TRAINING_HELD_OUT_PERCENT = 20
     settings.AUTO_ACCEPT_MIN_SUPPORT = 1
     images = labelled_listings(CATEGORIES, 6)
-    shipped = services.model_version_ensure(
+    shipped = model_version_ensure(
         name=counting_classifier.model_version, backbone_version=counting_classifier.backbone_version
     )
     backbone = counting_classifier.backbone
     backbone.photos = 0
 
     # when a first training run starts from nothing cached
-    first = training.train(
-        run_id=services.training_run_request(requested_by=None).pk, classifier=counting_classifier
-    )
+    first = _train(counting_classifier)
 
     # then the CNN ran once per photo, and every photo's outputs are cached for this backbone
     assert backbone.photos == len(images) == 18
@@ -127,9 +142,7 @@ def test_training_reuses_cached_embeddings_and_runs_the_cnn_only_on_new_photos(
     # when one photo is added and a second run starts
     extra = labelled_listings(["hat"], 1)[0]
     backbone.photos = 0
-    second = training.train(
-        run_id=services.training_run_request(requested_by=None).pk, classifier=counting_classifier
-    )
+    second = _train(counting_classifier)
 
     # then the CNN ran on the new photo only
     assert backbone.photos == 1
@@ -160,7 +173,7 @@ def test_a_run_with_too_few_labelled_photos_fails_with_a_reason(counting_classif
 
     # given two labelled photos only (fewer than TRAINING_MIN_PHOTOS_PER_CATEGORY)
     labelled_listings(["shoes", "hat"], 1)
-    run = services.training_run_request(requested_by=None)
+    run = training_run_request(requested_by=None)
 
     # when the task runs
     outcome = training.model_train_task.apply(args=[run.pk]).get()
@@ -178,7 +191,7 @@ def _suggestion_version(image_id: int) -> str:
         lambda: CategorySuggestion.objects.select_related("model_version").filter(image_id=image_id).first(),
         timeout=120,
     )
-    return suggestion.model_version.name  # type: ignore[attr-defined]
+    return suggestion.model_version.name
 
 
 @pytest.mark.worker
@@ -201,9 +214,9 @@ def test_train_activate_and_roll_back_through_the_queue(celery_worker_process: W
     ImageEmbedding.objects.filter(image=images[0]).delete()
 
     # when staff start training (the training queue)
-    staff = UserFactory(username="trainer", is_staff=True, is_superuser=True)
+    staff = UserFactory.create(username="trainer", is_staff=True, is_superuser=True)
     with transaction.atomic():
-        run = services.training_run_request(requested_by=staff)
+        run = training_run_request(requested_by=staff)
     run = wait_for(
         lambda: TrainingRun.objects.filter(
             pk=run.pk, status__in=[TrainingStatus.DONE, TrainingStatus.FAILED]
@@ -212,26 +225,27 @@ def test_train_activate_and_roll_back_through_the_queue(celery_worker_process: W
     )
 
     # then the worker embedded only the lost photo and stored a candidate compared with the active one
-    assert run.status == TrainingStatus.DONE, run.failure_reason  # type: ignore[attr-defined]
-    assert (run.report["embedded"], run.report["cached"]) == (1, 39)  # type: ignore[attr-defined]
-    candidate = run.model_version  # type: ignore[attr-defined]
+    assert run.status == TrainingStatus.DONE, run.failure_reason
+    assert (run.report["embedded"], run.report["cached"]) == (1, 39)
+    candidate = run.model_version
+    assert candidate is not None
     assert ModelComparison.objects.filter(candidate=candidate, baseline=shipped).exists()
 
     # when staff activate it, a new photo is classified by the trained version
-    services.model_version_activate(version=candidate, actor=staff)
+    model_version_activate(version=candidate, actor=staff)
     # (workers look the active version up every ACTIVE_MODEL_CHECK_S, so a photo may still be
     # classified by the old one for those few seconds)
     new_photo = variants(next((FIXTURE_PHOTOS / "shoes").glob("*.jpg")), 1)[0]
-    listing = services.listing_create(seller=staff, title="new boots")
+    listing = listing_create(seller=staff, title="new boots")
 
     def classified_by() -> str:
-        image = services.image_add(listing=listing, upload=new_photo, filename="new.jpg")
+        image = image_add(listing=listing, upload=new_photo, filename="new.jpg")
         return _suggestion_version(image.pk)
 
     assert wait_for(lambda: classified_by() == candidate.name, timeout=60, interval=1.0)
 
     # when staff roll back, new photos are classified by the shipped version again
-    services.model_version_rollback(actor=staff)
+    model_version_rollback(actor=staff)
     assert wait_for(lambda: classified_by() == shipped.name, timeout=60, interval=1.0)
 
 
@@ -247,13 +261,10 @@ def test_a_comparison_covers_every_labelled_category_and_refuses_a_candidate_tha
     settings.TRAINING_MIN_PHOTOS_PER_CATEGORY = 4
     settings.AUTO_ACCEPT_MIN_SUPPORT = 1
     labelled_listings(["shoes", "hat"], 6)
-    shipped = services.model_version_ensure(
+    shipped = model_version_ensure(
         name=counting_classifier.model_version, backbone_version=counting_classifier.backbone_version
     )
-    candidate = training.train(
-        run_id=services.training_run_request(requested_by=None).pk, classifier=counting_classifier
-    )
-    assert candidate is not None
+    candidate = _train(counting_classifier)
     dresses = labelled_listings(["dress"], 4)
     # (every labelled photo counts as held out here: with a few photos the checksum split could
     # leave a category without any)
@@ -277,9 +288,9 @@ def test_a_comparison_covers_every_labelled_category_and_refuses_a_candidate_tha
     }
 
     # and activation is refused: it drops dresses, which have published listings
-    staff = UserFactory(username="activator", is_staff=True, is_superuser=True)
-    with pytest.raises(services.ActivationRefused) as refused:
-        services.model_version_activate(version=candidate, actor=staff)
+    staff = UserFactory.create(username="activator", is_staff=True, is_superuser=True)
+    with pytest.raises(ActivationRefused) as refused:
+        model_version_activate(version=candidate, actor=staff)
     drop = DROPS_A_CATEGORY.format(
         candidate=candidate.name,
         category="Fashion › Dresses",

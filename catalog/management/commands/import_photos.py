@@ -20,9 +20,11 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import transaction
 
-from catalog import services
 from catalog.models import Category, CategorySource, ClassificationStatus, Listing, ListingImage
 from catalog.selectors import suggestions as suggestions_selectors
+from catalog.services.images import image_add
+from catalog.services.listings import listing_create, user_get_or_create
+from catalog.uploads import UploadRejected
 
 PHOTO_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".heic"}
 
@@ -57,7 +59,7 @@ class Command(BaseCommand):
         )
         if not paths:
             raise CommandError(f"no photos under {directory}")
-        seller = services.user_get_or_create(username=options["seller"])
+        seller = user_get_or_create(username=options["seller"])
         categories = {} if options["ignore_folders"] else {c.slug: c for c in Category.objects.all()}
         image_ids: list[tuple[Path, int]] = []
         created = 0
@@ -70,13 +72,13 @@ class Command(BaseCommand):
                 continue
             try:
                 with transaction.atomic():
-                    listing = services.listing_create(
+                    listing = listing_create(
                         seller=seller,
                         title=path.stem.replace("_", " ").replace("-", " "),
                         category=categories.get(path.parent.name),
                     )
-                    image = services.image_add(listing=listing, upload=data, filename=path.name)
-            except services.UploadRejected as error:
+                    image = image_add(listing=listing, upload=data, filename=path.name)
+            except UploadRejected as error:
                 self.stderr.write(f"{path}: {error}")
                 continue
             image_ids.append((path, image.pk))

@@ -17,10 +17,18 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from catalog import services
 from catalog.models import BulkJob, BulkJobStatus, Category
 from catalog.selectors import bulk as bulk_selectors
 from catalog.selectors import registry as registry_selectors
+from catalog.services.bulk.jobs import (
+    BulkJobRefused,
+    bulk_job_apply,
+    bulk_job_cancel,
+    bulk_job_resume,
+    bulk_job_retry_failed,
+    bulk_job_start,
+)
+from catalog.services.bulk.reports import bulk_job_summary
 
 FINISHED = {BulkJobStatus.DONE, BulkJobStatus.CANCELLED, BulkJobStatus.FAILED}
 
@@ -45,7 +53,7 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         try:
             job = self._act(options)
-        except services.BulkJobRefused as refused:
+        except BulkJobRefused as refused:
             raise CommandError(str(refused)) from refused
         if options["cancel"] or options["status"] or options["no_wait"]:
             self._print(job)
@@ -54,10 +62,10 @@ class Command(BaseCommand):
 
     def _act(self, options: dict[str, Any]) -> BulkJob:
         for action, service in (
-            ("apply", services.bulk_job_apply),
-            ("resume", services.bulk_job_resume),
-            ("retry_failed", services.bulk_job_retry_failed),
-            ("cancel", services.bulk_job_cancel),
+            ("apply", bulk_job_apply),
+            ("resume", bulk_job_resume),
+            ("retry_failed", bulk_job_retry_failed),
+            ("cancel", bulk_job_cancel),
             ("status", None),
         ):
             if options[action]:
@@ -78,7 +86,7 @@ class Command(BaseCommand):
             category = Category.objects.filter(slug=options["category"]).first()
             if category is None:
                 raise CommandError(f"no category {options['category']!r}")
-        job = services.bulk_job_start(
+        job = bulk_job_start(
             model_version=version,
             category=category,
             dry_run=options["dry_run"],
@@ -122,7 +130,7 @@ class Command(BaseCommand):
         if job.failure_reason:
             self.stdout.write(f"failed: {job.failure_reason}")
         if job.status == BulkJobStatus.DONE:
-            summary = services.bulk_job_summary(job=job)
+            summary = bulk_job_summary(job=job)
             for line in summary.lines(dry_run=job.dry_run):
                 self.stdout.write(line)
             for entry in summary.sample:

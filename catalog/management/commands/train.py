@@ -15,8 +15,8 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from catalog import services
 from catalog.models import TrainingRun, TrainingStatus
+from catalog.services.registry import training_run_request
 
 
 class Command(BaseCommand):
@@ -27,7 +27,7 @@ class Command(BaseCommand):
         parser.add_argument("--timeout", type=float, default=1800.0, help="seconds to wait (--wait)")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        run = services.training_run_request(requested_by=None)
+        run = training_run_request(requested_by=None)
         self.stdout.write(f"training run {run.pk} {run.status}")
         if not options["wait"]:
             return
