@@ -28,7 +28,7 @@ from catalog.models import (
 from catalog.services.bulk.jobs import bulk_job_start
 from catalog.services.images import image_add
 from catalog.services.suggestions import model_version_ensure
-from tests.conftest import WorkerProcess, running_workers, start_worker, stop_worker, wait_for
+from tests.conftest import WorkerProcess, running_workers, start_worker, stop_worker, stored_name, wait_for
 from tests.factories import ListingFactory, UserFactory
 from workers.bulk import WRITE_EVERY
 
@@ -79,14 +79,14 @@ def version() -> ModelVersion:
 def _catalogue(photo_paths: list[Path], count: int) -> list[ListingImage]:
     """`count` already-classified catalogue photos (copies of the real ones), one per listing,
     stored without queueing anything, and no cached embeddings: a job needs the CNN for them."""
-    seller = UserFactory()
+    seller = UserFactory.create()
     rows = []
     for number in range(count):
         data = photo_paths[number % len(photo_paths)].read_bytes()
         name = default_storage.save(f"catalogue/{number}.jpg", ContentFile(data))
         rows.append(
             ListingImage(
-                listing=ListingFactory(seller=seller),
+                listing=ListingFactory.create(seller=seller),
                 file=name,
                 checksum=hashlib.sha256(data).hexdigest(),
                 size_bytes=len(data),
@@ -110,7 +110,7 @@ class HeldPhoto:
     or slow this machine is, until `feed` sends the real bytes down the pipe."""
 
     def __init__(self, image: ListingImage) -> None:
-        self.path = Path(default_storage.path(image.file.name))
+        self.path = Path(default_storage.path(stored_name(image)))
         self.data = self.path.read_bytes()
         self.path.unlink()
         os.mkfifo(self.path)
@@ -139,7 +139,9 @@ def test_a_fresh_upload_is_classified_while_a_bulk_job_runs(
     wait_for(lambda: BulkJob.objects.filter(pk=job.pk, done_chunks__gte=1).exists(), timeout=180)
 
     # when a seller uploads a photo
-    upload = image_add(listing=ListingFactory(), upload=photo_paths[0].read_bytes(), filename="new.jpg")
+    upload = image_add(
+        listing=ListingFactory.create(), upload=photo_paths[0].read_bytes(), filename="new.jpg"
+    )
     wait_for(lambda: ListingImage.objects.get(pk=upload.pk).status in FINISHED, timeout=120)
 
     # then it was classified by the classify worker while the job was still running
@@ -203,19 +205,21 @@ def test_a_burst_of_uploads_is_classified_in_batches_with_single_task_semantics(
 
     # given twelve photos uploaded in one transaction: ten real ones, a web page renamed .jpg,
     # and one whose listing is deleted before the worker gets to it
-    seller = UserFactory()
+    seller = UserFactory.create()
     with transaction.atomic():
         good = [
             image_add(
-                listing=ListingFactory(seller=seller),
+                listing=ListingFactory.create(seller=seller),
                 upload=photo_paths[n % len(photo_paths)].read_bytes(),
                 filename="a.jpg",
             )
             for n in range(10)
         ]
-        bad = image_add(listing=ListingFactory(seller=seller), upload=b"<html></html>", filename="b.jpg")
+        bad = image_add(
+            listing=ListingFactory.create(seller=seller), upload=b"<html></html>", filename="b.jpg"
+        )
         gone = image_add(
-            listing=ListingFactory(seller=seller), upload=photo_paths[0].read_bytes(), filename="c.jpg"
+            listing=ListingFactory.create(seller=seller), upload=photo_paths[0].read_bytes(), filename="c.jpg"
         )
         Listing.objects.filter(pk=gone.listing_id).delete()
 
