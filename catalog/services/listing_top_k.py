@@ -67,17 +67,7 @@ def listings_suggestions_derive_arrays(
     slugs = list(photos.slugs)
     width = len(slugs)
     columns, rounded = photos.columns, photos.rounded
-    # totals and presence per (listing, slug), accumulated photo by photo as the rule adds them
-    present_entry = columns >= 0
-    rows = np.broadcast_to(photo_listing[:, None], columns.shape)[present_entry]
-    flat = rows * width + columns[present_entry]
-    flat_totals = np.zeros(count * width, dtype=np.float64)
-    np.add.at(flat_totals, flat, rounded[present_entry])
-    flat_present = np.zeros(count * width, dtype=bool)
-    flat_present[flat] = True
-    totals, present = flat_totals.reshape(count, width), flat_present.reshape(count, width)
-    photo_count = np.bincount(photo_listing, minlength=count)
-    means = totals / np.maximum(photo_count, 1)[:, None]
+    means, present = _listing_means(columns, rounded, photo_listing, count, width)
     # ranked: by mean descending, ties by slug (a stable sort over slug-ordered columns)
     by_slug = np.asarray(sorted(range(width), key=lambda column: slugs[column]), dtype=np.int64)
     keys = np.where(present, -means, np.inf)[:, by_slug]
@@ -106,21 +96,10 @@ def listings_suggestions_derive_arrays(
             derived.append(ListingSuggestionFields(listing_id, None, None))
             continue
         if tangled_rows[row]:
+            order = ranked[row, : entry_counts[row]]
+            entries_of_row = list(zip(order.tolist(), means[row, order].tolist(), strict=True))
             derived.append(
-                _derive_along_tree(
-                    listing_id,
-                    list(
-                        zip(
-                            ranked[row, : entry_counts[row]].tolist(),
-                            means[row, ranked[row, : entry_counts[row]]].tolist(),
-                            strict=True,
-                        )
-                    ),
-                    tree_rows,
-                    slugs,
-                    keep,
-                    apart_rows[row],
-                )
+                _derive_along_tree(listing_id, entries_of_row, tree_rows, slugs, keep, apart_rows[row])
             )
             continue
         kept = min(entry_counts[row], top)
@@ -139,6 +118,23 @@ def listings_suggestions_derive_arrays(
             )
         )
     return derived
+
+
+def _listing_means(
+    columns: np.ndarray, rounded: np.ndarray, photo_listing: np.ndarray, count: int, width: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """(L, S) mean confidence and presence per (listing, slug): totals accumulated photo by photo
+    as the per-listing rule adds them, divided by the listing's photo count."""
+    present_entry = columns >= 0
+    rows = np.broadcast_to(photo_listing[:, None], columns.shape)[present_entry]
+    flat = rows * width + columns[present_entry]
+    flat_totals = np.zeros(count * width, dtype=np.float64)
+    np.add.at(flat_totals, flat, rounded[present_entry])
+    flat_present = np.zeros(count * width, dtype=bool)
+    flat_present[flat] = True
+    totals, present = flat_totals.reshape(count, width), flat_present.reshape(count, width)
+    photo_count = np.bincount(photo_listing, minlength=count)
+    return totals / np.maximum(photo_count, 1)[:, None], present
 
 
 def _tree(slugs: Sequence[str], parents: Mapping[str, str | None]) -> tuple[np.ndarray, np.ndarray]:
