@@ -29,6 +29,18 @@ class ArtifactError(ValueError):
     """A head artifact is missing, inconsistent or fails its checksum."""
 
 
+def artifact_manifest(base: Path, kind: str) -> tuple[dict[str, Any], Path]:
+    """An artifact's manifest and the path of its arrays: ``<base>.json`` and ``<base>.npz``
+    (``base`` may name either file). ``kind`` names it in errors ("Head", "Backbone tail").
+    Raises ``ArtifactError`` when either file is missing."""
+    if base.suffix in (".json", ".npz"):
+        base = base.with_suffix("")
+    json_path, npz_path = base.with_name(base.name + ".json"), base.with_name(base.name + ".npz")
+    if not json_path.is_file() or not npz_path.is_file():
+        raise ArtifactError(f"{kind} artifact not found: expected {json_path} and {npz_path}.")
+    return json.loads(json_path.read_text(encoding="utf-8")), npz_path
+
+
 def transform_embeddings(embeddings: np.ndarray, transform: str) -> np.ndarray:
     """Applies the head's feature transform to float32 (N, 1280) embeddings.
 
@@ -218,12 +230,7 @@ class LinearHead:
         ``ArtifactError`` when a file is missing or the ``.npz`` does not match the recorded SHA-256.
         """
         base = Path(path) if path is not None else ARTIFACTS_DIR / DEFAULT_HEAD_VERSION
-        if base.suffix in (".json", ".npz"):
-            base = base.with_suffix("")
-        json_path, npz_path = base.with_name(base.name + ".json"), base.with_name(base.name + ".npz")
-        if not json_path.is_file() or not npz_path.is_file():
-            raise ArtifactError(f"Head artifact not found: expected {json_path} and {npz_path}.")
-        manifest = json.loads(json_path.read_text(encoding="utf-8"))
+        manifest, npz_path = artifact_manifest(base, "Head")
         try:
             return cls.from_bytes(manifest, npz_path.read_bytes())
         except ArtifactError as error:

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from classifier.atomic import write_atomically
-from classifier.head import ARTIFACTS_DIR, ArtifactError
+from classifier.head import ARTIFACTS_DIR, ArtifactError, artifact_manifest
 
 if TYPE_CHECKING:
     import torch
@@ -74,12 +74,7 @@ class TailArtifact:
         """Reads ``<directory>/<name>.json`` and ``.npz`` (or a path to either). Raises
         ``ArtifactError`` when a file is missing or the ``.npz`` fails its checksum."""
         base = Path(name) if os.sep in str(name) else Path(directory) / str(name)
-        if base.suffix in (".json", ".npz"):
-            base = base.with_suffix("")
-        json_path, npz_path = base.with_name(base.name + ".json"), base.with_name(base.name + ".npz")
-        if not json_path.is_file() or not npz_path.is_file():
-            raise ArtifactError(f"Backbone tail artifact not found: expected {json_path} and {npz_path}.")
-        manifest = json.loads(json_path.read_text(encoding="utf-8"))
+        manifest, npz_path = artifact_manifest(base, "Backbone tail")
         payload = npz_path.read_bytes()
         digest = hashlib.sha256(payload).hexdigest()
         if digest != manifest.get("npz_sha256"):
