@@ -33,7 +33,9 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     sizes = parser.add_mutually_exclusive_group()
     sizes.add_argument("--quick", action="store_true", help="smaller sizes (a few minutes)")
     sizes.add_argument("--smoke", action="store_true", help="tiny sizes: exercises the code only")
-    parser.add_argument("--phases", default=",".join(PHASES), help=f"comma-separated subset of {PHASES}")
+    parser.add_argument(
+        "--phases", default=",".join(PHASES), help=f"comma-separated subset of {', '.join(PHASES)}"
+    )
     parser.add_argument(
         "--device",
         choices=("cpu", "cuda"),
