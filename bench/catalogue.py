@@ -24,7 +24,7 @@ from classifier.datasets import CLOTHING_SMALL, dataset_dir
 
 DATASET = dataset_dir(CLOTHING_SMALL)
 
-#: Photos per binary COPY block (~90 MB of rows).
+#: Photos per binary COPY block (~46 MB of rows).
 COPY_BLOCK = 10_000
 _PG_EPOCH = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)
 
@@ -225,25 +225,25 @@ def synthesise_catalogue(count: int, *, prefix: str, seller: Any, per_listing: i
 
 
 def copy_embeddings(
-    image_ids: Sequence[int], backbone_version: str, outputs: Sequence[tuple[bytes, bytes]]
+    image_ids: Sequence[int], backbone_version: str, outputs: Sequence[tuple[np.ndarray, np.ndarray]]
 ) -> None:
-    """Cache backbone outputs for `image_ids` (cycling through `outputs`, pairs of float32 LE
-    embedding (1280) and logits (1000) bytes) by binary COPY, built as numpy rows."""
+    """Cache backbone outputs for `image_ids` (cycling through `outputs`, pairs of embedding
+    (1280,) and logits (1000,) arrays) by binary COPY in the cache's stored layout
+    (`catalog.services.embeddings`), built as numpy rows."""
     import psycopg
     from django.db import connection
 
     from catalog.models import ImageEmbedding
+    from catalog.services.embeddings import OUTPUTS_BYTES, STORED_DTYPE, outputs_pack
 
     version = backbone_version.encode()
-    embeddings = np.stack([np.frombuffer(embedding, "<f4") for embedding, _ in outputs])
-    logits = np.stack([np.frombuffer(values, "<f4") for _, values in outputs])
+    packed = np.stack([np.frombuffer(outputs_pack(*pair), STORED_DTYPE) for pair in outputs])
     row = np.dtype(
         [
             ("fields", ">i2"),
             ("id_size", ">i4"), ("image_id", ">i8"),
             ("version_size", ">i4"), ("version", f"S{len(version)}"),
-            ("embedding_size", ">i4"), ("embedding", "<f4", (embeddings.shape[1],)),
-            ("logits_size", ">i4"), ("logits", "<f4", (logits.shape[1],)),
+            ("outputs_size", ">i4"), ("outputs", STORED_DTYPE, (packed.shape[1],)),
             ("created_size", ">i4"), ("created_at", ">i8"),
         ]
     )  # fmt: skip
@@ -252,19 +252,18 @@ def copy_embeddings(
     connection.ensure_connection()
     with psycopg.Cursor(connection.connection) as cursor:
         cursor.execute("SET synchronous_commit = off")
-        columns = "image_id, backbone_version, embedding, logits, created_at"
+        columns = "image_id, backbone_version, outputs, created_at"
         statement = f"COPY {ImageEmbedding._meta.db_table} ({columns}) FROM STDIN (FORMAT BINARY)"
         with cursor.copy(statement) as copy:
             copy.write(b"PGCOPY\n\xff\r\n\x00" + bytes(8))
             for start in range(0, len(ids), COPY_BLOCK):
                 block = ids[start : start + COPY_BLOCK]
                 rows = np.zeros(len(block), dtype=row)
-                rows["fields"] = 5
+                rows["fields"] = 4
                 rows["id_size"], rows["image_id"] = 8, block
                 rows["version_size"], rows["version"] = len(version), version
                 pick = np.arange(start, start + len(block)) % len(outputs)
-                rows["embedding_size"], rows["embedding"] = embeddings.shape[1] * 4, embeddings[pick]
-                rows["logits_size"], rows["logits"] = logits.shape[1] * 4, logits[pick]
+                rows["outputs_size"], rows["outputs"] = OUTPUTS_BYTES, packed[pick]
                 rows["created_size"], rows["created_at"] = 8, now
                 copy.write(rows.tobytes())
             copy.write(b"\xff\xff")

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import workers  # noqa: F401  (first: its BLAS thread limit, set before numpy loads, as in a worker)
 from bench.environment import REPO_ROOT, log
 
 _TICK = os.sysconf("SC_CLK_TCK")
@@ -170,7 +171,7 @@ def build(photos: int, *, vacuum: bool = False) -> Any:
     sources = [path.read_bytes() for path in dataset_photos()[::41][:64]]
     outcomes = batcher.classify_all([(n, _constant(data)) for n, data in enumerate(sources)])
     outputs = [
-        (o.prediction.embedding.astype("<f4").tobytes(), o.prediction.logits.astype("<f4").tobytes())
+        (o.prediction.embedding, o.prediction.logits)
         for o in outcomes
         if o.prediction is not None and o.prediction.logits is not None
     ]

@@ -12,10 +12,13 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bench.catalogue import dataset_photos
 from bench.environment import BULK_PROCESSES, Worker, log, start_worker, stop_worker
+
+if TYPE_CHECKING:
+    import numpy as np
 
 SIZES: dict[str, dict[str, Any]] = {
     "full": {
@@ -46,7 +49,7 @@ class Bench:
     logs: Path
     results: dict[str, Any] = field(default_factory=dict)
     workers: dict[str, Worker] = field(default_factory=dict)
-    _sample_outputs: list[tuple[bytes, bytes]] = field(default_factory=list)
+    _sample_outputs: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)
     _batchers: dict[str, Any] = field(default_factory=dict)
     yardstick: Any = None
 
@@ -132,12 +135,12 @@ class Bench:
         if self._sample_outputs:
             return
         self._sample_outputs = [
-            (o.prediction.embedding.astype("<f4").tobytes(), o.prediction.logits.astype("<f4").tobytes())
+            (o.prediction.embedding, o.prediction.logits)
             for o in outcomes[:512]
             if o.prediction is not None and o.prediction.logits is not None
         ]
 
-    def sample_outputs(self) -> list[tuple[bytes, bytes]]:
+    def sample_outputs(self) -> list[tuple[np.ndarray, np.ndarray]]:
         """Backbone outputs of real photos (from the raw phase, else 256 photos run now)."""
         from django.conf import settings
 

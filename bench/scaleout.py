@@ -34,6 +34,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from bench.run import Bench
 
 #: Photos per chunk in this phase: enough chunks for two nodes to share.
@@ -72,7 +74,9 @@ def _photos_per_worker(logs: dict[str, Path], job_id: int) -> dict[str, int]:
     }
 
 
-def postgres_write_rate(outputs: list[tuple[bytes, bytes]], version: Any, image_ids: list[int]) -> float:
+def postgres_write_rate(
+    outputs: list[tuple[np.ndarray, np.ndarray]], version: Any, image_ids: list[int]
+) -> float:
     """Photos/s whose CNN-path results one connection writes, 64 photos per write."""
     from catalog.services.embeddings import embeddings_write
     from catalog.services.suggestions import PhotoScores, suggestions_record_many
@@ -261,9 +265,9 @@ def render(results: dict[str, Any]) -> list[str]:
         + ("first" if postgres < redis_raw / MESSAGES_PER_UPLOAD else "after Redis")
         + ". One connection on this machine took the CNN path's writes "
         f"(suggestion and embedding-cache upserts, 64 photos per statement) for {postgres:,.0f} photos/s, "
-        f"about {postgres / per_node:.0f} nodes' worth; the embedding cache is ~9 KB per photo, so each node "
-        f"writes ~{per_node * 9.1 / 1000:.1f} MB/s of table and as much again of WAL. Head-only jobs are "
-        "bound by PostgreSQL alone (reading ~9 KB and writing one row per photo"
+        f"about {postgres / per_node:.0f} nodes' worth; the embedding cache takes a page (8 KB) per photo, "
+        f"so each node writes ~{per_node * 8.2 / 1000:.1f} MB/s of table and as much again of WAL. Head-only "
+        "jobs are bound by PostgreSQL alone (reading 4.6 KB and writing one row per photo"
         + (f"; {head['images_per_second']:,.0f} images/s here" if head else "")
         + "): more workers do not make them faster, a bigger database server does. Past that point: a "
         "database server with more cores and faster disks, then embedding reads from a replica.",

@@ -1,6 +1,6 @@
 """PostgreSQL binary COPY for the bulk paths, on the connection Django holds (psycopg 3).
 
-Head-only reclassification reads ~9 KB of cached backbone outputs and writes one suggestion per
+Head-only reclassification reads 4.6 KB of cached backbone outputs and writes one suggestion per
 photo; at tens of thousands of photos a second, building a Python object per row costs more than
 PostgreSQL's own work. So rows go out as one binary COPY whose fixed-width layout numpy reads in
 place, and come in as one binary COPY into a temporary staging table followed by a single
@@ -26,7 +26,7 @@ _TRAILER = b"\xff\xff"
 
 def copy_out(query: str, params: Sequence[Any] = ()) -> bytearray:
     """The binary COPY output of `query` (a SELECT, `%s` placeholders bound client-side), in one
-    buffer (a chunk's cached embeddings are ~36 MB; it is returned as is, never copied again)."""
+    buffer (a chunk's cached outputs are ~19 MB; it is returned as is, never copied again)."""
     import psycopg
 
     connection.ensure_connection()

@@ -147,8 +147,9 @@ class LinearHead:
         if self.feature_transform == "none":
             return self.predict_proba(embeddings), self.centroid_similarity(embeddings)
         count = len(self.classes)
-        stacked = np.concatenate([self.weights, self.centroids]).T.astype(np.float64)
-        products = features.astype(np.float64) @ stacked
+        # float32 products of unit-length features (1e-6 relative), then float64 from there on.
+        stacked = np.concatenate([self.weights, self.centroids]).T.astype(np.float32)
+        products = (features @ stacked).astype(np.float64)
         logits = products[:, :count] + self.bias.astype(np.float64)
         return softmax(logits / self.temperature), np.max(products[:, count:], axis=1)
 

@@ -27,6 +27,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from classifier.outputs import at_stored_precision
+
 #: Chosen on clothing-small/validation by ``python -m bench.views`` for the shipped head
 #: (``fashion-linear-v3``, int8 backbone): the smallest margin whose top-1 accuracy and
 #: auto-accept precision stay within 0.3 points of always running both views, with top-1 agreeing
@@ -117,8 +119,12 @@ def run_views(
 ) -> ViewOutputs:
     """Runs the first view of every photo (``first`` float32 (N, 3, H, W)), then the other
     ``view_count − 1`` views of the photos the policy picks (one more backbone call for all of
-    them), and scores. Returns ``ViewOutputs``."""
-    embeddings, logits = run(first)
+    them), and scores. Returns ``ViewOutputs``.
+
+    Outputs are rounded to the embedding cache's precision before they are scored
+    (``classifier.outputs``), so a photo scored now and scored later from its cached outputs
+    gets the same figures."""
+    embeddings, logits = (at_stored_precision(values) for values in run(first))
     scores = score(embeddings, logits)
     views = np.ones(len(first), dtype=np.int64)
     if view_count < 2 or len(first) == 0:
@@ -129,11 +135,11 @@ def run_views(
     more_embeddings, more_logits = run(other_views(rows.tolist()))
     others = view_count - 1
     embeddings, logits = embeddings.copy(), logits.copy()
-    embeddings[rows] = np.concatenate(
-        [embeddings[rows][None], more_embeddings.reshape(others, len(rows), -1)]
-    ).mean(axis=0)
-    logits[rows] = np.concatenate([logits[rows][None], more_logits.reshape(others, len(rows), -1)]).mean(
-        axis=0
+    embeddings[rows] = at_stored_precision(
+        np.concatenate([embeddings[rows][None], more_embeddings.reshape(others, len(rows), -1)]).mean(axis=0)
+    )
+    logits[rows] = at_stored_precision(
+        np.concatenate([logits[rows][None], more_logits.reshape(others, len(rows), -1)]).mean(axis=0)
     )
     scores[rows] = score(embeddings[rows], logits[rows])
     views[rows] = view_count

@@ -119,5 +119,4 @@ class ImageEmbeddingFactory(factory.django.DjangoModelFactory[ImageEmbedding]):
 
     image = factory.SubFactory(ListingImageFactory)
     backbone_version = "b"
-    embedding = b"\0" * 5120
-    logits = b"\0" * 4000
+    outputs = b"\0" * 4560

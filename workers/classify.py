@@ -255,8 +255,8 @@ def _record(photo: ClaimedPhoto, prediction: Any, run: _Run) -> PhotoResult:
         photo=photo,
         model_version=run.claim.model_version,
         top_k=[ScoredCategory(slug=s.slug, confidence=float(s.confidence)) for s in prediction.top_k],
-        embedding=prediction.embedding.astype("<f4").tobytes(),
-        logits=prediction.logits.astype("<f4").tobytes() if prediction.logits is not None else None,
+        embedding=prediction.embedding,
+        logits=prediction.logits,
         backbone_version=run.classifier.backbone_version,
     )
     return PhotoResult(PhotoOutcome.DONE if top_k is not None else PhotoOutcome.FAILED)

@@ -82,16 +82,14 @@ def embed_missing(
     Returns ({image_id: (embedding float32 (D,), logits float32 (1000,))}, ids newly embedded).
     Photos that cannot be read or decoded are left out.
     """
+    from classifier.outputs import at_stored_precision
     from classifier.preprocess import ImageRejected, load_image
 
     backbone_version = classifier.backbone_version
     cached = review_selectors.image_embeddings(
         image_ids=[p.image_id for p in photos], backbone_version=backbone_version
     )
-    outputs = {
-        image_id: (np.frombuffer(embedding, dtype="<f4"), np.frombuffer(logits, dtype="<f4"))
-        for image_id, (embedding, logits) in cached.items()
-    }
+    outputs = dict(cached)
     missing = [photo for photo in photos if photo.image_id not in outputs]
     computed: list[int] = []
     if missing and classifier.backbone is None:
@@ -109,11 +107,13 @@ def embed_missing(
         if not images:
             continue
         assert classifier.backbone is not None
-        embeddings, logits = classifier.backbone.embed(images, classifier.head.views)
+        # At the cache's precision, so a later training on these photos reads the same values.
+        embedded = classifier.backbone.embed(images, classifier.head.views)
+        embeddings, logits = (at_stored_precision(values) for values in embedded)
         rows = []
         for image_id, embedding, image_logits in zip(ids, embeddings, logits, strict=True):
-            outputs[image_id] = (embedding.astype("<f4"), image_logits.astype("<f4"))
-            rows.append((image_id, embedding.astype("<f4").tobytes(), image_logits.astype("<f4").tobytes()))
+            outputs[image_id] = (embedding, image_logits)
+            rows.append((image_id, embedding, image_logits))
             computed.append(image_id)
         image_embeddings_store(backbone_version=backbone_version, rows=rows)
     return outputs, computed

@@ -13,7 +13,11 @@ from catalog.models.taxonomy import Category, CategorySource
 class CategorySuggestion(models.Model):
     """The model's top-k categories for one photo, for one model version."""
 
-    image = models.ForeignKey(ListingImage, related_name="suggestions", on_delete=models.CASCADE)
+    # No index of its own: the unique (image, model version) index serves lookups by photo, and a
+    # bulk job writes one suggestion per photo, so each index less is a write less per photo.
+    image = models.ForeignKey(
+        ListingImage, related_name="suggestions", on_delete=models.CASCADE, db_index=False
+    )
     model_version = models.ForeignKey(ModelVersion, related_name="suggestions", on_delete=models.PROTECT)
     category = models.ForeignKey(Category, related_name="+", on_delete=models.PROTECT)
     confidence = models.FloatField(help_text="Calibrated probability of the top-1 category, 0..1")
@@ -37,10 +41,15 @@ class ImageEmbedding(models.Model):
     """Backbone outputs cached per photo and backbone version: retraining and reclassification
     with a new head then need no decode and no CNN."""
 
-    image = models.ForeignKey(ListingImage, related_name="embeddings", on_delete=models.CASCADE)
+    # Indexed by the unique (image, backbone version) constraint, as suggestions are.
+    image = models.ForeignKey(
+        ListingImage, related_name="embeddings", on_delete=models.CASCADE, db_index=False
+    )
     backbone_version = models.CharField(max_length=128)
-    embedding = models.BinaryField(help_text="float32 little-endian, shape (1280,)")
-    logits = models.BinaryField(help_text="float32 little-endian ImageNet logits, shape (1000,)")
+    outputs = models.BinaryField(
+        help_text="float16 little-endian: the embedding (1280,) then the ImageNet logits (1000,), "
+        "4,560 bytes (catalog.services.embeddings)"
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

@@ -4,6 +4,7 @@ labelled (with their cached backbone outputs), which are what the next training 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from django.db.models import Prefetch, QuerySet
 
@@ -16,6 +17,9 @@ from catalog.models import (
     ModelVersion,
 )
 from catalog.selectors import catalogue
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 @dataclass(frozen=True)
@@ -138,15 +142,17 @@ def photos_by_id(*, image_ids: list[int]) -> list[LabelledPhoto]:
     ]
 
 
-def image_embeddings(*, image_ids: list[int], backbone_version: str) -> dict[int, tuple[bytes, bytes]]:
-    """Cached backbone outputs (embedding, logits) as raw float32 bytes, by image id, for the
-    photos of `image_ids` that have them for `backbone_version` (read by
+def image_embeddings(
+    *, image_ids: list[int], backbone_version: str
+) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    """Cached backbone outputs (embedding float32 (1280,), logits float32 (1000,)) by image id,
+    for the photos of `image_ids` that have them for `backbone_version` (read by
     `catalog.services.embeddings.embeddings_read`, the cache's one reader)."""
     from catalog.services.embeddings import embeddings_read
 
     cached = embeddings_read(image_ids=image_ids, backbone_version=backbone_version)
     return {
-        image_id: (embedding.tobytes(), logits.tobytes())
+        image_id: (embedding.astype("float32"), logits.astype("float32"))
         for image_id, embedding, logits in zip(
             cached.image_ids, cached.embeddings, cached.logits, strict=True
         )

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from django.conf import settings
 
@@ -26,6 +27,9 @@ from catalog.services.suggestions import (
     image_classification_record,
     model_version_ensure,
 )
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 @dataclass(frozen=True)
@@ -110,8 +114,8 @@ def photo_classification_record(
     photo: ClaimedPhoto,
     model_version: ModelVersion,
     top_k: Sequence[ScoredCategory],
-    embedding: bytes | None = None,
-    logits: bytes | None = None,
+    embedding: np.ndarray | None = None,
+    logits: np.ndarray | None = None,
     backbone_version: str = "",
 ) -> TopK | None:
     """Record the photo's result (`suggestions.image_classification_record`): its top-k, its

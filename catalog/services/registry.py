@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
@@ -33,6 +33,9 @@ from catalog.models import (
 from catalog.queueing import enqueue_on_commit
 from catalog.selectors import registry as registry_selectors
 from catalog.tasks_contract import TaskName
+
+if TYPE_CHECKING:
+    from catalog.services.embeddings import EmbeddingRow
 
 logger = logging.getLogger(__name__)
 
@@ -219,9 +222,9 @@ def model_version_artifact_attach(
     return bool(updated)
 
 
-def image_embeddings_store(*, backbone_version: str, rows: list[tuple[int, bytes, bytes]]) -> None:
+def image_embeddings_store(*, backbone_version: str, rows: list[EmbeddingRow]) -> None:
     """Cache backbone outputs computed outside classification (e.g. by training): rows of
-    (image id, embedding float32 bytes, logits float32 bytes), written by the cache's one writer
+    (image id, embedding (1280,), logits (1000,)), written by the cache's one writer
     (`catalog.services.embeddings.embeddings_write`); photos deleted meanwhile are skipped."""
     from catalog.services.embeddings import embeddings_write
 

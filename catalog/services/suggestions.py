@@ -35,6 +35,8 @@ from catalog.services.images import ImageGone, image_classification_fail, image_
 from catalog.services.registry import model_version_artifact_attach
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from catalog.services.top_k import ScoredPhotos, StoredTopK
 
 NO_KNOWN_CATEGORY = "None of the suggested categories exist in the taxonomy."
@@ -155,8 +157,8 @@ def image_classification_record(
     image: ListingImage,
     model_version: ModelVersion,
     top_k: Sequence[ScoredCategory],
-    embedding: bytes | None = None,
-    logits: bytes | None = None,
+    embedding: np.ndarray | None = None,
+    logits: np.ndarray | None = None,
     backbone_version: str = "",
 ) -> TopK | None:
     """Store the top-k suggestion of `model_version` for the photo, idempotently, cache its

@@ -9,7 +9,7 @@ import pytest
 
 from catalog.models import CategorySuggestion, ImageEmbedding, Listing, ListingImage, ModelVersion
 from catalog.pgcopy import copy_out, fixed_width_rows
-from catalog.services.embeddings import embeddings_read, embeddings_write
+from catalog.services.embeddings import embeddings_read, embeddings_write, outputs_pack
 from catalog.services.suggestions import (
     NO_KNOWN_CATEGORY,
     PhotoScores,
@@ -19,6 +19,7 @@ from catalog.services.suggestions import (
     model_version_ensure,
     suggestions_record_many,
 )
+from classifier.outputs import at_stored_precision
 from tests.factories import ImageEmbeddingFactory, ListingFactory, ListingImageFactory
 
 pytestmark = pytest.mark.django_db
@@ -125,33 +126,35 @@ def test_cached_embeddings_come_back_exactly_in_photo_order_and_damaged_rows_are
     arrays = {}
     for image in images[:5]:
         embedding, logits = rng.random(1280, dtype=np.float32), rng.normal(size=1000).astype(np.float32)
-        if image == images[2]:
-            embedding = embedding[:640]
         arrays[image.pk] = (embedding, logits)
-        ImageEmbeddingFactory.create(image=image, embedding=embedding.tobytes(), logits=logits.tobytes())
+        outputs = outputs_pack(embedding, logits)
+        ImageEmbeddingFactory.create(image=image, outputs=outputs[:1000] if image == images[2] else outputs)
     ImageEmbeddingFactory.create(image=images[5], backbone_version="other")
 
     # when read back for backbone "b", asked in reverse order
     cached = embeddings_read(image_ids=[image.pk for image in reversed(images)], backbone_version="b")
 
-    # then the intact rows come back, in primary-key order, bit for bit
+    # then the intact rows come back, in primary-key order, as the classifier rounds them (float16)
     expected = [image.pk for image in images[:5] if image != images[2]]
     assert cached.image_ids == expected
-    np.testing.assert_array_equal(cached.embeddings, np.stack([arrays[pk][0] for pk in expected]))
-    np.testing.assert_array_equal(cached.logits, np.stack([arrays[pk][1] for pk in expected]))
+    for column, values in enumerate((cached.embeddings, cached.logits)):
+        wanted = np.stack([arrays[pk][column] for pk in expected])
+        assert values.dtype == np.float16
+        np.testing.assert_array_equal(values, at_stored_precision(wanted))
+        np.testing.assert_allclose(values, wanted, rtol=2**-11, atol=2**-24)  # float16 subnormals
     assert embeddings_read(image_ids=[], backbone_version="b").image_ids == []
 
 
 def test_the_embedding_writer_replaces_a_row_and_skips_photos_deleted_meanwhile() -> None:
     # given a photo with a damaged cached row, and the id of a photo deleted meanwhile
     kept, deleted = _photos(2)
-    ImageEmbeddingFactory.create(image=kept, embedding=b"\0" * 8, logits=b"\0" * 8)
+    ImageEmbeddingFactory.create(image=kept, outputs=b"\0" * 8)
     deleted_id = deleted.pk
     deleted.delete()
     embedding, logits = np.ones(1280, np.float32), np.full(1000, 2.0, np.float32)
 
     # when both photos' outputs are written
-    rows = [(pk, embedding.tobytes(), logits.tobytes()) for pk in (kept.pk, deleted_id)]
+    rows = [(pk, embedding, logits) for pk in (kept.pk, deleted_id)]
     embeddings_write(backbone_version="b", rows=rows)
 
     # then the damaged row is replaced and nothing is cached for the deleted photo

@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 from classifier.model import ImageClassifier
+from classifier.outputs import at_stored_precision
 from classifier.preprocess import load_image
 from classifier.views import MARGIN_ENVIRONMENT, BackboneRun, ViewPolicy, run_views, top2_margin
 
@@ -82,9 +83,13 @@ def test_other_views_run_once_for_the_uncertain_photos_and_are_averaged() -> Non
     assert asked == [[1, 2]] and calls == [3, 2]
     assert outputs.views.tolist() == [1, 2, 2]
     # and their outputs and scores are the means over both views; the certain photo's are untouched
-    np.testing.assert_allclose(outputs.embeddings[:, 0], [0.9, (0.55 + 0.15) / 2, (0.3 + 0.15) / 2])
-    np.testing.assert_allclose(outputs.logits[:, 0], [-0.9, -(0.55 + 0.15) / 2, -(0.3 + 0.15) / 2])
-    np.testing.assert_allclose(outputs.scores[:, 0], outputs.embeddings[:, 0])
+    means = [0.9, (0.55 + 0.15) / 2, (0.3 + 0.15) / 2]
+    np.testing.assert_allclose(outputs.embeddings[:, 0], means, rtol=2**-10)
+    np.testing.assert_allclose(outputs.logits[:, 0], np.negative(means), rtol=2**-10)
+    # at the precision the cache keeps (float16), and scored as they are kept
+    for values in (outputs.embeddings, outputs.logits):
+        np.testing.assert_array_equal(values, at_stored_precision(values))
+    np.testing.assert_array_equal(outputs.scores[:, 0], outputs.embeddings[:, 0])
 
 
 def test_a_head_with_one_view_never_runs_more(image_classifier: ImageClassifier) -> None:
@@ -113,12 +118,14 @@ def test_margin_one_gives_the_outputs_of_every_view_averaged(
     assert image_classifier.backbone is not None and len(image_classifier.head.views) == 2
     # when it predicts
     predictions = always.predict(photos)
-    # then the outputs are those of both views averaged, as before the policy existed
+    # then the outputs are those of both views averaged, as before the policy existed, to the
+    # precision they are kept at (float16, rounded once per view and once after averaging)
     embeddings, logits = image_classifier.backbone.embed(photos, image_classifier.head.views)
-    np.testing.assert_allclose(np.stack([p.embedding for p in predictions]), embeddings, rtol=1e-4, atol=1e-5)
+    predicted = np.stack([p.embedding for p in predictions])
+    np.testing.assert_allclose(predicted, embeddings, rtol=2**-9, atol=1e-5)
     # (a prediction without logits would leave a row out, and the shapes would differ)
     predicted_logits = np.stack([p.logits for p in predictions if p.logits is not None])
-    np.testing.assert_allclose(predicted_logits, logits, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(predicted_logits, logits, rtol=2**-9, atol=1e-4)
     assert {p.views for p in predictions} == {2}
 
 
@@ -129,7 +136,8 @@ def test_margin_zero_runs_the_first_view_only(
     assert image_classifier.backbone is not None
     predictions = once.predict(photos)
     embeddings, _ = image_classifier.backbone.embed(photos, image_classifier.head.views[:1])
-    np.testing.assert_allclose(np.stack([p.embedding for p in predictions]), embeddings, rtol=1e-4, atol=1e-5)
+    predicted = np.stack([p.embedding for p in predictions])
+    np.testing.assert_array_equal(predicted, at_stored_precision(embeddings))
     assert {p.views for p in predictions} == {1}
 
 

@@ -9,8 +9,10 @@ import numpy as np
 
 from catalog.models import BulkJob, CategorySuggestion, ImageEmbedding, Listing, ListingImage, ModelVersion
 from catalog.services.bulk import planning
+from catalog.services.embeddings import outputs_pack
 from catalog.services.images import image_add
 from catalog.tasks_contract import ChunkOutcome
+from classifier.outputs import at_stored_precision
 from tests.factories import ListingFactory, UserFactory
 from workers import inference
 from workers.bulk import chunk_run
@@ -34,9 +36,9 @@ def cache_embeddings(images: list[ListingImage], seed: int = 0) -> dict[int, tup
     for image in images:
         embedding = rng.gamma(1.0, 0.5, 1280).astype(np.float32)
         logits = rng.normal(0.0, 3.0, 1000).astype(np.float32)
-        outputs[image.pk] = (embedding, logits)
+        outputs[image.pk] = (at_stored_precision(embedding), at_stored_precision(logits))
         ImageEmbedding.objects.create(
-            image=image, backbone_version=backbone, embedding=embedding.tobytes(), logits=logits.tobytes()
+            image=image, backbone_version=backbone, outputs=outputs_pack(embedding, logits)
         )
     return outputs
 

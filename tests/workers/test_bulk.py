@@ -27,6 +27,7 @@ from catalog.models import (
 from catalog.services.bulk import planning
 from catalog.services.bulk.reports import bulk_job_summary
 from catalog.services.decisions import listing_category_set
+from catalog.services.embeddings import STORED_DTYPE, outputs_pack
 from catalog.services.suggestions import (
     ScoredCategory,
     image_classification_record,
@@ -80,6 +81,38 @@ def test_planning_walks_listings_by_primary_key_in_bounded_chunks(version: Model
         cached.chunks.order_by("index").values_list("first_listing_id", "last_listing_id", "planned_images")
     )
     assert planned == [(ids[0], ids[4], 8), (ids[5], ids[6], 2)]
+
+
+def test_planning_pages_leave_no_partial_chunk_before_the_last(version: ModelVersion) -> None:
+    # given the same seven listings (1, 3, 1, 2, 1, 1 and 1 photos)
+    photo = b"x" * 10
+    listings = [listing_with_photos([photo] * n) for n in (1, 3, 1, 2, 1, 1, 1)]
+    ids = [listing.pk for listing in listings]
+
+    # when a job with chunks of 3 photos is planned reading 3 listings per page, again reading
+    # pages of 1, 2, 4... listings, and again reading one listing per page (too few photos to
+    # fill a chunk)
+    by_three = BulkJob.objects.create(model_version=version, chunk_size=3)
+    planning.bulk_job_plan(job_id=by_three.pk, page=3, first_page=3)
+    by_one = BulkJob.objects.create(model_version=version, chunk_size=3)
+    planning.bulk_job_plan(job_id=by_one.pk, page=1, first_page=1)
+    growing = BulkJob.objects.create(model_version=version, chunk_size=3)
+    planning.bulk_job_plan(job_id=growing.pk, first_page=1)
+
+    # then pages lay out the chunks a single page does: the listings left over at a page's end
+    # start the next page
+    def layout(job: BulkJob) -> list[tuple[int, int, int]]:
+        return list(
+            job.chunks.order_by("index").values_list("first_listing_id", "last_listing_id", "planned_images")
+        )
+
+    assert layout(by_three) == [(ids[0], ids[1], 4), (ids[2], ids[3], 3), (ids[4], ids[6], 3)]
+    assert layout(growing) == layout(by_three)
+    # and a page that cannot fill a chunk closes what it has, so planning always advances
+    assert sum(images for _, _, images in layout(by_one)) == 10
+    assert [first for first, _, _ in layout(by_one)] == ids
+    by_three.refresh_from_db()
+    assert (by_three.total_images, by_three.planning_done) == (10, True)
 
 
 def test_a_category_job_covers_only_listings_in_that_subtree(version: ModelVersion) -> None:
@@ -191,12 +224,11 @@ def test_a_damaged_cached_embedding_falls_back_to_the_cnn(
     # given a real photo whose cached backbone outputs are not numbers
     listing_with_photos([photo_paths[0].read_bytes()])
     image = ListingImage.objects.get()
-    nan = np.full(1280, np.nan, np.float32).tobytes()
+    nan = np.full(1280, np.nan, np.float32)
     ImageEmbedding.objects.create(
         image=image,
         backbone_version=version.backbone_version,
-        embedding=nan,
-        logits=np.zeros(1000, np.float32).tobytes(),
+        outputs=outputs_pack(nan, np.zeros(1000, np.float32)),
     )
 
     # when the job runs, then the photo is classified through the CNN instead, and its cache repaired
@@ -204,7 +236,7 @@ def test_a_damaged_cached_embedding_falls_back_to_the_cnn(
     assert run_job(job) == [ChunkOutcome.DONE]
     assert (job.cached_images, job.cnn_images, job.failed_images) == (0, 1, 0)
     assert CategorySuggestion.objects.get(image=image).confidence > 0
-    repaired = np.frombuffer(ImageEmbedding.objects.get(image=image).embedding, dtype=np.float32)
+    repaired = np.frombuffer(ImageEmbedding.objects.get(image=image).outputs, dtype=STORED_DTYPE)
     assert np.isfinite(repaired).all()
 
 
