@@ -20,10 +20,13 @@ import numpy as np
 
 #: The element type outputs are kept at: float16, little-endian.
 STORED_DTYPE = np.dtype("<f2")
+#: float16's largest finite value; outputs beyond it (never seen from this backbone) are clipped
+#: to it rather than becoming infinite, so every photo still gets finite scores.
+STORED_MAX = float(np.finfo(np.float16).max)
 
 
 def at_stored_precision(values: np.ndarray) -> np.ndarray:
-    """``values`` rounded to float16, as a new float32 array of the same shape. Values beyond
-    float16's range become ±inf, which scoring's finiteness checks then catch."""
-    with np.errstate(over="ignore"):
-        return np.asarray(values, dtype=np.float32).astype(STORED_DTYPE).astype(np.float32)
+    """``values`` clipped to ±``STORED_MAX`` and rounded to float16, as a new float32 array of
+    the same shape (NaN stays NaN)."""
+    clipped = np.clip(np.asarray(values, dtype=np.float32), -STORED_MAX, STORED_MAX)
+    return clipped.astype(STORED_DTYPE).astype(np.float32)

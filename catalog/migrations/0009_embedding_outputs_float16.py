@@ -47,8 +47,8 @@ def to_float16(apps, schema_editor):
                     damaged.append(pk)
                     continue
                 values = np.concatenate([np.frombuffer(embedding, "<f4"), np.frombuffer(logits, "<f4")])
-                with np.errstate(over="ignore"):
-                    packed.append(values.astype("<f2").tobytes())
+                largest = float(np.finfo(np.float16).max)  # clipped, as the classifier does
+                packed.append(np.clip(values, -largest, largest).astype("<f2").tobytes())
                 ids.append(pk)
             cursor.execute(
                 f"UPDATE {TABLE} SET outputs = v.outputs "

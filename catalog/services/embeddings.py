@@ -48,8 +48,8 @@ class CachedOutputs:
 
 def outputs_pack(embedding: np.ndarray, logits: np.ndarray) -> bytes:
     """One photo's outputs in the stored layout (any float dtype in; values beyond float16's
-    range become ±inf, which the head-only path's finiteness check sends back through the CNN).
-    Raises `ValueError` for other sizes than (1280,) and (1000,)."""
+    range are clipped to its largest, as the classifier does before scoring, see
+    `classifier.outputs`). Raises `ValueError` for other sizes than (1280,) and (1000,)."""
     import numpy as np
 
     embedding, logits = np.ravel(embedding), np.ravel(logits)
@@ -58,8 +58,8 @@ def outputs_pack(embedding: np.ndarray, logits: np.ndarray) -> bytes:
             f"Expected an embedding of {EMBEDDING_DIM} values and {LOGITS_DIM} logits, "
             f"got {embedding.size} and {logits.size}."
         )
-    with np.errstate(over="ignore"):
-        return np.concatenate([embedding, logits]).astype(STORED_DTYPE).tobytes()
+    largest = float(np.finfo(np.float16).max)
+    return np.clip(np.concatenate([embedding, logits]), -largest, largest).astype(STORED_DTYPE).tobytes()
 
 
 def outputs_unpack(packed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
