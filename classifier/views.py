@@ -124,6 +124,7 @@ def run_views(
     Outputs are rounded to the embedding cache's precision before they are scored
     (``classifier.outputs``), so a photo scored now and scored later from its cached outputs
     gets the same figures."""
+    # New arrays (never the backbone's own buffers), so the rows updated below are ours to change.
     embeddings, logits = (at_stored_precision(values) for values in run(first))
     scores = score(embeddings, logits)
     views = np.ones(len(first), dtype=np.int64)
@@ -134,7 +135,6 @@ def run_views(
         return ViewOutputs(embeddings, logits, scores, views)
     more_embeddings, more_logits = run(other_views(rows.tolist()))
     others = view_count - 1
-    embeddings, logits = embeddings.copy(), logits.copy()
     embeddings[rows] = at_stored_precision(
         np.concatenate([embeddings[rows][None], more_embeddings.reshape(others, len(rows), -1)]).mean(axis=0)
     )

@@ -151,9 +151,8 @@ def image_embeddings(
     from catalog.services.embeddings import embeddings_read
 
     cached = embeddings_read(image_ids=image_ids, backbone_version=backbone_version)
+    embeddings, logits = cached.embeddings.astype("float32"), cached.logits.astype("float32")
     return {
-        image_id: (embedding.astype("float32"), logits.astype("float32"))
-        for image_id, embedding, logits in zip(
-            cached.image_ids, cached.embeddings, cached.logits, strict=True
-        )
+        image_id: (embedding, image_logits)
+        for image_id, embedding, image_logits in zip(cached.image_ids, embeddings, logits, strict=True)
     }
