@@ -164,6 +164,17 @@ def test_the_embedding_writer_replaces_a_row_and_skips_photos_deleted_meanwhile(
     np.testing.assert_array_equal(cached.logits[0], logits)
 
 
+def test_outputs_of_the_wrong_size_are_refused_with_a_reason_and_nothing_is_cached() -> None:
+    # given a photo and a backbone output with a truncated embedding
+    (image,) = _photos(1)
+    short = (image.pk, np.ones(640, np.float32), np.zeros(1000, np.float32))
+
+    # when it is written, then it is refused with the sizes, and no row is left behind
+    with pytest.raises(ValueError, match="Expected an embedding of 1280 values and 1000 logits, got 640"):
+        embeddings_write(backbone_version="b", rows=[short])
+    assert not ImageEmbedding.objects.exists()
+
+
 def test_a_copy_output_not_of_the_expected_layout_is_refused() -> None:
     fields = [("value", ">i8", 1)]
     assert fixed_width_rows(copy_out("SELECT 7::bigint"), fields)["value"].tolist() == [7]  # type: ignore[index]
