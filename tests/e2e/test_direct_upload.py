@@ -45,6 +45,9 @@ def test_the_browser_uploads_photos_to_the_bucket_and_the_form_carries_no_bytes(
     # given a seller with two real photos on the "Sell an item" page
     sign_up(page, "bucket-seller")
     page.get_by_role("link", name="Sell an item").first.click()
+    # (the page's script picks up chosen files once it has run: on a loaded machine, files set
+    # before the load event were never uploaded)
+    page.wait_for_load_state("load")
     page.get_by_label("Title").fill("Two things")
     page.get_by_label("Price").fill("12")
 
